@@ -1,0 +1,20 @@
+// Subcommands of the voxinfer command line. Each add_* registers its options and the
+// callback that runs it; errors are thrown as voxinfer::Error and mapped to exit
+// statuses in main.cpp.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+namespace voxinfer::cli {
+
+// cmd_model.cpp: info (models; volumes via print_volume_info), run, bench.
+void add_info_command(CLI::App& app);
+void add_run_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
+
+// cmd_volume.cpp: convert, and the volume side of `info`.
+void add_convert_command(CLI::App& app);
+void print_volume_info(const std::string& input, const std::string& series_uid, bool json);
+
+}  // namespace voxinfer::cli

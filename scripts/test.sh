@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs the whole test suite, then checks that the installed
+# package works from another CMake project.
+#   ./scripts/test.sh             release build in ./build, all tests, install + consumer check
+#   ./scripts/test.sh --sanitize  AddressSanitizer + UBSan build in ./build-asan, unit tests
+# Tests that need the shared models and data sets look for ../shared (or
+# $VOXINFER_SHARED_DIR) and skip with a message when it is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+
+JOBS=$(nproc)
+if [[ "${1:-}" == "--sanitize" ]]; then
+  export VOXINFER_BUILD_DIR=build-asan
+  ./scripts/build.sh -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVOXINFER_SANITIZE=address,undefined \
+    -DVOXINFER_WERROR=ON -DVOXINFER_BUILD_BENCHMARKS=OFF
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  ctest --test-dir build-asan -L unit -j "$JOBS" --output-on-failure --timeout 900
+  exit 0
+fi
+
+./scripts/build.sh -DVOXINFER_WERROR=ON
+ctest --test-dir build -j "$JOBS" --output-on-failure --timeout 1200
+
+# The installed package must be usable with find_package(voxinfer).
+rm -rf build/install build/consumer
+cmake --install build --prefix build/install > /dev/null
+cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$PWD/build/install" > build/consumer.log 2>&1 \
+  || { cat build/consumer.log; exit 1; }
+cmake --build build/consumer >> build/consumer.log 2>&1 || { cat build/consumer.log; exit 1; }
+LD_LIBRARY_PATH="$PWD/build/install/lib:${LD_LIBRARY_PATH:-}" ./build/consumer/voxinfer_consumer
