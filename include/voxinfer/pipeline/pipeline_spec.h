@@ -1,0 +1,129 @@
+// PipelineSpec: the typed, validated contents of a model package's pipeline.json
+// (DESIGN.md "The model package"; every field is documented in docs/pipeline.md).
+// Parsing rejects unknown fields, wrong types and impossible values with
+// Error(invalid_model, "pipeline.json: <field.path>: <what was expected>").
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace voxinfer {
+
+enum class Task { segmentation, classification };
+
+// Order of the spatial axes the model sees: "xyz" = [N, C, X, Y, Z] (MONAI, nibabel
+// arrays), "zyx" = [N, C, Z, Y, X] (nnU-Net, SimpleITK arrays). roi_size, spacing,
+// mirror_axes and resize are given in this same order.
+enum class AxisOrder { xyz, zyx };
+
+// One intensity normalisation step, applied in list order to every channel.
+struct IntensityOp {
+  enum class Kind { clip, scale, minmax, zscore, percentile_clip };
+  Kind kind = Kind::clip;
+  double min = 0, max = 0;                          // clip
+  std::array<double, 2> from{0, 1}, to{0, 1};       // scale
+  bool clip_output = false;                         // scale: clip the result to `to`
+  std::optional<double> mean, std;                  // zscore: both set = fixed, none = per image
+  bool nonzero = false;                             // per-image stats over nonzero voxels only
+  bool channel_wise = true;                         // per-image stats per channel (else over all channels)
+  double lo = 0, hi = 100;                          // percentile_clip, percent in [0, 100]
+};
+
+struct CropSpec {
+  enum class Mode { center, foreground };
+  Mode mode = Mode::center;
+  std::array<std::int64_t, 3> size{0, 0, 0};  // model axis order
+  std::int64_t margin = 0;                     // foreground: voxels added around the bounding box
+};
+
+struct PreprocessSpec {
+  std::optional<std::string> orientation;              // e.g. "RAS"; absent = keep
+  std::optional<std::array<double, 3>> spacing;        // mm, model axis order; absent = keep
+  std::vector<IntensityOp> intensity;
+  std::optional<std::array<std::int64_t, 3>> resize;   // classification only, model axis order
+  std::optional<CropSpec> crop;                        // classification only
+};
+
+enum class BlendMode { gaussian, constant };
+// Whose sliding window to reproduce: tile placement and Gaussian shape (docs/pipeline.md).
+enum class WindowStyle { nnunet, monai };
+
+struct InferenceSpec {
+  std::array<std::int64_t, 3> roi_size{0, 0, 0};  // model axis order
+  std::array<double, 3> overlap{0.5, 0.5, 0.5};    // per axis, in [0, 1)
+  BlendMode blend = BlendMode::gaussian;
+  double sigma_scale = 0.125;
+  std::vector<int> mirror_axes;                    // spatial axes 0..2 in model axis order
+  std::int64_t batch = 1;
+  WindowStyle style = WindowStyle::nnunet;
+};
+
+enum class Activation { softmax, sigmoid, none };
+
+struct PostprocessSpec {
+  Activation activation = Activation::softmax;
+  double threshold = 0.5;                          // sigmoid: a channel is on at >= threshold
+  std::vector<int> keep_largest_component;         // label values
+  double remove_small_mm3 = 0;                     // 0 = off
+  int connectivity = 26;                           // 6 or 26
+};
+
+struct LabelCode {
+  std::string scheme, value, meaning;
+};
+
+struct LabelSpec {
+  int value = 0;
+  std::string name;
+  std::optional<std::array<int, 3>> color;
+  std::optional<LabelCode> code;
+};
+
+struct InputSpec {
+  std::int64_t channels = 1;
+  std::vector<std::string> modality;  // empty, or one entry per channel
+  std::int64_t tabular_length = 0;    // classification: length of an extra non-image input
+  std::vector<std::string> tabular_names;
+};
+
+struct PipelineSpec {
+  Task task = Task::segmentation;
+  std::string model;  // file name relative to the package folder
+  AxisOrder axes = AxisOrder::zyx;
+  std::string name, version, description, license;
+  InputSpec input;
+  PreprocessSpec preprocess;
+  InferenceSpec inference;
+  PostprocessSpec postprocess;
+  std::vector<LabelSpec> labels;     // segmentation
+  std::vector<std::string> classes;  // classification
+
+  // The label with this value, or nullptr.
+  const LabelSpec* find_label(int value) const;
+};
+
+// Parses pipeline.json text. Throws Error(invalid_model, "pipeline.json: <path>: <expected>").
+PipelineSpec parse_pipeline_spec(std::string_view json_text);
+// Reads and parses a file (a missing or unreadable file is Error(invalid_model) naming it).
+PipelineSpec load_pipeline_spec(const std::filesystem::path& file);
+
+std::string_view task_name(Task t) noexcept;
+std::string_view axis_order_name(AxisOrder a) noexcept;
+std::string_view activation_name(Activation a) noexcept;
+
+// A spec triple in model axis order converted to Volume index order (x, y, z), and back.
+template <typename T>
+std::array<T, 3> model_to_xyz(const std::array<T, 3>& v, AxisOrder axes) {
+  return axes == AxisOrder::xyz ? v : std::array<T, 3>{v[2], v[1], v[0]};
+}
+template <typename T>
+std::array<T, 3> xyz_to_model(const std::array<T, 3>& v, AxisOrder axes) {
+  return model_to_xyz(v, axes);  // the permutation is its own inverse
+}
+
+}  // namespace voxinfer
