@@ -1,0 +1,31 @@
+// Graph passes. Each preserves the graph's outputs (tests run every model with the
+// passes on and off): drop Identity/Dropout, fold BatchNormalization into the
+// preceding Conv/ConvTranspose, fuse elementwise activations into Conv, collapse
+// Reshape chains, remove dead nodes.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "voxinfer/graph/ir.h"
+
+namespace voxinfer::graph {
+
+struct PassReport {
+  int identities_removed = 0;
+  int batchnorms_folded = 0;
+  int activations_fused = 0;
+  int reshapes_collapsed = 0;
+  int dead_removed = 0;
+};
+
+PassReport drop_identities(Graph& g);
+PassReport fold_batchnorm(Graph& g);
+PassReport fuse_activations(Graph& g);
+PassReport collapse_reshapes(Graph& g);
+PassReport remove_dead_nodes(Graph& g);
+
+// All of the above, in order.
+PassReport optimize_graph(Graph& g);
+
+}  // namespace voxinfer::graph

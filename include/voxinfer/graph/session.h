@@ -1,0 +1,63 @@
+// Session: load a model once, run it many times. A new set of input shapes is planned
+// once (constant folding of shape sub-graphs, operator preparation and weight packing,
+// arena layout) and the plan is cached.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "voxinfer/core/tensor.h"
+#include "voxinfer/graph/ir.h"
+
+namespace voxinfer::graph {
+
+struct SessionOptions {
+  int threads = 0;        // 0: VOXINFER_NUM_THREADS or all cores
+  bool optimize = true;   // run the graph passes (BN folding, activation fusion, ...)
+};
+
+struct PlanStats {
+  std::int64_t arena_bytes = 0;       // planned peak of the activation arena
+  std::int64_t activation_bytes = 0;  // sum of all intermediate tensors (what a naive executor holds)
+  std::int64_t output_bytes = 0;
+  std::int64_t workspace_bytes = 0;
+  std::int64_t flops = 0;
+  int steps = 0;                      // nodes run per inference
+  int folded = 0;                     // nodes folded to constants at plan time
+  int inplace = 0, aliased = 0;       // outputs written over an input / sharing an input's buffer
+  std::map<std::string, int> kernels; // kernel name -> count
+  std::map<std::string, int> ops;     // op type -> count of nodes run
+};
+
+// Loads a model file: ONNX (.onnx) or a TF.js/Keras layers model (model.json).
+Graph load_model(const std::string& path);
+
+class Session {
+ public:
+  explicit Session(Graph graph, SessionOptions options = {});
+  static Session from_file(const std::string& path, SessionOptions options = {});
+  ~Session();
+  Session(Session&&) noexcept;
+  Session& operator=(Session&&) noexcept;
+
+  const Graph& graph() const;
+  const std::vector<ValueInfo>& inputs() const;
+  const std::vector<ValueInfo>& outputs() const;
+
+  // Runs with inputs in the order of inputs(); returns outputs in the order of outputs().
+  // Throws invalid_input naming the input when a name, rank, dtype or dimension is wrong.
+  std::vector<Tensor> run(const std::vector<Tensor>& inputs);
+  std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs);
+
+  // Plans (or reuses the plan) for these input shapes and reports its statistics.
+  PlanStats plan_stats(const std::vector<Shape>& input_shapes);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace voxinfer::graph

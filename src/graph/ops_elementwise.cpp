@@ -1,0 +1,415 @@
+// Elementwise operators: unary activations and maths, numpy-broadcasting binary
+// arithmetic and comparisons, PRelu, Clip, Where and the variadic Sum/Min/Max/Mean.
+#include <cmath>
+#include <functional>
+#include <limits>
+
+#include "graph/ops_common.h"
+
+namespace voxinfer::graph {
+namespace {
+
+// ---------------------------------------------------------------- unary (float)
+
+enum class UnaryKind {
+  relu, leaky_relu, elu, selu, sigmoid, hard_sigmoid, tanh, erf, gelu, sqrt, exp, log, abs, neg, reciprocal,
+  floor, ceil, softplus, identity_copy, clip, hard_swish, round, sign, sin, cos
+};
+
+class UnaryOp final : public Op {
+ public:
+  UnaryOp(const Node& n, std::int64_t opset, UnaryKind k) : Op(n, opset), kind_(k) {
+    switch (k) {
+      case UnaryKind::leaky_relu: alpha_ = n.get_float("alpha", 0.01f); break;
+      case UnaryKind::elu: alpha_ = n.get_float("alpha", 1.0f); break;
+      case UnaryKind::selu:
+        alpha_ = n.get_float("alpha", 1.67326319217681884765625f);
+        beta_ = n.get_float("gamma", 1.05070102214813232421875f);
+        break;
+      case UnaryKind::hard_sigmoid:
+        alpha_ = n.get_float("alpha", 0.2f);
+        beta_ = n.get_float("beta", 0.5f);
+        break;
+      case UnaryKind::gelu: approx_tanh_ = n.get_string("approximate", "none") == "tanh"; break;
+      case UnaryKind::clip:
+        alpha_ = n.get_float("min", -std::numeric_limits<float>::infinity());
+        beta_ = n.get_float("max", std::numeric_limits<float>::infinity());
+        break;
+      default: break;
+    }
+  }
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    require_inputs(in, 1, kind_ == UnaryKind::clip ? 3 : 1);
+    const DType t = in[0].dtype;
+    if (t != DType::f32 && !(t == DType::i64 && (kind_ == UnaryKind::abs || kind_ == UnaryKind::neg || kind_ == UnaryKind::clip ||
+                                                  kind_ == UnaryKind::relu || kind_ == UnaryKind::sign)))
+      fail_unsupported("dtype " + std::string(dtype_name(t)) + " is not supported");
+    out[0].shape = in[0].shape;
+    out[0].dtype = t;
+  }
+  int inplace_input() const override { return 0; }
+  std::int64_t flops(const std::vector<ValueMeta>& in, const std::vector<ValueMeta>&) const override {
+    return in[0].shape.numel();
+  }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    float lo = alpha_, hi = beta_;
+    if (kind_ == UnaryKind::clip) {
+      if (in.size() > 1 && in[1]) lo = tensor_to_floats(*in[1]).at(0);
+      if (in.size() > 2 && in[2]) hi = tensor_to_floats(*in[2]).at(0);
+    }
+    const std::int64_t n = in[0]->numel();
+    if (in[0]->dtype() == DType::i64) {
+      const auto* s = in[0]->data<std::int64_t>();
+      auto* d = out[0]->data<std::int64_t>();
+      for (std::int64_t i = 0; i < n; ++i) {
+        const std::int64_t v = s[i];
+        switch (kind_) {
+          case UnaryKind::abs: d[i] = v < 0 ? -v : v; break;
+          case UnaryKind::neg: d[i] = -v; break;
+          case UnaryKind::relu: d[i] = v < 0 ? 0 : v; break;
+          case UnaryKind::sign: d[i] = (v > 0) - (v < 0); break;
+          default: d[i] = std::min<std::int64_t>(std::max<std::int64_t>(v, static_cast<std::int64_t>(lo)), static_cast<std::int64_t>(hi));
+        }
+      }
+      return;
+    }
+    const float* s = in[0]->data<float>();
+    float* d = out[0]->data<float>();
+    const UnaryKind k = kind_;
+    const float a = alpha_, b = beta_;
+    const bool approx = approx_tanh_;
+    parallel_for(n, 16384, [=](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t i = begin; i < end; ++i) {
+        const float x = s[i];
+        float y = x;
+        switch (k) {
+          case UnaryKind::relu: y = x > 0 ? x : 0.f; break;
+          case UnaryKind::leaky_relu: y = x >= 0 ? x : a * x; break;
+          case UnaryKind::elu: y = x >= 0 ? x : a * (std::exp(x) - 1.f); break;
+          case UnaryKind::selu: y = x > 0 ? b * x : b * a * (std::exp(x) - 1.f); break;
+          case UnaryKind::sigmoid: y = 1.f / (1.f + std::exp(-x)); break;
+          case UnaryKind::hard_sigmoid: y = std::max(0.f, std::min(1.f, a * x + b)); break;
+          case UnaryKind::tanh: y = std::tanh(x); break;
+          case UnaryKind::erf: y = std::erf(x); break;
+          case UnaryKind::gelu:
+            y = approx ? 0.5f * x * (1.f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)))
+                       : 0.5f * x * (1.f + std::erf(x * 0.7071067811865476f));
+            break;
+          case UnaryKind::sqrt: y = std::sqrt(x); break;
+          case UnaryKind::exp: y = std::exp(x); break;
+          case UnaryKind::log: y = std::log(x); break;
+          case UnaryKind::abs: y = std::abs(x); break;
+          case UnaryKind::neg: y = -x; break;
+          case UnaryKind::reciprocal: y = 1.f / x; break;
+          case UnaryKind::floor: y = std::floor(x); break;
+          case UnaryKind::ceil: y = std::ceil(x); break;
+          case UnaryKind::round: y = std::nearbyint(x); break;
+          case UnaryKind::sign: y = static_cast<float>((x > 0) - (x < 0)); break;
+          case UnaryKind::sin: y = std::sin(x); break;
+          case UnaryKind::cos: y = std::cos(x); break;
+          case UnaryKind::softplus: y = x > 20.f ? x : std::log1p(std::exp(x)); break;
+          case UnaryKind::hard_swish: y = x * std::max(0.f, std::min(1.f, x / 6.f + 0.5f)); break;
+          case UnaryKind::clip: y = std::min(std::max(x, lo), hi); break;
+          case UnaryKind::identity_copy: y = x; break;
+        }
+        d[i] = y;
+      }
+    });
+  }
+
+ private:
+  UnaryKind kind_;
+  float alpha_ = 0, beta_ = 0;
+  bool approx_tanh_ = false;
+};
+
+template <UnaryKind K>
+std::unique_ptr<Op> make_unary(const Node& n, std::int64_t opset) {
+  return std::make_unique<UnaryOp>(n, opset, K);
+}
+
+// ---------------------------------------------------------------- binary
+
+enum class BinKind { add, sub, mul, div, pow, min, max, mod, prelu, eq, lt, gt, le, ge, and_, or_, xor_ };
+
+bool is_compare(BinKind k) {
+  return k == BinKind::eq || k == BinKind::lt || k == BinKind::gt || k == BinKind::le || k == BinKind::ge ||
+         k == BinKind::and_ || k == BinKind::or_ || k == BinKind::xor_;
+}
+
+template <typename T>
+inline T arith(BinKind k, T a, T b, bool fmod_mode) {
+  switch (k) {
+    case BinKind::add: return a + b;
+    case BinKind::sub: return a - b;
+    case BinKind::mul: return a * b;
+    case BinKind::div:
+      if constexpr (std::is_integral_v<T>) return b == 0 ? T(0) : static_cast<T>(a / b);
+      else return a / b;
+    case BinKind::pow: return static_cast<T>(std::pow(static_cast<double>(a), static_cast<double>(b)));
+    case BinKind::min: return a < b ? a : b;
+    case BinKind::max: return a > b ? a : b;
+    case BinKind::prelu: return a >= T(0) ? a : a * b;
+    case BinKind::mod:
+      if constexpr (std::is_integral_v<T>) {
+        if (b == 0) return 0;
+        if (fmod_mode) return static_cast<T>(a % b);
+        T r = static_cast<T>(a % b);
+        if (r != 0 && ((r < 0) != (b < 0))) r = static_cast<T>(r + b);
+        return r;
+      } else {
+        if (fmod_mode) return static_cast<T>(std::fmod(a, b));
+        T r = static_cast<T>(std::fmod(a, b));
+        if (r != 0 && ((r < 0) != (b < 0))) r += b;
+        return r;
+      }
+    default: return a;
+  }
+}
+
+template <typename T>
+inline bool compare(BinKind k, T a, T b) {
+  switch (k) {
+    case BinKind::eq: return a == b;
+    case BinKind::lt: return a < b;
+    case BinKind::gt: return a > b;
+    case BinKind::le: return a <= b;
+    case BinKind::ge: return a >= b;
+    case BinKind::and_: return a && b;
+    case BinKind::or_: return a || b;
+    case BinKind::xor_: return static_cast<bool>(a) != static_cast<bool>(b);
+    default: return false;
+  }
+}
+
+class BinaryOp final : public Op {
+ public:
+  BinaryOp(const Node& n, std::int64_t opset, BinKind k) : Op(n, opset), kind_(k) {
+    fmod_ = n.get_int("fmod", 0) != 0;
+  }
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    require_inputs(in, 2, 2);
+    if (kind_ != BinKind::pow && in[0].dtype != in[1].dtype)
+      fail_model("input dtypes differ: " + std::string(dtype_name(in[0].dtype)) + " and " + std::string(dtype_name(in[1].dtype)));
+    if (kind_ == BinKind::pow && in[0].dtype != DType::f32) fail_unsupported("Pow supports f32 bases");
+    out[0].shape = broadcast_shapes(in[0].shape, in[1].shape, node_);
+    if (kind_ == BinKind::prelu && out[0].shape != in[0].shape)
+      fail_model("slope shape " + in[1].shape.str() + " does not broadcast to the input " + in[0].shape.str());
+    out[0].dtype = is_compare(kind_) ? DType::boolean : in[0].dtype;
+  }
+  int inplace_input() const override { return is_compare(kind_) ? -1 : 0; }
+  std::int64_t flops(const std::vector<ValueMeta>&, const std::vector<ValueMeta>& out) const override {
+    return out[0].shape.numel();
+  }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    Tensor& d = *out[0];
+    if (kind_ == BinKind::pow) {
+      const Tensor bf = b.dtype() == DType::f32 ? b : float_copy(b);
+      run_typed<float>(a, bf, d);
+      return;
+    }
+    if (a.dtype() == DType::boolean) {
+      run_bool(a, b, d);
+      return;
+    }
+    dispatch_numeric(a.dtype(), node_, [&](auto tag) { run_typed<decltype(tag)>(a, b, d); });
+  }
+
+ private:
+  static Tensor float_copy(const Tensor& t) {
+    const auto v = tensor_to_floats(t);
+    return Tensor::from_vector(t.shape(), v);
+  }
+  template <typename T>
+  void run_typed(const Tensor& a, const Tensor& b, Tensor& d) {
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    const BinKind k = kind_;
+    const bool fm = fmod_;
+    if (is_compare(k)) {
+      bool* pd = d.data<bool>();
+      broadcast_binary_rows(d.shape(), a.shape(), b.shape(),
+                            [&](std::int64_t od, std::int64_t oa, std::int64_t sa, std::int64_t ob, std::int64_t sb, std::int64_t n) {
+                              for (std::int64_t i = 0; i < n; ++i) pd[od + i] = compare<T>(k, pa[oa + i * sa], pb[ob + i * sb]);
+                            });
+      return;
+    }
+    T* pd = d.data<T>();
+    if (a.shape() == b.shape() && k == BinKind::add) {
+      parallel_for(d.numel(), 1 << 15, [&](std::int64_t s, std::int64_t e) {
+        for (std::int64_t i = s; i < e; ++i) pd[i] = pa[i] + pb[i];
+      });
+      return;
+    }
+    broadcast_binary_rows(d.shape(), a.shape(), b.shape(),
+                          [&](std::int64_t od, std::int64_t oa, std::int64_t sa, std::int64_t ob, std::int64_t sb, std::int64_t n) {
+                            for (std::int64_t i = 0; i < n; ++i) pd[od + i] = arith<T>(k, pa[oa + i * sa], pb[ob + i * sb], fm);
+                          });
+  }
+  void run_bool(const Tensor& a, const Tensor& b, Tensor& d) {
+    const bool* pa = a.data<bool>();
+    const bool* pb = b.data<bool>();
+    bool* pd = d.data<bool>();
+    const BinKind k = kind_;
+    if (!is_compare(k)) fail_unsupported("arithmetic on bool tensors");
+    broadcast_binary_rows(d.shape(), a.shape(), b.shape(),
+                          [&](std::int64_t od, std::int64_t oa, std::int64_t sa, std::int64_t ob, std::int64_t sb, std::int64_t n) {
+                            for (std::int64_t i = 0; i < n; ++i) pd[od + i] = compare<bool>(k, pa[oa + i * sa], pb[ob + i * sb]);
+                          });
+  }
+  BinKind kind_;
+  bool fmod_ = false;
+};
+
+template <BinKind K>
+std::unique_ptr<Op> make_binary(const Node& n, std::int64_t opset) {
+  return std::make_unique<BinaryOp>(n, opset, K);
+}
+
+// Sum/Min/Max/Mean with any number of inputs, folded pairwise left to right.
+class VariadicOp final : public Op {
+ public:
+  VariadicOp(const Node& n, std::int64_t opset, BinKind k, bool mean) : Op(n, opset), kind_(k), mean_(mean) {}
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    if (in.empty()) fail_model("needs at least one input");
+    Shape s = in[0].shape;
+    for (std::size_t i = 1; i < in.size(); ++i) {
+      if (in[i].dtype != in[0].dtype) fail_model("input dtypes differ");
+      s = broadcast_shapes(s, in[i].shape, node_);
+    }
+    if (in[0].dtype != DType::f32) fail_unsupported("only f32 is supported");
+    out[0].shape = s;
+    out[0].dtype = in[0].dtype;
+  }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    Tensor& d = *out[0];
+    float* pd = d.data<float>();
+    // First input broadcast into d, then combine the others in order.
+    const Tensor& a = *in[0];
+    const float* pa = a.data<float>();
+    broadcast_binary_rows(d.shape(), a.shape(), a.shape(),
+                          [&](std::int64_t od, std::int64_t oa, std::int64_t sa, std::int64_t, std::int64_t, std::int64_t n) {
+                            for (std::int64_t i = 0; i < n; ++i) pd[od + i] = pa[oa + i * sa];
+                          });
+    const BinKind k = kind_;
+    for (std::size_t j = 1; j < in.size(); ++j) {
+      const float* pb = in[j]->data<float>();
+      broadcast_binary_rows(d.shape(), d.shape(), in[j]->shape(),
+                            [&](std::int64_t od, std::int64_t, std::int64_t, std::int64_t ob, std::int64_t sb, std::int64_t n) {
+                              for (std::int64_t i = 0; i < n; ++i) pd[od + i] = arith<float>(k, pd[od + i], pb[ob + i * sb], false);
+                            });
+    }
+    if (mean_) {
+      const float inv = 1.f / static_cast<float>(in.size());
+      for (std::int64_t i = 0; i < d.numel(); ++i) pd[i] *= inv;
+    }
+  }
+
+ private:
+  BinKind kind_;
+  bool mean_;
+};
+
+// Where(condition, x, y) with three-way broadcasting.
+class WhereOp final : public Op {
+ public:
+  using Op::Op;
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    require_inputs(in, 3, 3);
+    if (in[0].dtype != DType::boolean) fail_model("condition must be bool");
+    if (in[1].dtype != in[2].dtype) fail_model("x and y dtypes differ");
+    out[0].shape = broadcast_shapes(broadcast_shapes(in[0].shape, in[1].shape, node_), in[2].shape, node_);
+    out[0].dtype = in[1].dtype;
+  }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    Tensor& d = *out[0];
+    const auto sc = broadcast_strides(in[0]->shape(), d.shape());
+    const auto sx = broadcast_strides(in[1]->shape(), d.shape());
+    const auto sy = broadcast_strides(in[2]->shape(), d.shape());
+    const std::size_t es = dtype_size(d.dtype());
+    const bool* c = in[0]->data<bool>();
+    const auto* x = static_cast<const std::byte*>(in[1]->raw());
+    const auto* y = static_cast<const std::byte*>(in[2]->raw());
+    auto* o = static_cast<std::byte*>(d.raw());
+    const int r = d.rank();
+    for (std::int64_t i = 0; i < d.numel(); ++i) {
+      std::int64_t rem = i, oc = 0, ox = 0, oy = 0;
+      for (int k = r - 1; k >= 0; --k) {
+        const std::int64_t idx = rem % d.shape()[k];
+        rem /= d.shape()[k];
+        oc += idx * sc[static_cast<std::size_t>(k)];
+        ox += idx * sx[static_cast<std::size_t>(k)];
+        oy += idx * sy[static_cast<std::size_t>(k)];
+      }
+      std::memcpy(o + static_cast<std::size_t>(i) * es, c[oc] ? x + ox * static_cast<std::int64_t>(es) : y + oy * static_cast<std::int64_t>(es), es);
+    }
+  }
+};
+
+class NotOp final : public Op {
+ public:
+  using Op::Op;
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    require_inputs(in, 1, 1);
+    if (in[0].dtype != DType::boolean) fail_model("input must be bool");
+    out[0].shape = in[0].shape;
+    out[0].dtype = DType::boolean;
+  }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    for (std::int64_t i = 0; i < in[0]->numel(); ++i) out[0]->data<bool>()[i] = !in[0]->data<bool>()[i];
+  }
+};
+
+}  // namespace
+
+void register_elementwise_ops() {
+  register_op("Relu", make_unary<UnaryKind::relu>);
+  register_op("LeakyRelu", make_unary<UnaryKind::leaky_relu>);
+  register_op("Elu", make_unary<UnaryKind::elu>);
+  register_op("Selu", make_unary<UnaryKind::selu>);
+  register_op("Sigmoid", make_unary<UnaryKind::sigmoid>);
+  register_op("HardSigmoid", make_unary<UnaryKind::hard_sigmoid>);
+  register_op("HardSwish", make_unary<UnaryKind::hard_swish>);
+  register_op("Tanh", make_unary<UnaryKind::tanh>);
+  register_op("Erf", make_unary<UnaryKind::erf>);
+  register_op("Gelu", make_unary<UnaryKind::gelu>);
+  register_op("Sqrt", make_unary<UnaryKind::sqrt>);
+  register_op("Exp", make_unary<UnaryKind::exp>);
+  register_op("Log", make_unary<UnaryKind::log>);
+  register_op("Abs", make_unary<UnaryKind::abs>);
+  register_op("Neg", make_unary<UnaryKind::neg>);
+  register_op("Reciprocal", make_unary<UnaryKind::reciprocal>);
+  register_op("Floor", make_unary<UnaryKind::floor>);
+  register_op("Ceil", make_unary<UnaryKind::ceil>);
+  register_op("Round", make_unary<UnaryKind::round>);
+  register_op("Sign", make_unary<UnaryKind::sign>);
+  register_op("Sin", make_unary<UnaryKind::sin>);
+  register_op("Cos", make_unary<UnaryKind::cos>);
+  register_op("Softplus", make_unary<UnaryKind::softplus>);
+  register_op("Clip", make_unary<UnaryKind::clip>);
+  register_op("Add", make_binary<BinKind::add>);
+  register_op("Sub", make_binary<BinKind::sub>);
+  register_op("Mul", make_binary<BinKind::mul>);
+  register_op("Div", make_binary<BinKind::div>);
+  register_op("Pow", make_binary<BinKind::pow>);
+  register_op("Mod", make_binary<BinKind::mod>);
+  register_op("PRelu", make_binary<BinKind::prelu>);
+  register_op("Equal", make_binary<BinKind::eq>);
+  register_op("Less", make_binary<BinKind::lt>);
+  register_op("Greater", make_binary<BinKind::gt>);
+  register_op("LessOrEqual", make_binary<BinKind::le>);
+  register_op("GreaterOrEqual", make_binary<BinKind::ge>);
+  register_op("And", make_binary<BinKind::and_>);
+  register_op("Or", make_binary<BinKind::or_>);
+  register_op("Xor", make_binary<BinKind::xor_>);
+  register_op("Min", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<VariadicOp>(n, o, BinKind::min, false); });
+  register_op("Max", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<VariadicOp>(n, o, BinKind::max, false); });
+  register_op("Sum", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<VariadicOp>(n, o, BinKind::add, false); });
+  register_op("Mean", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<VariadicOp>(n, o, BinKind::add, true); });
+  register_op("Where", make_op<WhereOp>);
+  register_op("Not", make_op<NotOp>);
+}
+
+}  // namespace voxinfer::graph

@@ -1,0 +1,897 @@
+// Neural-network operators: Conv, ConvTranspose (1D/2D/3D through the 3D kernels),
+// normalizations, pooling, Softmax, MatMul/Gemm, Resize/Upsample, reductions, ArgMax.
+#include <Eigen/Dense>
+
+#include <cmath>
+#include <limits>
+
+#include "graph/ops_common.h"
+#include "voxinfer/core/cpu.h"
+#include "voxinfer/kernels/conv.h"
+
+namespace voxinfer::graph {
+namespace {
+
+using kernels::Activation;
+using kernels::ConvParams;
+using kernels::Epilogue;
+
+// Spatial sizes of an NC... shape padded to 3 (leading 1s).
+std::array<std::int64_t, 3> spatial3(const Shape& s) {
+  std::array<std::int64_t, 3> d{1, 1, 1};
+  const int ns = s.rank() - 2;
+  for (int i = 0; i < ns; ++i) d[static_cast<std::size_t>(3 - ns + i)] = s[2 + i];
+  return d;
+}
+
+std::vector<std::int64_t> pad3(const std::vector<std::int64_t>& v, int ns, std::int64_t fill) {
+  std::vector<std::int64_t> r(3, fill);
+  for (int i = 0; i < ns; ++i) r[static_cast<std::size_t>(3 - ns + i)] = v[static_cast<std::size_t>(i)];
+  return r;
+}
+
+Activation parse_activation(const Node& n, float& alpha, float& beta) {
+  const std::string a = n.get_string("voxinfer.activation", "");
+  alpha = n.get_float("voxinfer.alpha", 0.f);
+  beta = n.get_float("voxinfer.beta", 0.f);
+  if (a.empty() || a == "none") return Activation::none;
+  if (a == "relu") return Activation::relu;
+  if (a == "leaky_relu") return Activation::leaky_relu;
+  if (a == "prelu") return Activation::prelu;
+  if (a == "sigmoid") return Activation::sigmoid;
+  if (a == "clip") return Activation::clip;
+  throw Error(ErrorCode::invalid_model, n.label() + ": unknown fused activation '" + a + "'");
+}
+
+// Conv and ConvTranspose. Inputs: X, W, optional B; fused graphs add an optional PRelu
+// slope (input 3) and residual (input 4).
+class ConvOp final : public Op {
+ public:
+  ConvOp(const Node& n, std::int64_t opset, bool transposed) : Op(n, opset), transposed_(transposed) {}
+
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    require_inputs(in, 2, 5);
+    const Shape& x = in[0].shape;
+    const Shape& w = in[1].shape;
+    if (in[0].dtype != DType::f32 || in[1].dtype != DType::f32) fail_unsupported("only f32 convolution is supported");
+    if (x.rank() < 3 || x.rank() > 5) fail_input("input must be 3D-5D (N, C, spatial...), got " + x.str());
+    if (w.rank() != x.rank()) fail_model("weight rank " + std::to_string(w.rank()) + " does not match input rank " + std::to_string(x.rank()));
+    const int ns = x.rank() - 2;
+    const std::int64_t groups = node_.get_int("group", 1);
+    if (groups < 1) fail_model("group must be >= 1");
+    auto kshape = node_.get_ints("kernel_shape");
+    if (kshape.empty())
+      for (int i = 0; i < ns; ++i) kshape.push_back(w[2 + i]);
+    for (int i = 0; i < ns; ++i)
+      if (kshape[static_cast<std::size_t>(i)] != w[2 + i]) fail_model("kernel_shape does not match the weights " + w.str());
+    auto strides = node_.get_ints("strides", std::vector<std::int64_t>(static_cast<std::size_t>(ns), 1));
+    auto dil = node_.get_ints("dilations", std::vector<std::int64_t>(static_cast<std::size_t>(ns), 1));
+    auto pads = node_.get_ints("pads", std::vector<std::int64_t>(static_cast<std::size_t>(2 * ns), 0));
+    if (static_cast<int>(strides.size()) != ns || static_cast<int>(dil.size()) != ns || static_cast<int>(pads.size()) != 2 * ns)
+      fail_model("strides/dilations/pads do not match " + std::to_string(ns) + " spatial dims");
+    const std::string auto_pad = node_.get_string("auto_pad", "NOTSET");
+
+    ConvParams& p = p_;
+    p.n = x[0];
+    p.groups = groups;
+    const auto id = spatial3(x);
+    p.ic = x[1];
+    p.id = id[0]; p.ih = id[1]; p.iw = id[2];
+    const auto k3 = pad3(kshape, ns, 1), s3 = pad3(strides, ns, 1), d3 = pad3(dil, ns, 1);
+    p.kd = k3[0]; p.kh = k3[1]; p.kw = k3[2];
+    p.sd = s3[0]; p.sh = s3[1]; p.sw = s3[2];
+    p.dd = d3[0]; p.dh = d3[1]; p.dw = d3[2];
+    std::vector<std::int64_t> pb(static_cast<std::size_t>(ns)), pe(static_cast<std::size_t>(ns)), os(static_cast<std::size_t>(ns));
+    for (int i = 0; i < ns; ++i) {
+      const auto k = static_cast<std::size_t>(i);
+      pb[k] = pads[k];
+      pe[k] = pads[k + static_cast<std::size_t>(ns)];
+    }
+    if (!transposed_) {
+      if (x[1] != w[1] * groups)
+        fail_input("input has " + std::to_string(x[1]) + " channels, the weights expect " + std::to_string(w[1] * groups));
+      if (w[0] % groups) fail_model("output channels not divisible by group");
+      p.oc = w[0];
+      for (int i = 0; i < ns; ++i) {
+        const auto k = static_cast<std::size_t>(i);
+        const std::int64_t in = x[2 + i], ke = (kshape[k] - 1) * dil[k] + 1;
+        if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+          const std::int64_t o = (in + strides[k] - 1) / strides[k];
+          const std::int64_t total = std::max<std::int64_t>(0, (o - 1) * strides[k] + ke - in);
+          pb[k] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+          pe[k] = total - pb[k];
+        } else if (auto_pad == "VALID") {
+          pb[k] = pe[k] = 0;
+        } else if (auto_pad != "NOTSET") {
+          fail_model("auto_pad '" + auto_pad + "'");
+        }
+        os[k] = ConvParams::conv_out(in, kshape[k], strides[k], dil[k], pb[k], pe[k]);
+        if (os[k] <= 0) fail_input("input spatial size " + x.str() + " is too small for the kernel");
+      }
+    } else {
+      if (x[1] != w[0]) fail_input("input has " + std::to_string(x[1]) + " channels, the weights expect " + std::to_string(w[0]));
+      p.oc = w[1] * groups;
+      auto out_pad = node_.get_ints("output_padding", std::vector<std::int64_t>(static_cast<std::size_t>(ns), 0));
+      const auto out_shape = node_.get_ints("output_shape");
+      for (int i = 0; i < ns; ++i) {
+        const auto k = static_cast<std::size_t>(i);
+        const std::int64_t in = x[2 + i], ke = (kshape[k] - 1) * dil[k] + 1;
+        const std::int64_t full = strides[k] * (in - 1) + out_pad[k] + ke;
+        if (!out_shape.empty()) {
+          const std::int64_t target = out_shape[out_shape.size() - static_cast<std::size_t>(ns) + k];
+          const std::int64_t total = full - target;
+          if (auto_pad == "SAME_UPPER") { pb[k] = total / 2; pe[k] = total - total / 2; }
+          else { pe[k] = total / 2; pb[k] = total - total / 2; }
+          os[k] = target;
+        } else if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+          const std::int64_t target = in * strides[k];
+          const std::int64_t total = full - target;
+          if (auto_pad == "SAME_UPPER") { pb[k] = total / 2; pe[k] = total - total / 2; }
+          else { pe[k] = total / 2; pb[k] = total - total / 2; }
+          os[k] = target;
+        } else {
+          if (auto_pad == "VALID") pb[k] = pe[k] = 0;
+          os[k] = full - pb[k] - pe[k];
+        }
+        if (os[k] <= 0) fail_input("output size would be empty for input " + x.str());
+      }
+    }
+    const auto pb3 = pad3(pb, ns, 0), o3 = pad3(os, ns, 1);
+    p.pd = pb3[0]; p.ph = pb3[1]; p.pw = pb3[2];
+    p.od = o3[0]; p.oh = o3[1]; p.ow = o3[2];
+    if (in.size() > 2 && in[2].present && in[2].shape.numel() != p.oc) fail_model("bias has " + std::to_string(in[2].shape.numel()) + " values for " + std::to_string(p.oc) + " output channels");
+    std::vector<std::int64_t> od{x[0], p.oc};
+    for (auto v : os) od.push_back(v);
+    out[0].shape = Shape(od);
+    out[0].dtype = DType::f32;
+    if (in.size() > 4 && in[4].present && in[4].shape != out[0].shape) fail_model("fused residual shape mismatch");
+  }
+
+  void prepare(const std::vector<ValueMeta>& in, const std::vector<ValueMeta>&) override {
+    ep_ = Epilogue{};
+    ep_.act = parse_activation(node_, ep_.alpha, ep_.beta);
+    has_residual_ = in.size() > 4 && in[4].present;
+    slope_count_ = in.size() > 3 && in[3].present ? in[3].shape.numel() : 0;
+    if (ep_.act == Activation::prelu && slope_count_ != 1 && slope_count_ != p_.oc) fail_model("PRelu slope count does not match the channels");
+    kernel_.reset();
+    const bool consts = in[1].constant && (!(in.size() > 2 && in[2].present) || in[2].constant) &&
+                        (!(in.size() > 3 && in[3].present) || in[3].constant);
+    if (consts && active_isa() != Isa::generic) {
+      Epilogue ep = ep_;
+      ep.bias = in.size() > 2 && in[2].present ? in[2].constant->data<float>() : nullptr;
+      ep.slope = slope_count_ ? in[3].constant->data<float>() : nullptr;
+      ep.slope_per_channel = slope_count_ != 1;
+      static float dummy = 0;
+      ep.residual = has_residual_ ? &dummy : nullptr;
+      kernel_ = kernels::make_conv_kernel(p_, in[1].constant->data<float>(), ep, transposed_, active_isa(), nullptr);
+    }
+  }
+
+  std::size_t workspace_bytes() const override { return kernel_ ? kernel_->workspace_bytes() : 0; }
+  std::string kernel_name() const override { return kernel_ ? kernel_->name() : (transposed_ ? "conv_transpose3d_ref" : "conv3d_ref"); }
+  std::int64_t flops(const std::vector<ValueMeta>&, const std::vector<ValueMeta>&) const override {
+    if (!transposed_) return p_.flops();
+    return 2 * p_.n * p_.ic * p_.id * p_.ih * p_.iw * (p_.oc / p_.groups) * p_.kd * p_.kh * p_.kw;
+  }
+
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void* ws) override {
+    const float* residual = has_residual_ ? in[4]->data<float>() : nullptr;
+    if (kernel_ && kernel_->src_layout() == Layout::plain && kernel_->dst_layout() == Layout::plain) {
+      kernel_->run(in[0]->data<float>(), out[0]->data<float>(), residual, ws);
+      return;
+    }
+    Epilogue ep = ep_;
+    ep.bias = in.size() > 2 && in[2] ? in[2]->data<float>() : nullptr;
+    ep.slope = slope_count_ ? in[3]->data<float>() : nullptr;
+    ep.slope_per_channel = slope_count_ != 1;
+    ep.residual = residual;
+    if (transposed_) kernels::conv_transpose3d_ref(p_, in[0]->data<float>(), in[1]->data<float>(), ep, out[0]->data<float>());
+    else kernels::conv3d_ref(p_, in[0]->data<float>(), in[1]->data<float>(), ep, out[0]->data<float>());
+  }
+
+ private:
+  bool transposed_;
+  ConvParams p_;
+  Epilogue ep_;
+  bool has_residual_ = false;
+  std::int64_t slope_count_ = 0;
+  std::unique_ptr<kernels::ConvKernel> kernel_;
+};
+
+// ------------------------------------------------------------------ normalizations
+
+class BatchNormOp final : public Op {
+ public:
+  using Op::Op;
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    require_inputs(in, 5, 5);
+    const Shape& x = in[0].shape;
+    if (x.rank() < 2) fail_input("input must have a channel axis");
+    for (int i = 1; i < 5; ++i)
+      if (in[static_cast<std::size_t>(i)].shape.numel() != x[1]) fail_model("parameter " + std::to_string(i) + " has the wrong size");
+    out[0].shape = x;
+    out[0].dtype = DType::f32;
+    for (std::size_t i = 1; i < out.size(); ++i) out[i].present = false;
+  }
+  int inplace_input() const override { return 0; }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    const Shape& x = in[0]->shape();
+    const std::int64_t c = x[1], n = x[0], sp = x.numel() / std::max<std::int64_t>(1, n * c);
+    const float eps = node_.get_float("epsilon", 1e-5f);
+    std::vector<float> a(static_cast<std::size_t>(c)), b(static_cast<std::size_t>(c));
+    const float *sc = in[1]->data<float>(), *bi = in[2]->data<float>(), *mu = in[3]->data<float>(), *var = in[4]->data<float>();
+    for (std::int64_t k = 0; k < c; ++k) {
+      a[static_cast<std::size_t>(k)] = sc[k] / std::sqrt(var[k] + eps);
+      b[static_cast<std::size_t>(k)] = bi[k] - mu[k] * a[static_cast<std::size_t>(k)];
+    }
+    const float* s = in[0]->data<float>();
+    float* d = out[0]->data<float>();
+    parallel_for(n * c, 1, [&](std::int64_t b0, std::int64_t e0) {
+      for (std::int64_t r = b0; r < e0; ++r) {
+        const auto k = static_cast<std::size_t>(r % c);
+        for (std::int64_t i = 0; i < sp; ++i) d[r * sp + i] = s[r * sp + i] * a[k] + b[k];
+      }
+    });
+  }
+};
+
+// Mean and variance of `count` values, accumulated in double in a fixed order.
+inline void moments(const float* p, std::int64_t count, double& mean, double& var) {
+  double s = 0;
+  for (std::int64_t i = 0; i < count; ++i) s += p[i];
+  mean = s / static_cast<double>(count);
+  double q = 0;
+  for (std::int64_t i = 0; i < count; ++i) {
+    const double t = p[i] - mean;
+    q += t * t;
+  }
+  var = q / static_cast<double>(count);
+}
+
+// InstanceNormalization and GroupNormalization: statistics over (channels of a group) x spatial.
+class GroupNormOp final : public Op {
+ public:
+  GroupNormOp(const Node& n, std::int64_t opset, bool instance) : Op(n, opset), instance_(instance) {}
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    require_inputs(in, 3, 3);
+    const Shape& x = in[0].shape;
+    if (x.rank() < 3) fail_input("input must be N, C, spatial...; got " + x.str());
+    groups_ = instance_ ? x[1] : node_.get_int("num_groups", 1);
+    if (groups_ < 1 || x[1] % groups_) fail_model("num_groups " + std::to_string(groups_) + " does not divide " + std::to_string(x[1]) + " channels");
+    per_channel_ = instance_ || in[1].shape.numel() == x[1];
+    if (!per_channel_ && in[1].shape.numel() != groups_) fail_model("scale has the wrong size");
+    out[0].shape = x;
+    out[0].dtype = DType::f32;
+  }
+  int inplace_input() const override { return 0; }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    const Shape& x = in[0]->shape();
+    const std::int64_t n = x[0], c = x[1], sp = x.numel() / (n * c), cpg = c / groups_;
+    const float eps = node_.get_float("epsilon", 1e-5f);
+    const float *s = in[0]->data<float>(), *sc = in[1]->data<float>(), *bi = in[2]->data<float>();
+    float* d = out[0]->data<float>();
+    parallel_for(n * groups_, 1, [&](std::int64_t b0, std::int64_t e0) {
+      for (std::int64_t r = b0; r < e0; ++r) {
+        const std::int64_t g = r % groups_;
+        double mean = 0, var = 0;
+        moments(s + r * cpg * sp, cpg * sp, mean, var);
+        const double inv = 1.0 / std::sqrt(var + eps);
+        for (std::int64_t ci = 0; ci < cpg; ++ci) {
+          const std::int64_t ch = g * cpg + ci;
+          const float a = static_cast<float>(inv * (per_channel_ ? sc[ch] : sc[g]));
+          const float b = static_cast<float>((per_channel_ ? bi[ch] : bi[g]) - mean * inv * (per_channel_ ? sc[ch] : sc[g]));
+          const float* src = s + (r * cpg + ci) * sp;
+          float* dst = d + (r * cpg + ci) * sp;
+          for (std::int64_t i = 0; i < sp; ++i) dst[i] = src[i] * a + b;
+        }
+      }
+    });
+  }
+
+ private:
+  bool instance_;
+  std::int64_t groups_ = 1;
+  bool per_channel_ = true;
+};
+
+class LayerNormOp final : public Op {
+ public:
+  using Op::Op;
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    require_inputs(in, 2, 3);
+    const Shape& x = in[0].shape;
+    axis_ = static_cast<int>(norm_axis(node_.get_int("axis", -1), x.rank(), node_));
+    inner_ = 1;
+    for (int i = axis_; i < x.rank(); ++i) inner_ *= x[i];
+    if (in[1].shape.numel() != inner_) fail_model("scale must have " + std::to_string(inner_) + " values");
+    out[0].shape = x;
+    out[0].dtype = DType::f32;
+    for (std::size_t i = 1; i < out.size(); ++i) out[i].present = false;
+  }
+  int inplace_input() const override { return 0; }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    const float eps = node_.get_float("epsilon", 1e-5f);
+    const std::int64_t rows = in[0]->numel() / inner_;
+    const float* s = in[0]->data<float>();
+    const float* sc = in[1]->data<float>();
+    const float* bi = in.size() > 2 && in[2] ? in[2]->data<float>() : nullptr;
+    float* d = out[0]->data<float>();
+    const std::int64_t inner = inner_;
+    parallel_for(rows, 16, [&](std::int64_t b0, std::int64_t e0) {
+      for (std::int64_t r = b0; r < e0; ++r) {
+        double mean = 0, var = 0;
+        moments(s + r * inner, inner, mean, var);
+        const double inv = 1.0 / std::sqrt(var + eps);
+        for (std::int64_t i = 0; i < inner; ++i)
+          d[r * inner + i] = static_cast<float>((s[r * inner + i] - mean) * inv) * sc[i] + (bi ? bi[i] : 0.f);
+      }
+    });
+  }
+
+ private:
+  int axis_ = -1;
+  std::int64_t inner_ = 1;
+};
+
+// ------------------------------------------------------------------ pooling
+
+class PoolOp final : public Op {
+ public:
+  PoolOp(const Node& n, std::int64_t opset, bool max, bool global) : Op(n, opset), max_(max), global_(global) {}
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    require_inputs(in, 1, 1);
+    const Shape& x = in[0].shape;
+    if (x.rank() < 3 || x.rank() > 5) fail_input("input must be 3D-5D, got " + x.str());
+    const int ns = x.rank() - 2;
+    ConvParams& p = p_;
+    p.n = x[0];
+    p.ic = p.oc = x[1];
+    const auto id = spatial3(x);
+    p.id = id[0]; p.ih = id[1]; p.iw = id[2];
+    std::vector<std::int64_t> k, s, dl, pb(static_cast<std::size_t>(ns), 0), pe(static_cast<std::size_t>(ns), 0);
+    if (global_) {
+      for (int i = 0; i < ns; ++i) k.push_back(x[2 + i]);
+      s.assign(static_cast<std::size_t>(ns), 1);
+      dl.assign(static_cast<std::size_t>(ns), 1);
+    } else {
+      k = node_.get_ints("kernel_shape");
+      if (static_cast<int>(k.size()) != ns) fail_model("kernel_shape must have " + std::to_string(ns) + " values");
+      s = node_.get_ints("strides", std::vector<std::int64_t>(static_cast<std::size_t>(ns), 1));
+      dl = node_.get_ints("dilations", std::vector<std::int64_t>(static_cast<std::size_t>(ns), 1));
+      const auto pads = node_.get_ints("pads", std::vector<std::int64_t>(static_cast<std::size_t>(2 * ns), 0));
+      if (static_cast<int>(pads.size()) != 2 * ns) fail_model("pads must have " + std::to_string(2 * ns) + " values");
+      for (int i = 0; i < ns; ++i) {
+        pb[static_cast<std::size_t>(i)] = pads[static_cast<std::size_t>(i)];
+        pe[static_cast<std::size_t>(i)] = pads[static_cast<std::size_t>(i + ns)];
+      }
+      count_include_pad_ = node_.get_int("count_include_pad", 0) != 0;
+      if (node_.get_int("storage_order", 0) != 0) fail_unsupported("storage_order 1");
+      if (node_.outputs.size() > 1 && !node_.outputs[1].empty()) fail_unsupported("MaxPool indices output");
+    }
+    const std::string auto_pad = node_.get_string("auto_pad", "NOTSET");
+    const bool ceil_mode = node_.get_int("ceil_mode", 0) != 0;
+    std::vector<std::int64_t> od{x[0], x[1]};
+    for (int i = 0; i < ns; ++i) {
+      const auto j = static_cast<std::size_t>(i);
+      const std::int64_t in = x[2 + i], ke = (k[j] - 1) * dl[j] + 1;
+      std::int64_t o;
+      if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+        o = (in + s[j] - 1) / s[j];
+        const std::int64_t total = std::max<std::int64_t>(0, (o - 1) * s[j] + ke - in);
+        pb[j] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+        pe[j] = total - pb[j];
+      } else if (auto_pad == "VALID") {
+        pb[j] = pe[j] = 0;
+        o = (in - ke) / s[j] + 1;
+      } else {
+        const std::int64_t span = in + pb[j] + pe[j] - ke;
+        o = (ceil_mode ? (span + s[j] - 1) / s[j] : span / s[j]) + 1;
+        // ceil mode: the last window must start inside the input or left padding
+        if (ceil_mode && (o - 1) * s[j] >= in + pb[j]) --o;
+      }
+      if (o <= 0) fail_input("input " + x.str() + " is too small for the pooling window");
+      od.push_back(o);
+    }
+    const auto k3 = pad3(k, ns, 1), s3 = pad3(s, ns, 1), d3 = pad3(dl, ns, 1), p3 = pad3(pb, ns, 0);
+    p.kd = k3[0]; p.kh = k3[1]; p.kw = k3[2];
+    p.sd = s3[0]; p.sh = s3[1]; p.sw = s3[2];
+    p.dd = d3[0]; p.dh = d3[1]; p.dw = d3[2];
+    p.pd = p3[0]; p.ph = p3[1]; p.pw = p3[2];
+    out[0].shape = Shape(od);
+    const auto o3 = spatial3(out[0].shape);
+    p.od = o3[0]; p.oh = o3[1]; p.ow = o3[2];
+    out[0].dtype = DType::f32;
+    for (std::size_t i = 1; i < out.size(); ++i) out[i].present = false;
+  }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    const ConvParams p = p_;
+    const float* src = in[0]->data<float>();
+    float* dst = out[0]->data<float>();
+    const bool mx = max_, cip = count_include_pad_;
+    parallel_for(p.n * p.ic, 1, [&](std::int64_t b0, std::int64_t e0) {
+      for (std::int64_t nc = b0; nc < e0; ++nc) {
+        const float* s = src + nc * p.id * p.ih * p.iw;
+        float* d = dst + nc * p.od * p.oh * p.ow;
+        for (std::int64_t z = 0; z < p.od; ++z)
+          for (std::int64_t y = 0; y < p.oh; ++y)
+            for (std::int64_t x = 0; x < p.ow; ++x) {
+              float acc = mx ? -std::numeric_limits<float>::infinity() : 0.f;
+              std::int64_t cnt = 0, cnt_pad = 0;
+              for (std::int64_t a = 0; a < p.kd; ++a) {
+                const std::int64_t iz = z * p.sd - p.pd + a * p.dd;
+                for (std::int64_t b = 0; b < p.kh; ++b) {
+                  const std::int64_t iy = y * p.sh - p.ph + b * p.dh;
+                  for (std::int64_t c = 0; c < p.kw; ++c) {
+                    const std::int64_t ix = x * p.sw - p.pw + c * p.dw;
+                    // Window positions inside input + padding count for count_include_pad.
+                    if (iz < p.id + p.pd && iy < p.ih + p.ph && ix < p.iw + p.pw) ++cnt_pad;
+                    if (iz < 0 || iy < 0 || ix < 0 || iz >= p.id || iy >= p.ih || ix >= p.iw) continue;
+                    const float v = s[(iz * p.ih + iy) * p.iw + ix];
+                    if (mx) acc = v > acc ? v : acc;
+                    else acc += v;
+                    ++cnt;
+                  }
+                }
+              }
+              if (!mx) acc /= static_cast<float>(cip ? cnt_pad : std::max<std::int64_t>(cnt, 1));
+              d[(z * p.oh + y) * p.ow + x] = acc;
+            }
+      }
+    });
+  }
+
+ private:
+  bool max_, global_;
+  bool count_include_pad_ = false;
+  ConvParams p_;
+};
+
+// ------------------------------------------------------------------ softmax
+
+class SoftmaxOp final : public Op {
+ public:
+  SoftmaxOp(const Node& n, std::int64_t opset, bool log) : Op(n, opset), log_(log) {}
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    require_inputs(in, 1, 1);
+    const Shape& x = in[0].shape;
+    const std::int64_t axis = norm_axis(node_.get_int("axis", opset_ >= 13 ? -1 : 1), x.rank(), node_);
+    outer_ = 1; len_ = 1; inner_ = 1;
+    if (opset_ >= 13) {
+      for (int i = 0; i < axis; ++i) outer_ *= x[i];
+      len_ = x[static_cast<int>(axis)];
+      for (int i = static_cast<int>(axis) + 1; i < x.rank(); ++i) inner_ *= x[i];
+    } else {  // coerced to 2D [outer, rest]
+      for (int i = 0; i < axis; ++i) outer_ *= x[i];
+      for (int i = static_cast<int>(axis); i < x.rank(); ++i) len_ *= x[i];
+    }
+    out[0].shape = x;
+    out[0].dtype = DType::f32;
+  }
+  int inplace_input() const override { return 0; }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    const float* s = in[0]->data<float>();
+    float* d = out[0]->data<float>();
+    const std::int64_t len = len_, inner = inner_;
+    const bool lg = log_;
+    parallel_for(outer_ * inner_, 256, [&](std::int64_t b0, std::int64_t e0) {
+      for (std::int64_t r = b0; r < e0; ++r) {
+        const std::int64_t o = r / inner, i = r % inner;
+        const float* src = s + o * len * inner + i;
+        float* dst = d + o * len * inner + i;
+        float m = -std::numeric_limits<float>::infinity();
+        for (std::int64_t k = 0; k < len; ++k) m = std::max(m, src[k * inner]);
+        double sum = 0;
+        for (std::int64_t k = 0; k < len; ++k) sum += std::exp(static_cast<double>(src[k * inner] - m));
+        if (lg) {
+          const float ls = static_cast<float>(std::log(sum));
+          for (std::int64_t k = 0; k < len; ++k) dst[k * inner] = src[k * inner] - m - ls;
+        } else {
+          const double inv = 1.0 / sum;
+          for (std::int64_t k = 0; k < len; ++k) dst[k * inner] = static_cast<float>(std::exp(static_cast<double>(src[k * inner] - m)) * inv);
+        }
+      }
+    });
+  }
+
+ private:
+  bool log_;
+  std::int64_t outer_ = 1, len_ = 1, inner_ = 1;
+};
+
+// ------------------------------------------------------------------ MatMul / Gemm
+
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MapC = Eigen::Map<const RowMat>;
+using MapM = Eigen::Map<RowMat>;
+
+class MatMulOp final : public Op {
+ public:
+  using Op::Op;
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    require_inputs(in, 2, 2);
+    Shape a = in[0].shape, b = in[1].shape;
+    if (in[0].dtype != DType::f32 || in[1].dtype != DType::f32) fail_unsupported("only f32 MatMul");
+    if (a.rank() == 0 || b.rank() == 0) fail_input("MatMul of a scalar");
+    a_vec_ = a.rank() == 1;
+    b_vec_ = b.rank() == 1;
+    if (a_vec_) a = Shape{1, a[0]};
+    if (b_vec_) b = Shape{b[0], 1};
+    m_ = a[a.rank() - 2]; k_ = a[a.rank() - 1]; n_ = b[b.rank() - 1];
+    if (b[b.rank() - 2] != k_) fail_input("inner dimensions differ: " + in[0].shape.str() + " x " + in[1].shape.str());
+    std::vector<std::int64_t> ba(a.dims().begin(), a.dims().end() - 2), bb(b.dims().begin(), b.dims().end() - 2);
+    batch_ = broadcast_shapes(Shape(ba), Shape(bb), node_);
+    a_batch_ = Shape(ba);
+    b_batch_ = Shape(bb);
+    std::vector<std::int64_t> od(batch_.dims().begin(), batch_.dims().end());
+    if (!a_vec_) od.push_back(m_);
+    if (!b_vec_) od.push_back(n_);
+    out[0].shape = Shape(od);
+    out[0].dtype = DType::f32;
+  }
+  std::int64_t flops(const std::vector<ValueMeta>&, const std::vector<ValueMeta>&) const override {
+    return 2 * batch_.numel() * m_ * n_ * k_;
+  }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    const float* a = in[0]->data<float>();
+    const float* b = in[1]->data<float>();
+    float* d = out[0]->data<float>();
+    const auto sa = broadcast_strides(a_batch_, batch_), sb = broadcast_strides(b_batch_, batch_);
+    const auto cs = batch_.contiguous_strides();
+    const std::int64_t nb = batch_.numel(), m = m_, n = n_, k = k_;
+    parallel_for(nb, 1, [&](std::int64_t b0, std::int64_t e0) {
+      for (std::int64_t i = b0; i < e0; ++i) {
+        std::int64_t oa = 0, ob = 0;
+        for (int r = 0; r < batch_.rank(); ++r) {
+          const std::int64_t idx = (i / cs[static_cast<std::size_t>(r)]) % batch_[r];
+          oa += idx * sa[static_cast<std::size_t>(r)];
+          ob += idx * sb[static_cast<std::size_t>(r)];
+        }
+        // batch strides are in batch elements; scale to matrices
+        MapC A(a + oa * m * k, m, k);
+        MapC B(b + ob * k * n, k, n);
+        MapM D(d + i * m * n, m, n);
+        D.noalias() = A * B;
+      }
+    });
+  }
+
+ private:
+  bool a_vec_ = false, b_vec_ = false;
+  std::int64_t m_ = 0, n_ = 0, k_ = 0;
+  Shape batch_, a_batch_, b_batch_;
+};
+
+class GemmOp final : public Op {
+ public:
+  using Op::Op;
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    require_inputs(in, 2, 3);
+    const Shape& a = in[0].shape;
+    const Shape& b = in[1].shape;
+    if (a.rank() != 2 || b.rank() != 2) fail_input("Gemm needs 2D inputs, got " + a.str() + " and " + b.str());
+    ta_ = node_.get_int("transA", 0) != 0;
+    tb_ = node_.get_int("transB", 0) != 0;
+    m_ = ta_ ? a[1] : a[0];
+    k_ = ta_ ? a[0] : a[1];
+    n_ = tb_ ? b[0] : b[1];
+    if ((tb_ ? b[1] : b[0]) != k_) fail_input("inner dimensions differ: " + a.str() + " and " + b.str());
+    out[0].shape = Shape{m_, n_};
+    if (in.size() > 2 && in[2].present) broadcast_shapes(in[2].shape, out[0].shape, node_);
+    out[0].dtype = DType::f32;
+  }
+  std::int64_t flops(const std::vector<ValueMeta>&, const std::vector<ValueMeta>&) const override { return 2 * m_ * n_ * k_; }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    const float alpha = node_.get_float("alpha", 1.f), beta = node_.get_float("beta", 1.f);
+    MapC A(in[0]->data<float>(), in[0]->dim(0), in[0]->dim(1));
+    MapC B(in[1]->data<float>(), in[1]->dim(0), in[1]->dim(1));
+    MapM D(out[0]->data<float>(), m_, n_);
+    if (ta_ && tb_) D.noalias() = alpha * (A.transpose() * B.transpose());
+    else if (ta_) D.noalias() = alpha * (A.transpose() * B);
+    else if (tb_) D.noalias() = alpha * (A * B.transpose());
+    else D.noalias() = alpha * (A * B);
+    if (in.size() > 2 && in[2]) {
+      const Tensor& c = *in[2];
+      const float* pc = c.data<float>();
+      const auto st = broadcast_strides(c.shape(), out[0]->shape());
+      for (std::int64_t i = 0; i < m_; ++i)
+        for (std::int64_t j = 0; j < n_; ++j) D(i, j) += beta * pc[i * st[0] + j * st[1]];
+    }
+  }
+
+ private:
+  bool ta_ = false, tb_ = false;
+  std::int64_t m_ = 0, n_ = 0, k_ = 0;
+};
+
+// ------------------------------------------------------------------ Resize / Upsample
+
+class ResizeOp final : public Op {
+ public:
+  ResizeOp(const Node& n, std::int64_t opset, bool upsample) : Op(n, opset), upsample_(upsample) {}
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    const Shape& x = in[0].shape;
+    const int r = x.rank();
+    mode_ = node_.get_string("mode", "nearest");
+    if (mode_ == "bilinear" || mode_ == "trilinear") mode_ = "linear";
+    if (mode_ != "nearest" && mode_ != "linear") fail_unsupported("resize mode '" + mode_ + "'");
+    ctm_ = node_.get_string("coordinate_transformation_mode", upsample_ || opset_ < 11 ? "asymmetric" : "half_pixel");
+    nearest_mode_ = node_.get_string("nearest_mode", upsample_ || opset_ < 11 ? "floor" : "round_prefer_floor");
+    if (upsample_ && opset_ < 11 && mode_ == "nearest") nearest_mode_ = "floor";
+    if (ctm_ == "tf_crop_and_resize") fail_unsupported("coordinate_transformation_mode tf_crop_and_resize");
+    std::vector<float> scales;
+    std::vector<std::int64_t> sizes;
+    if (upsample_) {
+      scales = node_.get_floats("scales");
+      if (in.size() > 1 && in[1].present) {
+        if (!in[1].constant) fail_unsupported("scales must be constant");
+        scales = tensor_to_floats(*in[1].constant);
+      }
+    } else if (opset_ < 11) {
+      if (!in[1].constant) fail_unsupported("scales must be constant");
+      scales = tensor_to_floats(*in[1].constant);
+    } else {
+      if (in.size() > 2 && in[2].present) {
+        if (!in[2].constant) fail_unsupported("scales must be constant");
+        scales = tensor_to_floats(*in[2].constant);
+      }
+      if (in.size() > 3 && in[3].present) {
+        if (!in[3].constant) fail_unsupported("sizes must be constant");
+        sizes = tensor_to_int64s(*in[3].constant);
+      }
+    }
+    const auto axes = node_.get_ints("axes");
+    if (!axes.empty()) fail_unsupported("the axes attribute");
+    if (node_.get_string("keep_aspect_ratio_policy", "stretch") != "stretch") fail_unsupported("keep_aspect_ratio_policy");
+    scale_.assign(static_cast<std::size_t>(r), 1.f);
+    std::vector<std::int64_t> od(static_cast<std::size_t>(r));
+    if (!sizes.empty()) {
+      if (static_cast<int>(sizes.size()) != r) fail_model("sizes must have one value per axis");
+      for (int i = 0; i < r; ++i) {
+        od[static_cast<std::size_t>(i)] = sizes[static_cast<std::size_t>(i)];
+        scale_[static_cast<std::size_t>(i)] = static_cast<float>(sizes[static_cast<std::size_t>(i)]) / static_cast<float>(x[i]);
+      }
+    } else {
+      if (static_cast<int>(scales.size()) != r) fail_model("scales must have one value per axis");
+      for (int i = 0; i < r; ++i) {
+        scale_[static_cast<std::size_t>(i)] = scales[static_cast<std::size_t>(i)];
+        od[static_cast<std::size_t>(i)] = static_cast<std::int64_t>(std::floor(static_cast<double>(x[i]) * scales[static_cast<std::size_t>(i)]));
+      }
+    }
+    out[0].shape = Shape(od);
+    out[0].dtype = in[0].dtype;
+    if (in[0].dtype != DType::f32) fail_unsupported("only f32 Resize");
+  }
+
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    const Shape& is = in[0]->shape();
+    const Shape& os = out[0]->shape();
+    const int r = is.rank();
+    // Per axis, per output index: two source indices and the weight of the second.
+    std::vector<std::vector<std::int64_t>> i0(static_cast<std::size_t>(r)), i1(static_cast<std::size_t>(r));
+    std::vector<std::vector<float>> w1(static_cast<std::size_t>(r));
+    for (int a = 0; a < r; ++a) {
+      const auto k = static_cast<std::size_t>(a);
+      const std::int64_t in_n = is[a], out_n = os[a];
+      const double sc = scale_[k];
+      for (std::int64_t o = 0; o < out_n; ++o) {
+        double xo;
+        if (ctm_ == "half_pixel") xo = (o + 0.5) / sc - 0.5;
+        else if (ctm_ == "half_pixel_symmetric") {
+          const double adj = static_cast<double>(out_n) / (sc * static_cast<double>(in_n));
+          const double center = static_cast<double>(in_n) / 2.0;
+          const double offset = center * (1.0 - adj);
+          xo = offset + (o + 0.5) / sc - 0.5;
+        } else if (ctm_ == "pytorch_half_pixel") xo = out_n > 1 ? (o + 0.5) / sc - 0.5 : 0.0;
+        else if (ctm_ == "align_corners") xo = out_n > 1 ? static_cast<double>(o) * static_cast<double>(in_n - 1) / static_cast<double>(out_n - 1) : 0.0;
+        else if (ctm_ == "asymmetric") xo = o / sc;
+        else throw Error(ErrorCode::unsupported, node_.label() + ": coordinate_transformation_mode '" + ctm_ + "'");
+        if (mode_ == "nearest") {
+          std::int64_t v;
+          if (nearest_mode_ == "floor") v = static_cast<std::int64_t>(std::floor(xo));
+          else if (nearest_mode_ == "ceil") v = static_cast<std::int64_t>(std::ceil(xo));
+          else if (nearest_mode_ == "round_prefer_ceil") v = static_cast<std::int64_t>(std::floor(xo + 0.5));
+          else v = (xo - std::floor(xo) == 0.5) ? static_cast<std::int64_t>(std::floor(xo)) : static_cast<std::int64_t>(std::round(xo));
+          v = std::clamp<std::int64_t>(v, 0, in_n - 1);
+          i0[k].push_back(v);
+          i1[k].push_back(v);
+          w1[k].push_back(0.f);
+        } else {
+          xo = std::clamp(xo, 0.0, static_cast<double>(in_n - 1));
+          const auto f = static_cast<std::int64_t>(std::floor(xo));
+          const std::int64_t c = std::min(f + 1, in_n - 1);
+          i0[k].push_back(f);
+          i1[k].push_back(c);
+          w1[k].push_back(static_cast<float>(xo - static_cast<double>(f)));
+        }
+      }
+    }
+    const auto ss = is.contiguous_strides();
+    const float* src = in[0]->data<float>();
+    float* dst = out[0]->data<float>();
+    const std::int64_t n = out[0]->numel();
+    parallel_for(n, 4096, [&](std::int64_t b0, std::int64_t e0) {
+      std::array<std::int64_t, Shape::kMaxRank> idx{};
+      for (std::int64_t i = b0; i < e0; ++i) {
+        std::int64_t rem = i;
+        for (int a = r - 1; a >= 0; --a) {
+          idx[static_cast<std::size_t>(a)] = rem % os[a];
+          rem /= os[a];
+        }
+        // Sum over the 2^r corners, skipping axes where both indices coincide.
+        double acc = 0;
+        const int corners = 1 << r;
+        for (int c = 0; c < corners; ++c) {
+          double w = 1;
+          std::int64_t off = 0;
+          bool skip = false;
+          for (int a = 0; a < r && !skip; ++a) {
+            const auto k = static_cast<std::size_t>(a);
+            const auto o = static_cast<std::size_t>(idx[k]);
+            const bool hi = (c >> a) & 1;
+            const float wa = w1[k][o];
+            if (hi && (i1[k][o] == i0[k][o])) { skip = true; break; }
+            const float ww = i1[k][o] == i0[k][o] ? 1.f : (hi ? wa : 1.f - wa);
+            w *= ww;
+            off += (hi ? i1[k][o] : i0[k][o]) * ss[k];
+          }
+          if (!skip) acc += w * src[off];
+        }
+        dst[i] = static_cast<float>(acc);
+      }
+    });
+  }
+
+ private:
+  bool upsample_;
+  std::string mode_, ctm_, nearest_mode_;
+  std::vector<float> scale_;
+};
+
+// ------------------------------------------------------------------ reductions, ArgMax
+
+enum class Reduce { mean, sum, max, min, prod, l2, sumsquare };
+
+class ReduceOp final : public Op {
+ public:
+  ReduceOp(const Node& n, std::int64_t opset, Reduce k) : Op(n, opset), kind_(k) {}
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    const Shape& x = in[0].shape;
+    std::vector<std::int64_t> axes = node_.get_ints("axes");
+    if (in.size() > 1 && in[1].present) {
+      if (!in[1].constant) fail_unsupported("axes must be constant");
+      axes = tensor_to_int64s(*in[1].constant);
+    }
+    const bool keep = node_.get_int("keepdims", 1) != 0;
+    const bool noop = node_.get_int("noop_with_empty_axes", 0) != 0;
+    reduce_.assign(static_cast<std::size_t>(x.rank()), axes.empty() && !noop);
+    for (auto a : axes) reduce_[static_cast<std::size_t>(norm_axis(a, x.rank(), node_))] = true;
+    std::vector<std::int64_t> od;
+    for (int i = 0; i < x.rank(); ++i) {
+      if (!reduce_[static_cast<std::size_t>(i)]) od.push_back(x[i]);
+      else if (keep) od.push_back(1);
+    }
+    out[0].shape = Shape(od);
+    out[0].dtype = in[0].dtype;
+    if (in[0].dtype != DType::f32) fail_unsupported("only f32 reductions");
+  }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    const Shape& x = in[0]->shape();
+    const int r = x.rank();
+    // Output index of each input element: strides of the kept axes.
+    std::vector<std::int64_t> ostride(static_cast<std::size_t>(r), 0);
+    std::int64_t acc = 1;
+    for (int i = r - 1; i >= 0; --i)
+      if (!reduce_[static_cast<std::size_t>(i)]) {
+        ostride[static_cast<std::size_t>(i)] = acc;
+        acc *= x[i];
+      }
+    const std::int64_t on = out[0]->numel();
+    const std::int64_t count = on ? x.numel() / on : 0;
+    std::vector<double> a(static_cast<std::size_t>(on), kind_ == Reduce::max ? -INFINITY : kind_ == Reduce::min ? INFINITY : kind_ == Reduce::prod ? 1.0 : 0.0);
+    const float* s = in[0]->data<float>();
+    std::array<std::int64_t, Shape::kMaxRank> idx{};
+    for (std::int64_t i = 0; i < x.numel(); ++i) {
+      std::int64_t o = 0;
+      for (int k = 0; k < r; ++k) o += idx[static_cast<std::size_t>(k)] * ostride[static_cast<std::size_t>(k)];
+      double& t = a[static_cast<std::size_t>(o)];
+      const double v = s[i];
+      switch (kind_) {
+        case Reduce::mean: case Reduce::sum: t += v; break;
+        case Reduce::max: t = std::max(t, v); break;
+        case Reduce::min: t = std::min(t, v); break;
+        case Reduce::prod: t *= v; break;
+        case Reduce::l2: case Reduce::sumsquare: t += v * v; break;
+      }
+      for (int k = r - 1; k >= 0; --k) {
+        if (++idx[static_cast<std::size_t>(k)] < x[k]) break;
+        idx[static_cast<std::size_t>(k)] = 0;
+      }
+    }
+    float* d = out[0]->data<float>();
+    for (std::int64_t i = 0; i < on; ++i) {
+      double v = a[static_cast<std::size_t>(i)];
+      if (kind_ == Reduce::mean) v /= static_cast<double>(std::max<std::int64_t>(count, 1));
+      if (kind_ == Reduce::l2) v = std::sqrt(v);
+      d[i] = static_cast<float>(v);
+    }
+  }
+
+ private:
+  Reduce kind_;
+  std::vector<bool> reduce_;
+};
+
+class ArgMaxOp final : public Op {
+ public:
+  ArgMaxOp(const Node& n, std::int64_t opset, bool is_min) : Op(n, opset), min_(is_min) {}
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    const Shape& x = in[0].shape;
+    axis_ = static_cast<int>(norm_axis(node_.get_int("axis", 0), x.rank(), node_));
+    const bool keep = node_.get_int("keepdims", 1) != 0;
+    std::vector<std::int64_t> od;
+    for (int i = 0; i < x.rank(); ++i) {
+      if (i != axis_) od.push_back(x[i]);
+      else if (keep) od.push_back(1);
+    }
+    out[0].shape = Shape(od);
+    out[0].dtype = DType::i64;
+    if (in[0].dtype != DType::f32) fail_unsupported("only f32 ArgMax");
+  }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    const Shape& x = in[0]->shape();
+    std::int64_t outer = 1, inner = 1;
+    for (int i = 0; i < axis_; ++i) outer *= x[i];
+    for (int i = axis_ + 1; i < x.rank(); ++i) inner *= x[i];
+    const std::int64_t len = x[axis_];
+    const bool last = node_.get_int("select_last_index", 0) != 0;
+    const float* s = in[0]->data<float>();
+    auto* d = out[0]->data<std::int64_t>();
+    for (std::int64_t o = 0; o < outer; ++o)
+      for (std::int64_t i = 0; i < inner; ++i) {
+        std::int64_t best = 0;
+        float bv = s[o * len * inner + i];
+        for (std::int64_t k = 1; k < len; ++k) {
+          const float v = s[(o * len + k) * inner + i];
+          const bool better = min_ ? (last ? v <= bv : v < bv) : (last ? v >= bv : v > bv);
+          if (better) { bv = v; best = k; }
+        }
+        d[o * inner + i] = best;
+      }
+  }
+
+ private:
+  bool min_;
+  int axis_ = 0;
+};
+
+}  // namespace
+
+void register_nn_ops() {
+  register_op("Conv", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ConvOp>(n, o, false); });
+  register_op("ConvTranspose", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ConvOp>(n, o, true); });
+  register_op("BatchNormalization", make_op<BatchNormOp>);
+  register_op("InstanceNormalization", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<GroupNormOp>(n, o, true); });
+  register_op("GroupNormalization", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<GroupNormOp>(n, o, false); });
+  register_op("LayerNormalization", make_op<LayerNormOp>);
+  register_op("MaxPool", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<PoolOp>(n, o, true, false); });
+  register_op("AveragePool", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<PoolOp>(n, o, false, false); });
+  register_op("GlobalMaxPool", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<PoolOp>(n, o, true, true); });
+  register_op("GlobalAveragePool", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<PoolOp>(n, o, false, true); });
+  register_op("Softmax", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<SoftmaxOp>(n, o, false); });
+  register_op("LogSoftmax", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<SoftmaxOp>(n, o, true); });
+  register_op("MatMul", make_op<MatMulOp>);
+  register_op("Gemm", make_op<GemmOp>);
+  register_op("Resize", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ResizeOp>(n, o, false); });
+  register_op("Upsample", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ResizeOp>(n, o, true); });
+  register_op("ReduceMean", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ReduceOp>(n, o, Reduce::mean); });
+  register_op("ReduceSum", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ReduceOp>(n, o, Reduce::sum); });
+  register_op("ReduceMax", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ReduceOp>(n, o, Reduce::max); });
+  register_op("ReduceMin", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ReduceOp>(n, o, Reduce::min); });
+  register_op("ReduceProd", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ReduceOp>(n, o, Reduce::prod); });
+  register_op("ReduceL2", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ReduceOp>(n, o, Reduce::l2); });
+  register_op("ReduceSumSquare", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ReduceOp>(n, o, Reduce::sumsquare); });
+  register_op("ArgMax", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ArgMaxOp>(n, o, false); });
+  register_op("ArgMin", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ArgMaxOp>(n, o, true); });
+}
+
+}  // namespace voxinfer::graph
