@@ -1,0 +1,269 @@
+// DICOM pixel decoding: DCMTK for the native, RLE, JPEG and JPEG-LS transfer syntaxes,
+// OpenJPEG for JPEG 2000 (which Debian's DCMTK cannot decode). Stored values are masked
+// to BitsStored and sign-extended from the high bit (PS3.5 8.1.1), then rescaled.
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dctk.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
+#include VOXINFER_OPENJPEG_HEADER  // the system OpenJPEG, not ITK's bundled copy
+
+#include <cstring>
+#include <vector>
+
+#include "io/dicom_internal.h"
+#include "voxinfer/core/error.h"
+
+namespace voxinfer::dicom {
+namespace {
+
+bool is_jpeg2000(E_TransferSyntax x) { return x == EXS_JPEG2000LosslessOnly || x == EXS_JPEG2000; }
+
+// OpenJPEG reads the codestream from memory through these callbacks.
+struct MemoryStream {
+  const std::uint8_t* data;
+  std::size_t size;
+  std::size_t pos;
+};
+
+OPJ_SIZE_T opj_read(void* buffer, OPJ_SIZE_T n, void* user) {
+  auto* m = static_cast<MemoryStream*>(user);
+  if (m->pos >= m->size) return static_cast<OPJ_SIZE_T>(-1);
+  const std::size_t k = std::min<std::size_t>(n, m->size - m->pos);
+  std::memcpy(buffer, m->data + m->pos, k);
+  m->pos += k;
+  return k;
+}
+OPJ_OFF_T opj_skip(OPJ_OFF_T n, void* user) {
+  auto* m = static_cast<MemoryStream*>(user);
+  const auto target = static_cast<std::int64_t>(m->pos) + n;
+  const auto clamped = std::clamp<std::int64_t>(target, 0, static_cast<std::int64_t>(m->size));
+  m->pos = static_cast<std::size_t>(clamped);
+  return n;
+}
+OPJ_BOOL opj_seek(OPJ_OFF_T n, void* user) {
+  auto* m = static_cast<MemoryStream*>(user);
+  if (n < 0 || static_cast<std::size_t>(n) > m->size) return OPJ_FALSE;
+  m->pos = static_cast<std::size_t>(n);
+  return OPJ_TRUE;
+}
+void opj_quiet(const char*, void*) {}
+
+// Decodes one JPEG 2000 frame (a raw codestream or a JP2 file) into integers.
+std::vector<std::int32_t> decode_j2k(const std::vector<std::uint8_t>& bytes, int rows, int columns, const std::string& what) {
+  const bool jp2 = bytes.size() > 12 && bytes[4] == 'j' && bytes[5] == 'P';
+  MemoryStream mem{bytes.data(), bytes.size(), 0};
+  opj_stream_t* stream = opj_stream_create(1 << 16, OPJ_TRUE);
+  opj_codec_t* codec = opj_create_decompress(jp2 ? OPJ_CODEC_JP2 : OPJ_CODEC_J2K);
+  opj_image_t* image = nullptr;
+  struct Cleanup {
+    opj_stream_t*& s;
+    opj_codec_t*& c;
+    opj_image_t*& i;
+    ~Cleanup() {
+      if (i) opj_image_destroy(i);
+      if (c) opj_destroy_codec(c);
+      if (s) opj_stream_destroy(s);
+    }
+  } cleanup{stream, codec, image};
+  if (!stream || !codec) throw Error(ErrorCode::internal, what + ": cannot create a JPEG 2000 decoder");
+  opj_stream_set_user_data(stream, &mem, nullptr);
+  opj_stream_set_user_data_length(stream, bytes.size());
+  opj_stream_set_read_function(stream, opj_read);
+  opj_stream_set_skip_function(stream, opj_skip);
+  opj_stream_set_seek_function(stream, opj_seek);
+  opj_set_error_handler(codec, opj_quiet, nullptr);
+  opj_set_warning_handler(codec, opj_quiet, nullptr);
+  opj_set_info_handler(codec, opj_quiet, nullptr);
+  opj_dparameters_t params;
+  opj_set_default_decoder_parameters(&params);
+  if (!opj_setup_decoder(codec, &params) || !opj_read_header(stream, codec, &image) ||
+      !opj_decode(codec, stream, image) || !opj_end_decompress(codec, stream))
+    throw Error(ErrorCode::invalid_input, what + ": corrupt JPEG 2000 pixel data");
+  if (image->numcomps != 1)
+    throw Error(ErrorCode::unsupported, what + ": JPEG 2000 image with " + std::to_string(image->numcomps) +
+                                            " components (only grayscale is supported)");
+  const opj_image_comp_t& c = image->comps[0];
+  if (static_cast<int>(c.w) != columns || static_cast<int>(c.h) != rows || !c.data)
+    throw Error(ErrorCode::invalid_input, what + ": JPEG 2000 frame is " + std::to_string(c.w) + "x" +
+                                              std::to_string(c.h) + " but the header says " + std::to_string(columns) +
+                                              "x" + std::to_string(rows));
+  return std::vector<std::int32_t>(c.data, c.data + static_cast<std::size_t>(rows) * static_cast<std::size_t>(columns));
+}
+
+template <typename T>
+void convert(const T* src, float* dst, std::size_t n, int bits_stored, int high_bit, bool is_signed, double slope,
+             double intercept) {
+  const int shift = std::max(0, high_bit + 1 - bits_stored);
+  const std::uint64_t mask = bits_stored >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << bits_stored) - 1;
+  const std::uint64_t sign = std::uint64_t{1} << (bits_stored - 1);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint64_t v = (static_cast<std::uint64_t>(src[i]) >> shift) & mask;
+    const std::int64_t s = (is_signed && (v & sign)) ? static_cast<std::int64_t>(v) - static_cast<std::int64_t>(mask) - 1
+                                                     : static_cast<std::int64_t>(v);
+    dst[i] = static_cast<float>(static_cast<double>(s) * slope + intercept);
+  }
+}
+
+}  // namespace
+
+struct FileDecoder::Impl {
+  std::string path;
+  DcmFileFormat file;
+  int rows = 0, columns = 0, frames = 1;
+  int bits_allocated = 0, bits_stored = 0, high_bit = 0, pixel_representation = 0;
+  const std::uint8_t* pixels = nullptr;  // native pixel data, all frames
+  std::size_t pixel_bytes = 0;
+  bool j2k = false;
+  std::vector<std::vector<std::uint8_t>> codestreams;  // JPEG 2000: one per frame
+};
+
+FileDecoder::FileDecoder(const FileHeader& header) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.path = header.path;
+  const std::string& what = header.path;
+  const OFCondition loaded = m.file.loadFile(OFFilename(header.path.c_str()), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+  if (loaded.bad()) throw Error(ErrorCode::invalid_input, what + ": cannot read the DICOM file (" + loaded.text() + ")");
+  DcmDataset* ds = m.file.getDataset();
+  if (header.samples_per_pixel != 1)
+    throw Error(ErrorCode::unsupported, what + ": color images (SamplesPerPixel " + std::to_string(header.samples_per_pixel) +
+                                            ", " + header.photometric + ") are not supported");
+  const E_TransferSyntax xfer = ds->getOriginalXfer();
+  const DcmXfer x(xfer);
+  DcmElement* element = nullptr;
+  if (ds->findAndGetElement(DCM_PixelData, element).bad() || !element)
+    throw Error(ErrorCode::invalid_input, what + ": has no pixel data");
+  m.rows = header.rows;
+  m.columns = header.columns;
+  m.frames = header.frames;
+
+  if (is_jpeg2000(xfer)) {
+    m.j2k = true;
+    auto* pixel_data = OFstatic_cast(DcmPixelData*, element);
+    DcmPixelSequence* seq = nullptr;
+    if (pixel_data->getEncapsulatedRepresentation(xfer, nullptr, seq).bad() || !seq)
+      throw Error(ErrorCode::invalid_input, what + ": JPEG 2000 pixel data is not encapsulated");
+    std::vector<std::vector<std::uint8_t>> fragments;
+    for (unsigned long i = 1; i < seq->card(); ++i) {
+      DcmPixelItem* item = nullptr;
+      Uint8* bytes = nullptr;
+      if (seq->getItem(item, i).bad() || !item || item->getUint8Array(bytes).bad()) continue;
+      fragments.emplace_back(bytes, bytes + item->getLength());
+    }
+    if (fragments.empty()) throw Error(ErrorCode::invalid_input, what + ": empty JPEG 2000 pixel data");
+    if (m.frames == 1) {
+      m.codestreams.emplace_back();
+      for (const auto& f : fragments) m.codestreams.back().insert(m.codestreams.back().end(), f.begin(), f.end());
+    } else if (static_cast<int>(fragments.size()) == m.frames) {
+      m.codestreams = std::move(fragments);
+    } else {
+      // Several fragments per frame: a frame starts at a fragment holding an SOC+SIZ marker.
+      for (const auto& f : fragments) {
+        const bool starts = f.size() >= 4 && f[0] == 0xFF && f[1] == 0x4F && f[2] == 0xFF && f[3] == 0x51;
+        if (starts || m.codestreams.empty()) m.codestreams.emplace_back();
+        m.codestreams.back().insert(m.codestreams.back().end(), f.begin(), f.end());
+      }
+    }
+    if (static_cast<int>(m.codestreams.size()) < m.frames)
+      throw Error(ErrorCode::invalid_input, what + ": JPEG 2000 pixel data holds " + std::to_string(m.codestreams.size()) +
+                                                " frames, the header says " + std::to_string(m.frames));
+    return;
+  }
+
+  if (x.isEncapsulated()) {
+    const OFCondition c = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+    if (c.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
+      throw Error(ErrorCode::unsupported, what + ": unsupported transfer syntax <" + header.transfer_syntax + ", " +
+                                              transfer_syntax_name(header.transfer_syntax) + ">" +
+                                              (c.bad() ? std::string(" (") + c.text() + ")" : std::string()));
+    if (ds->findAndGetElement(DCM_PixelData, element).bad() || !element)
+      throw Error(ErrorCode::invalid_input, what + ": has no pixel data after decompression");
+  }
+  // Decoders may change the bit layout (for example to the JPEG sample precision).
+  auto get = [&](const DcmTagKey& tag, int fallback) {
+    Uint16 v = 0;
+    return ds->findAndGetUint16(tag, v).good() ? static_cast<int>(v) : fallback;
+  };
+  m.bits_allocated = get(DCM_BitsAllocated, header.bits_allocated);
+  m.bits_stored = get(DCM_BitsStored, m.bits_allocated);
+  m.high_bit = get(DCM_HighBit, m.bits_stored - 1);
+  m.pixel_representation = get(DCM_PixelRepresentation, 0);
+  if (m.bits_allocated != 1 && m.bits_allocated != 8 && m.bits_allocated != 16 && m.bits_allocated != 32)
+    throw Error(ErrorCode::unsupported, what + ": BitsAllocated " + std::to_string(m.bits_allocated) + " is not supported");
+  if (m.bits_stored < 1 || m.bits_stored > m.bits_allocated || m.high_bit < m.bits_stored - 1 || m.high_bit >= m.bits_allocated)
+    throw Error(ErrorCode::invalid_input, what + ": inconsistent BitsStored " + std::to_string(m.bits_stored) + " / HighBit " +
+                                              std::to_string(m.high_bit) + " for BitsAllocated " +
+                                              std::to_string(m.bits_allocated));
+  if (m.bits_allocated == 32 && x.getByteOrder() == EBO_BigEndian)
+    throw Error(ErrorCode::unsupported, what + ": 32-bit big-endian pixel data is not supported");
+
+  const std::uint64_t pixels_per_frame = static_cast<std::uint64_t>(m.rows) * static_cast<std::uint64_t>(m.columns);
+  const std::uint64_t needed = m.bits_allocated == 1
+                                   ? (pixels_per_frame * static_cast<std::uint64_t>(m.frames) + 7) / 8
+                                   : pixels_per_frame * static_cast<std::uint64_t>(m.frames) *
+                                         static_cast<std::uint64_t>(m.bits_allocated / 8);
+  // getUint16Array returns OW data in host byte order (DCMTK swaps big-endian files on access).
+  if (element->getVR() == EVR_OW || m.bits_allocated >= 16) {
+    Uint16* words = nullptr;
+    if (element->getUint16Array(words).bad() || !words) {
+      Uint8* bytes = nullptr;
+      if (element->getUint8Array(bytes).bad() || !bytes) throw Error(ErrorCode::invalid_input, what + ": cannot read the pixel data");
+      m.pixels = bytes;
+    } else {
+      m.pixels = reinterpret_cast<const std::uint8_t*>(words);
+    }
+  } else {
+    Uint8* bytes = nullptr;
+    if (element->getUint8Array(bytes).bad() || !bytes) throw Error(ErrorCode::invalid_input, what + ": cannot read the pixel data");
+    m.pixels = bytes;
+  }
+  m.pixel_bytes = element->getLength();
+  if (m.pixel_bytes < needed)
+    throw Error(ErrorCode::invalid_input, what + ": pixel data is truncated (" + std::to_string(m.pixel_bytes) +
+                                              " bytes for " + std::to_string(m.frames) + " frames of " +
+                                              std::to_string(m.columns) + "x" + std::to_string(m.rows) + " needing " +
+                                              std::to_string(needed) + ")");
+}
+
+FileDecoder::~FileDecoder() = default;
+
+void FileDecoder::decode(const Frame& f, float* dst) {
+  Impl& m = *impl_;
+  const std::size_t n = static_cast<std::size_t>(m.rows) * static_cast<std::size_t>(m.columns);
+  if (f.index < 0 || f.index >= m.frames)
+    throw Error(ErrorCode::invalid_input, m.path + ": frame " + std::to_string(f.index) + " does not exist");
+  if (m.j2k) {
+    const std::vector<std::int32_t> v =
+        decode_j2k(m.codestreams[static_cast<std::size_t>(f.index)], m.rows, m.columns, m.path);
+    for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(static_cast<double>(v[i]) * f.slope + f.intercept);
+    return;
+  }
+  const bool is_signed = m.pixel_representation == 1;
+  switch (m.bits_allocated) {
+    case 1: {
+      const std::size_t first_bit = n * static_cast<std::size_t>(f.index);
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t bit = first_bit + i;
+        const int v = (m.pixels[bit / 8] >> (bit % 8)) & 1;
+        dst[i] = static_cast<float>(v * f.slope + f.intercept);
+      }
+      return;
+    }
+    case 8:
+      convert(m.pixels + n * static_cast<std::size_t>(f.index), dst, n, m.bits_stored, m.high_bit, is_signed, f.slope,
+              f.intercept);
+      return;
+    case 16:
+      convert(reinterpret_cast<const std::uint16_t*>(m.pixels) + n * static_cast<std::size_t>(f.index), dst, n,
+              m.bits_stored, m.high_bit, is_signed, f.slope, f.intercept);
+      return;
+    case 32:
+      convert(reinterpret_cast<const std::uint32_t*>(m.pixels) + n * static_cast<std::size_t>(f.index), dst, n,
+              m.bits_stored, m.high_bit, is_signed, f.slope, f.intercept);
+      return;
+    default: break;
+  }
+  throw Error(ErrorCode::internal, m.path + ": unhandled BitsAllocated");
+}
+
+}  // namespace voxinfer::dicom

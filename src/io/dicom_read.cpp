@@ -1,0 +1,216 @@
+// DICOM series to Volume: picks a series from a scan, decodes its images in parallel
+// (one task per file) into the [C, Z, Y, X] grid the plan describes, and keeps the
+// identifiers a DICOM SEG writer needs in the Volume's metadata.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <map>
+#include <mutex>
+
+#include "io/dicom_internal.h"
+#include "voxinfer/core/threading.h"
+#include "voxinfer/io/dicom.h"
+
+namespace voxinfer {
+namespace {
+
+using dicom::Plan;
+using dicom::Scan;
+using dicom::Series;
+
+const std::string& series_uid_of(const Scan& s, const Series& series) {
+  return s.files[static_cast<std::size_t>(s.frames[static_cast<std::size_t>(series.frames.front())].file)].series_uid;
+}
+
+std::int64_t volumes_of(const Plan& p) { return p.slices.empty() ? 0 : static_cast<std::int64_t>(p.slices.front().size()); }
+
+// Index of the series to read: the one asked for, else the largest with several slice
+// positions, else the largest.
+std::size_t choose(const std::string& path, const Scan& s, const std::vector<Plan>& plans, const std::string& uid) {
+  std::size_t best = s.series.size();
+  for (std::size_t i = 0; i < s.series.size(); ++i) {
+    if (!uid.empty() && series_uid_of(s, s.series[i]) != uid) continue;
+    if (best == s.series.size()) {
+      best = i;
+      continue;
+    }
+    const bool is3d = plans[i].slices.size() > 1, best3d = plans[best].slices.size() > 1;
+    if ((is3d && !best3d) || (is3d == best3d && s.series[i].frames.size() > s.series[best].frames.size())) best = i;
+  }
+  if (best == s.series.size()) {
+    std::string found;
+    for (const Series& series : s.series) found += (found.empty() ? "" : ", ") + series_uid_of(s, series);
+    throw Error(ErrorCode::invalid_input, path + ": no series with SeriesInstanceUID " + uid + " (found: " + found + ")");
+  }
+  return best;
+}
+
+// Linear interpolation along the slice normal onto evenly spaced positions.
+Volume resample_even(const Volume& in, const std::vector<double>& positions) {
+  std::vector<double> gaps;
+  for (std::size_t k = 0; k + 1 < positions.size(); ++k) gaps.push_back(positions[k + 1] - positions[k]);
+  std::sort(gaps.begin(), gaps.end());
+  const double median = gaps[gaps.size() / 2];
+  const double extent = positions.back() - positions.front();
+  const auto nz = static_cast<std::int64_t>(std::llround(extent / median)) + 1;
+  const double step = extent / static_cast<double>(nz - 1);
+  Geometry g = in.geometry;
+  g.spacing[2] = step;
+  Volume out(in.channels(), nz, in.ny(), in.nx(), g);
+  out.metadata = in.metadata;
+  const std::int64_t plane = in.ny() * in.nx();
+  parallel_for(nz, 1, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t k = b; k < e; ++k) {
+      const double p = positions.front() + static_cast<double>(k) * step;
+      std::size_t j = 0;
+      while (j + 2 < positions.size() && positions[j + 1] < p) ++j;
+      const double w = std::clamp((p - positions[j]) / (positions[j + 1] - positions[j]), 0.0, 1.0);
+      for (std::int64_t c = 0; c < in.channels(); ++c) {
+        const float* a = in.channel(c) + static_cast<std::int64_t>(j) * plane;
+        const float* bsrc = a + plane;
+        float* d = out.channel(c) + k * plane;
+        for (std::int64_t i = 0; i < plane; ++i)
+          d[i] = static_cast<float>((1.0 - w) * static_cast<double>(a[i]) + w * static_cast<double>(bsrc[i]));
+      }
+    }
+  });
+  return out;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string r;
+  for (std::size_t i = 0; i < v.size(); ++i) r += (i ? "\\" : "") + v[i];
+  return r;
+}
+
+}  // namespace
+
+bool is_dicom_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  char buf[132];
+  const bool ok = std::fread(buf, 1, sizeof buf, f) == sizeof buf && std::memcmp(buf + 128, "DICM", 4) == 0;
+  std::fclose(f);
+  return ok;
+}
+
+std::vector<DicomSeriesInfo> list_dicom_series(const std::string& path) {
+  const Scan s = dicom::scan(path);
+  std::vector<DicomSeriesInfo> out;
+  for (const Series& series : s.series) {
+    const Plan p = dicom::plan_series(s, series);
+    const dicom::FileHeader& h =
+        s.files[static_cast<std::size_t>(s.frames[static_cast<std::size_t>(series.frames.front())].file)];
+    DicomSeriesInfo info;
+    info.series_uid = h.series_uid;
+    auto module = [&](const char* k) { return h.modules.count(k) ? h.modules.at(k) : std::string(); };
+    info.modality = module("Modality");
+    info.description = module("SeriesDescription");
+    info.series_number = module("SeriesNumber");
+    info.sop_class_uid = h.sop_class_uid;
+    std::vector<int> files;
+    for (int f : series.frames) files.push_back(s.frames[static_cast<std::size_t>(f)].file);
+    std::sort(files.begin(), files.end());
+    info.files = std::unique(files.begin(), files.end()) - files.begin();
+    info.images = static_cast<std::int64_t>(series.frames.size());
+    info.size = {p.columns, p.rows, static_cast<std::int64_t>(p.slices.size())};
+    info.volumes = volumes_of(p);
+    info.spacing = {p.spacing[0], p.spacing[1], p.spacing[2]};
+    Geometry g;
+    g.direction = p.direction;
+    info.orientation = g.orientation_code();
+    info.problem = p.problem;
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+Volume read_dicom(const std::string& path, const ReadOptions& options) {
+  const Scan s = dicom::scan(path);
+  std::vector<Plan> plans;
+  for (const Series& series : s.series) plans.push_back(dicom::plan_series(s, series));
+  const std::size_t chosen = choose(path, s, plans, options.series_uid);
+  const Plan& plan = plans[chosen];
+  const std::string& uid = series_uid_of(s, s.series[chosen]);
+  const std::string what = path + ": series " + uid;
+  if (!plan.problem.empty() && !(plan.uneven && options.allow_uneven))
+    throw Error(ErrorCode::invalid_input,
+                what + ": " + plan.problem + (plan.uneven ? "; use --allow-uneven to resample onto an even grid" : ""));
+
+  Geometry g;
+  g.origin = plan.origin;
+  g.direction = plan.direction;
+  g.spacing = plan.spacing;
+  g.validate(what);
+  const std::int64_t channels = volumes_of(plan), nz = static_cast<std::int64_t>(plan.slices.size());
+  const std::int64_t ny = plan.rows, nx = plan.columns;
+  if (channels * nz > options.max_voxels / std::max<std::int64_t>(1, ny * nx))
+    throw Error(ErrorCode::invalid_input, what + ": " + std::to_string(channels * nz) + " images of " + std::to_string(nx) +
+                                              "x" + std::to_string(ny) + " exceed the voxel limit");
+  Volume vol(channels, nz, ny, nx, g);
+
+  // Destination of every frame, grouped by file so that each file is read once.
+  std::map<int, std::vector<std::pair<int, float*>>> by_file;
+  for (std::int64_t z = 0; z < nz; ++z)
+    for (std::int64_t c = 0; c < channels; ++c) {
+      const int f = plan.slices[static_cast<std::size_t>(z)][static_cast<std::size_t>(c)];
+      by_file[s.frames[static_cast<std::size_t>(f)].file].emplace_back(f, vol.channel(c) + z * ny * nx);
+    }
+  std::vector<std::pair<int, std::vector<std::pair<int, float*>>>> jobs(by_file.begin(), by_file.end());
+  std::mutex error_mutex;
+  std::exception_ptr error;
+  parallel_for(static_cast<std::int64_t>(jobs.size()), 1, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t j = b; j < e; ++j) {
+      try {
+        const auto& [file, targets] = jobs[static_cast<std::size_t>(j)];
+        dicom::FileDecoder decoder(s.files[static_cast<std::size_t>(file)]);
+        parallel_for(static_cast<std::int64_t>(targets.size()), 4, [&](std::int64_t fb, std::int64_t fe) {
+          for (std::int64_t t = fb; t < fe; ++t) {
+            const auto& [frame, dst] = targets[static_cast<std::size_t>(t)];
+            decoder.decode(s.frames[static_cast<std::size_t>(frame)], dst);
+          }
+        });
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+    }
+  });
+  if (error) std::rethrow_exception(error);
+
+  // Identifiers for a DICOM SEG: modules of the first image, SOP instances slice by slice.
+  const dicom::FileHeader& first =
+      s.files[static_cast<std::size_t>(s.frames[static_cast<std::size_t>(plan.slices.front().front())].file)];
+  vol.metadata.insert(first.modules.begin(), first.modules.end());
+  vol.metadata["SOPClassUID"] = first.sop_class_uid;
+  vol.metadata["TransferSyntaxUID"] = first.transfer_syntax;
+  vol.metadata["source_format"] = "DICOM";
+  std::vector<std::string> sops, frame_numbers;
+  bool multiframe = false;
+  for (const auto& slice : plan.slices) {
+    const dicom::Frame& f = s.frames[static_cast<std::size_t>(slice.front())];
+    const dicom::FileHeader& h = s.files[static_cast<std::size_t>(f.file)];
+    sops.push_back(h.sop_instance_uid);
+    frame_numbers.push_back(std::to_string(f.index + 1));
+    multiframe = multiframe || h.frames > 1;
+  }
+  vol.metadata["SOPInstanceUIDs"] = join(sops);
+  if (multiframe) vol.metadata["ReferencedFrameNumbers"] = join(frame_numbers);
+  if (!plan.has_geometry)
+    vol.metadata["warning"] = "the images carry no plane position; slices are stacked in acquisition order";
+
+  if (!plan.problem.empty()) {
+    // allow_uneven: the slices no longer correspond one to one with the source images.
+    Volume out = resample_even(vol, plan.positions);
+    out.metadata.erase("SOPInstanceUIDs");
+    out.metadata.erase("ReferencedFrameNumbers");
+    out.metadata["warning"] = plan.problem + "; resampled by linear interpolation to " +
+                              std::to_string(out.geometry.spacing[2]) + " mm slices";
+    return out;
+  }
+  return vol;
+}
+
+}  // namespace voxinfer
