@@ -14,9 +14,9 @@
 namespace voxinfer {
 namespace {
 
-using Size3 = std::array<std::int64_t, 3>;
+using Dims3 = std::array<std::int64_t, 3>;
 
-Size3 size_xyz(const Volume& v) { return {v.nx(), v.ny(), v.nz()}; }
+Dims3 size_xyz(const Volume& v) { return {v.nx(), v.ny(), v.nz()}; }
 
 void require_volume(const Volume& v, const char* what) {
   VOXINFER_CHECK(v.data.defined() && v.data.rank() == 4 && v.data.dtype() == DType::f32 && v.data.is_contiguous(),
@@ -63,7 +63,7 @@ AxisTable make_table(std::int64_t n_out, std::int64_t n_in, Interpolation interp
 inline float lerp(float a, float b, float w) { return w == 0.f ? a : (1.f - w) * a + w * b; }
 
 // Separable resampling of every channel through per-axis tables (x, y, z).
-Volume resample_separable(const Volume& v, const Size3& out_size, const Geometry& out_geometry,
+Volume resample_separable(const Volume& v, const Dims3& out_size, const Geometry& out_geometry,
                           const std::array<AxisTable, 3>& tab) {
   Volume out(v.channels(), out_size[2], out_size[1], out_size[0], out_geometry);
   out.metadata = v.metadata;
@@ -132,7 +132,7 @@ AxisPermutation inverse(const AxisPermutation& t) {
   return inv;
 }
 
-Geometry permute_geometry(const Geometry& g, const Size3& size, const AxisPermutation& t) {
+Geometry permute_geometry(const Geometry& g, const Dims3& size, const AxisPermutation& t) {
   Geometry out;
   Eigen::Vector3d first = Eigen::Vector3d::Zero();  // input index of output voxel (0,0,0)
   for (int c = 0; c < 3; ++c) {
@@ -148,9 +148,9 @@ Geometry permute_geometry(const Geometry& g, const Size3& size, const AxisPermut
 
 Volume permute_axes(const Volume& v, const AxisPermutation& t) {
   require_volume(v, "permute_axes");
-  const Size3 in = size_xyz(v);
+  const Dims3 in = size_xyz(v);
   const std::array<std::int64_t, 3> in_stride{1, in[0], in[0] * in[1]};
-  Size3 out_size{};
+  Dims3 out_size{};
   std::array<std::int64_t, 3> step{};
   std::int64_t base = 0;
   for (std::size_t c = 0; c < 3; ++c) {
@@ -182,8 +182,8 @@ Volume reorient(const Volume& v, std::string_view code) {
 
 // ---- resampling ---------------------------------------------------------------------
 
-Size3 resampled_size(const Size3& size, const Geometry& g, const std::array<double, 3>& spacing, SizeRule rule) {
-  Size3 out{};
+Dims3 resampled_size(const Dims3& size, const Geometry& g, const std::array<double, 3>& spacing, SizeRule rule) {
+  Dims3 out{};
   for (std::size_t a = 0; a < 3; ++a) {
     VOXINFER_CHECK(std::isfinite(spacing[a]) && spacing[a] > 0, invalid_input,
                    "resample: target spacing[" + std::to_string(a) + "] must be positive");
@@ -198,8 +198,8 @@ Size3 resampled_size(const Size3& size, const Geometry& g, const std::array<doub
 Volume resample_to_spacing(const Volume& v, const std::array<double, 3>& spacing, Interpolation interp,
                            SizeRule rule) {
   require_volume(v, "resample_to_spacing");
-  const Size3 in = size_xyz(v);
-  const Size3 out_size = resampled_size(in, v.geometry, spacing, rule);
+  const Dims3 in = size_xyz(v);
+  const Dims3 out_size = resampled_size(in, v.geometry, spacing, rule);
   Geometry g = v.geometry;
   g.spacing = Eigen::Vector3d(spacing[0], spacing[1], spacing[2]);
   std::array<AxisTable, 3> tab;
@@ -212,7 +212,7 @@ Volume resample_to_spacing(const Volume& v, const std::array<double, 3>& spacing
   return resample_separable(v, out_size, g, tab);
 }
 
-Volume resample_to_grid(const Volume& v, const Geometry& geometry, const Size3& size, Interpolation interp) {
+Volume resample_to_grid(const Volume& v, const Geometry& geometry, const Dims3& size, Interpolation interp) {
   require_volume(v, "resample_to_grid");
   for (std::size_t a = 0; a < 3; ++a)
     VOXINFER_CHECK(size[a] > 0, invalid_input, "resample_to_grid: the target size must be positive");
@@ -224,7 +224,7 @@ Volume resample_to_grid(const Volume& v, const Geometry& geometry, const Size3& 
   for (int r = 0; r < 3; ++r)
     for (int c = 0; c < 3; ++c)
       if (r != c && std::abs(m(r, c)) > 1e-9) diagonal = false;
-  const Size3 in = size_xyz(v);
+  const Dims3 in = size_xyz(v);
   if (diagonal) {
     std::array<AxisTable, 3> tab;
     for (std::size_t a = 0; a < 3; ++a) {
@@ -272,9 +272,9 @@ Volume resample_to_grid(const Volume& v, const Geometry& geometry, const Size3& 
   return out;
 }
 
-Volume resize(const Volume& v, const Size3& size) {
+Volume resize(const Volume& v, const Dims3& size) {
   require_volume(v, "resize");
-  const Size3 in = size_xyz(v);
+  const Dims3 in = size_xyz(v);
   std::array<AxisTable, 3> tab;
   Eigen::Vector3d first;
   Geometry g = v.geometry;
