@@ -15,5 +15,7 @@ function(voxinfer_isa_sources target isa)
     return()
   endif()
   target_sources(${target} PRIVATE ${ARGN})
-  set_source_files_properties(${ARGN} PROPERTIES COMPILE_OPTIONS "${VOXINFER_ISA_FLAGS_${isa}}")
+  # TARGET_DIRECTORY: the target is usually created in a parent directory (src/), and a
+  # source property set here would otherwise stay invisible to it.
+  set_source_files_properties(${ARGN} TARGET_DIRECTORY ${target} PROPERTIES COMPILE_OPTIONS "${VOXINFER_ISA_FLAGS_${isa}}")
 endfunction()

@@ -1,16 +1,28 @@
-// make_conv_kernel: the ordered list of optimized convolution implementations. The first
-// that accepts the problem wins; each rejection appends its reason to `why`.
+// make_conv_kernel: walks the ordered implementation list (conv_direct.cpp). The first
+// implementation that accepts the problem wins; each rejection appends its reason to `why`.
 #include <memory>
 #include <string>
 
+#include "kernels/conv_direct.h"
 #include "voxinfer/kernels/conv.h"
 
 namespace voxinfer::kernels {
 
 std::unique_ptr<ConvKernel> make_conv_kernel(const ConvParams& p, const float* wei, const Epilogue& ep, bool transposed,
                                              Isa isa, std::string* why) {
-  (void)p, (void)wei, (void)ep, (void)transposed, (void)isa;
-  if (why) *why += "no optimized convolution implementation is built yet; use conv3d_ref\n";
+  // Never pick code the CPU cannot run, whatever the caller asks for.
+  if (static_cast<int>(isa) > static_cast<int>(hardware_isa())) isa = hardware_isa();
+  std::size_t count = 0;
+  const direct::Impl* list = direct::impls(&count);
+  for (std::size_t i = 0; i < count; ++i) {
+    const direct::Impl& impl = list[i];
+    if (static_cast<int>(impl.isa) > static_cast<int>(isa)) {
+      if (why) *why += std::string(impl.name) + ": needs " + isa_name(impl.isa) + ", ISA is " + isa_name(isa) + "\n";
+      continue;
+    }
+    if (auto k = direct::create(impl, p, wei, ep, transposed, direct::Tuning{}, why)) return k;
+  }
+  if (why && count == 0) *why += "no optimized convolution is built for this CPU architecture\n";
   return nullptr;
 }
 

@@ -1,0 +1,314 @@
+// Body of the direct blocked convolution, written once over a vector-traits type T and
+// compiled per ISA by the file that includes it, with that file's -m flags. Everything
+// here is a template on T and each T lives in an anonymous namespace, so instantiations
+// built for different ISAs can never be merged by the linker.
+//
+// Register blocking (oneDNN's direct convolution): a tile is NB output-channel blocks x
+// UR output pixels along W, held in NB*UR vector accumulators. For each input channel of
+// each tap it loads NB weight vectors and broadcasts UR input values. Input-channel blocks
+// are visited in passes of plan.icb_step so that the weights of a pass stay in L1 while
+// whole output rows are swept; partial sums live in dst between passes.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/conv_direct.h"
+
+namespace voxinfer::kernels::direct {
+
+// What a tile needs about the output row it works on.
+struct RowCtx {
+  const float* src = nullptr;  // image n, first input-channel block of this pass
+  const float* wei = nullptr;  // packed weights of this pass (ConvTranspose: of this tap)
+  float* dst = nullptr;        // the row at ow = 0, first output-channel block of the tile
+  const float* res = nullptr;  // residual at the same offsets, or null
+  std::int64_t nicb = 1;       // input-channel blocks in this pass
+  int ic_tail = 8;             // channels in the last block of the pass
+  std::int64_t kd_lo = 0, kd_hi = 1, kh_lo = 0, kh_hi = 1, kw_n = 1;  // taps to visit
+  std::int64_t d0 = 0, h0 = 0, w0 = 0;  // input d, h, w of tap 0 (w at output pixel 0)
+  std::int64_t dd = 1, dh = 1, dw = 1;
+  std::int64_t kh = 1, kw = 1;  // tap layout of the packed weights
+  std::int64_t ih = 1, iw = 1;  // input rows per plane, pixels per row
+  std::int64_t src_cs = 0;      // floats between input-channel blocks (blocked src)
+  std::int64_t src_ics = 1;     // floats between input channels (plain src)
+  std::int64_t w_tap = 0, w_icb = 0;    // floats per tap and per input-channel block of packed weights
+  std::int64_t dst_ws = 0, dst_cs = 0;  // floats between output pixels and output-channel blocks
+  std::int64_t ob0 = 0, ocb = 1;        // first output-channel block of the tile, blocks in dst
+  int oc_tail = 8;                      // channels in the last output-channel block
+  bool first = true, last = true;
+  const float* bias = nullptr;
+  const float* slope = nullptr;
+  Activation act = Activation::none;
+  float alpha = 0.f, beta = 0.f;
+};
+
+template <class T>
+inline typename T::V activate(const RowCtx& c, typename T::V v, std::int64_t ob) {
+  switch (c.act) {
+    case Activation::none: return v;
+    case Activation::relu: return T::max(v, T::zero());
+    case Activation::leaky_relu: return T::select_nonneg(v, v, T::mul(v, T::set1(c.alpha)));
+    case Activation::prelu: return T::select_nonneg(v, v, T::mul(v, T::load(c.slope + ob * T::B)));
+    case Activation::sigmoid: return T::sigmoid(v);
+    case Activation::clip: return T::min(T::max(v, T::set1(c.alpha)), T::set1(c.beta));
+  }
+  return v;
+}
+
+// Runs f(i) for i in [0, n): fully unrolled when n is the whole block.
+template <int B, class F>
+inline void ic_loop(int n, F&& f) {
+  if (n == B) {
+#pragma GCC unroll 16
+    for (int i = 0; i < B; ++i) f(i);
+  } else {
+    for (int i = 0; i < n; ++i) f(i);
+  }
+}
+
+// One register tile: NB output-channel blocks x `ur` pixels starting at ow0. MASKED tiles
+// check every pixel against the input row (W padding) and against ur < UR; full tiles
+// read without checks.
+template <class T, int NB, int UR, int SW, bool PLAIN, bool MASKED>
+void tile(const RowCtx& c, std::int64_t ow0, int ur) {
+  using V = typename T::V;
+  constexpr int B = T::B;
+  constexpr std::int64_t WS = PLAIN ? 1 : B;  // floats between neighbouring input pixels
+  const std::int64_t ics = PLAIN ? c.src_ics : 1;
+  float* dst = c.dst + ow0 * c.dst_ws;
+  V acc[NB][UR];
+#pragma GCC unroll 8
+  for (int j = 0; j < NB; ++j)
+#pragma GCC unroll 32
+    for (int u = 0; u < UR; ++u)
+      acc[j][u] = (c.first || (MASKED && u >= ur)) ? T::zero() : T::load(dst + j * c.dst_cs + u * c.dst_ws);
+
+  const std::int64_t iw_base = ow0 * SW + c.w0;
+  const float* wicb = c.wei;
+  for (std::int64_t b = 0; b < c.nicb; ++b, wicb += c.w_icb) {
+    const int nic = b + 1 == c.nicb ? c.ic_tail : B;
+    const float* sblk = c.src + b * c.src_cs;
+    for (std::int64_t kd = c.kd_lo; kd < c.kd_hi; ++kd) {
+      const std::int64_t d = c.d0 + kd * c.dd;
+      for (std::int64_t kh = c.kh_lo; kh < c.kh_hi; ++kh) {
+        const std::int64_t h = c.h0 + kh * c.dh;
+        const float* srow = sblk + (d * c.ih + h) * c.iw * WS;
+        const float* wrow = wicb + (kd * c.kh + kh) * c.kw * c.w_tap;
+        for (std::int64_t kw = 0; kw < c.kw_n; ++kw) {
+          const std::int64_t iw0 = iw_base + kw * c.dw;
+          const float* w = wrow + kw * c.w_tap;
+          if constexpr (!MASKED) {
+            const float* s = srow + iw0 * WS;
+            ic_loop<B>(nic, [&](int i) {
+              const float* si = s + i * ics;
+              const float* wi = w + i * NB * B;
+              V wv[NB];
+#pragma GCC unroll 8
+              for (int j = 0; j < NB; ++j) wv[j] = T::load(wi + j * B);
+#pragma GCC unroll 32
+              for (int u = 0; u < UR; ++u) {
+                const V x = T::bcast(si + u * SW * WS);
+#pragma GCC unroll 8
+                for (int j = 0; j < NB; ++j) acc[j][u] = T::fma(wv[j], x, acc[j][u]);
+              }
+            });
+          } else {
+            unsigned valid = 0;
+            for (int u = 0; u < ur; ++u) {
+              const std::int64_t x = iw0 + u * SW;
+              if (x >= 0 && x < c.iw) valid |= 1u << u;
+            }
+            if (!valid) continue;
+            ic_loop<B>(nic, [&](int i) {
+              const float* wi = w + i * NB * B;
+              V wv[NB];
+#pragma GCC unroll 8
+              for (int j = 0; j < NB; ++j) wv[j] = T::load(wi + j * B);
+#pragma GCC unroll 32
+              for (int u = 0; u < UR; ++u) {
+                if (!((valid >> u) & 1u)) continue;
+                const V x = T::bcast(srow + (iw0 + u * SW) * WS + i * ics);
+#pragma GCC unroll 8
+                for (int j = 0; j < NB; ++j) acc[j][u] = T::fma(wv[j], x, acc[j][u]);
+              }
+            });
+          }
+        }
+      }
+    }
+  }
+
+#pragma GCC unroll 8
+  for (int j = 0; j < NB; ++j) {
+    float* dj = dst + j * c.dst_cs;
+    if (!c.last) {
+#pragma GCC unroll 32
+      for (int u = 0; u < UR; ++u)
+        if (!MASKED || u < ur) T::store(dj + u * c.dst_ws, acc[j][u]);
+      continue;
+    }
+    const std::int64_t ob = c.ob0 + j;
+    const V bias = T::load(c.bias + ob * B);
+    const float* rj = c.res ? c.res + ow0 * c.dst_ws + j * c.dst_cs : nullptr;
+    const bool partial = ob + 1 == c.ocb && c.oc_tail < B;
+#pragma GCC unroll 32
+    for (int u = 0; u < UR; ++u) {
+      if (MASKED && u >= ur) continue;
+      V v = T::add(acc[j][u], bias);
+      if (rj) v = T::add(v, T::load(rj + u * c.dst_ws));
+      v = activate<T>(c, v, ob);
+      if (partial) v = T::keep_lanes(v, c.oc_tail);  // channel padding of dst stays zero
+      T::store(dj + u * c.dst_ws, v);
+    }
+  }
+}
+
+// Sweeps one output row with full tiles where no W padding is read, masked tiles elsewhere.
+template <class T, int NB, int UR, int SW, bool PLAIN>
+void row(const RowCtx& c, std::int64_t ow, std::int64_t lo, std::int64_t hi) {
+  std::int64_t x = 0;
+  while (x < lo) {
+    const int ur = static_cast<int>(std::min<std::int64_t>(UR, lo - x));
+    tile<T, NB, UR, SW, PLAIN, true>(c, x, ur);
+    x += ur;
+  }
+  for (; x + UR <= hi; x += UR) tile<T, NB, UR, SW, PLAIN, false>(c, x, UR);
+  while (x < ow) {
+    const int ur = static_cast<int>(std::min<std::int64_t>(UR, (x < hi ? hi : ow) - x));
+    tile<T, NB, UR, SW, PLAIN, true>(c, x, ur);
+    x += ur;
+  }
+}
+
+template <class T>
+RowCtx base_ctx(const Plan& p) {
+  RowCtx c;
+  c.ih = p.ih, c.iw = p.iw;
+  c.ocb = p.ocb;
+  c.oc_tail = static_cast<int>(p.oc - (p.ocb - 1) * T::B);
+  c.bias = p.bias, c.slope = p.slope, c.act = p.act, c.alpha = p.alpha, c.beta = p.beta;
+  return c;
+}
+
+// Work items [begin, end) of a convolution.
+template <class T, int NB, int UR, int SW, bool PLAIN>
+void conv_items(const Plan& p, const float* src, float* dst, const float* res, std::int64_t begin, std::int64_t end) {
+  constexpr int B = T::B;
+  const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+  RowCtx c = base_ctx<T>(p);
+  c.kh = p.kh, c.kw = p.kw, c.kw_n = p.kw;
+  c.dd = p.dd, c.dh = p.dh, c.dw = p.dw, c.w0 = -p.pw;
+  c.w_tap = p.icblk * NB * B;
+  c.w_icb = p.kd * p.kh * p.kw * c.w_tap;
+  c.src_cs = PLAIN ? 0 : isp * B;
+  c.src_ics = PLAIN ? isp : 1;
+  c.dst_ws = B, c.dst_cs = osp * B;
+  const std::int64_t src_n = PLAIN ? p.ic * isp : (p.ic + B - 1) / B * isp * B;
+  const std::int64_t dst_n = p.ocb * osp * B;
+  const std::int64_t tiles = p.tiles();
+  const std::int64_t lo = std::min(p.ow_lo, p.ow), hi = std::max(lo, std::min(p.ow_hi, p.ow));
+  for (std::int64_t item = begin; item < end; ++item) {
+    std::int64_t r = item;
+    const std::int64_t rg = r % p.row_groups;
+    r /= p.row_groups;
+    const std::int64_t od = r % p.od;
+    r /= p.od;
+    const std::int64_t t = r % tiles, n = r / tiles;
+    const std::int64_t g = t / p.tiles_g;
+    c.ob0 = g * p.ocb_g + (t % p.tiles_g) * NB;
+    c.d0 = od * p.sd - p.pd;
+    c.kd_lo = 0, c.kd_hi = p.kd;
+    while (c.kd_lo < p.kd && c.d0 + c.kd_lo * p.dd < 0) ++c.kd_lo;
+    while (c.kd_hi > c.kd_lo && c.d0 + (c.kd_hi - 1) * p.dd >= p.id) --c.kd_hi;
+    const float* src_g = src + n * src_n + (PLAIN ? 0 : g * p.icb * c.src_cs);
+    const float* wei_t = p.wei + t * p.icb * c.w_icb;
+    float* dst_t = dst + n * dst_n + c.ob0 * c.dst_cs + od * p.oh * p.ow * B;
+    const float* res_t = res ? res + (dst_t - dst) : nullptr;
+    const std::int64_t oh_end = std::min(p.oh, (rg + 1) * p.rows);
+    for (std::int64_t icb0 = 0; icb0 < p.icb; icb0 += p.icb_step) {
+      c.nicb = std::min(p.icb_step, p.icb - icb0);
+      c.first = icb0 == 0;
+      c.last = icb0 + c.nicb == p.icb;
+      c.ic_tail = PLAIN ? static_cast<int>(p.ic) : (c.last ? static_cast<int>(p.icg - (p.icb - 1) * B) : B);
+      c.src = src_g + icb0 * c.src_cs;
+      c.wei = wei_t + icb0 * c.w_icb;
+      for (std::int64_t oh = rg * p.rows; oh < oh_end; ++oh) {
+        c.h0 = oh * p.sh - p.ph;
+        c.kh_lo = 0, c.kh_hi = p.kh;
+        while (c.kh_lo < p.kh && c.h0 + c.kh_lo * p.dh < 0) ++c.kh_lo;
+        while (c.kh_hi > c.kh_lo && c.h0 + (c.kh_hi - 1) * p.dh >= p.ih) --c.kh_hi;
+        c.dst = dst_t + oh * p.ow * B;
+        c.res = res_t ? res_t + oh * p.ow * B : nullptr;
+        row<T, NB, UR, SW, PLAIN>(c, p.ow, lo, hi);
+      }
+    }
+  }
+}
+
+// Work items [begin, end) of a ConvTranspose with kernel == stride: every tap is a 1x1x1
+// convolution of an input row into every stride-th output pixel of one output row, and
+// every output pixel gets exactly one tap, so the epilogue is applied as it is stored.
+template <class T, int NB, int UR>
+void deconv_items(const Plan& p, const float* src, float* dst, const float* res, std::int64_t begin,
+                  std::int64_t end) {
+  constexpr int B = T::B;
+  const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+  const std::int64_t taps = p.kd * p.kh * p.kw;
+  RowCtx c = base_ctx<T>(p);
+  c.w_tap = p.icblk * NB * B;
+  c.w_icb = taps * c.w_tap;
+  c.src_cs = isp * B;
+  c.dst_ws = p.sw * B, c.dst_cs = osp * B;
+  const std::int64_t src_n = (p.ic + B - 1) / B * isp * B;
+  const std::int64_t dst_n = p.ocb * osp * B;
+  const std::int64_t tiles = p.tiles();
+  for (std::int64_t item = begin; item < end; ++item) {
+    std::int64_t r = item;
+    const std::int64_t rg = r % p.row_groups;
+    r /= p.row_groups;
+    const std::int64_t id = r % p.id;
+    r /= p.id;
+    const std::int64_t t = r % tiles, n = r / tiles;
+    c.ob0 = t * NB;
+    c.d0 = id;
+    const float* wei_t = p.wei + t * p.icb * c.w_icb;
+    float* dst_t = dst + n * dst_n + c.ob0 * c.dst_cs;
+    const float* res_t = res ? res + (dst_t - dst) : nullptr;
+    const std::int64_t ih_end = std::min(p.ih, (rg + 1) * p.rows);
+    for (std::int64_t icb0 = 0; icb0 < p.icb; icb0 += p.icb_step) {
+      c.nicb = std::min(p.icb_step, p.icb - icb0);
+      c.first = icb0 == 0;
+      c.last = icb0 + c.nicb == p.icb;
+      c.ic_tail = c.last ? static_cast<int>(p.icg - (p.icb - 1) * B) : B;
+      c.src = src + n * src_n + icb0 * c.src_cs;
+      for (std::int64_t ih = rg * p.rows; ih < ih_end; ++ih) {
+        c.h0 = ih;
+        for (std::int64_t kd = 0; kd < p.kd; ++kd)
+          for (std::int64_t kh = 0; kh < p.kh; ++kh) {
+            const std::int64_t orow = ((id * p.sd + kd) * p.oh + ih * p.sh + kh) * p.ow * B;
+            for (std::int64_t kw = 0; kw < p.kw; ++kw) {
+              c.wei = wei_t + icb0 * c.w_icb + ((kd * p.kh + kh) * p.kw + kw) * c.w_tap;
+              c.dst = dst_t + orow + kw * B;
+              c.res = res_t ? res_t + orow + kw * B : nullptr;
+              row<T, NB, UR, 1, false>(c, p.iw, 0, p.iw);
+            }
+          }
+      }
+    }
+  }
+}
+
+// Picks the instantiation for the plan's tile shape, stride and src layout.
+template <class T, int NB, int UR>
+void run_shape(const Plan& p, const float* src, float* dst, const float* res, std::int64_t b, std::int64_t e) {
+  if (p.transposed) return deconv_items<T, NB, UR>(p, src, dst, res, b, e);
+  if (p.sw == 1) {
+    if (p.plain_src) return conv_items<T, NB, UR, 1, true>(p, src, dst, res, b, e);
+    return conv_items<T, NB, UR, 1, false>(p, src, dst, res, b, e);
+  }
+  if (p.plain_src) return conv_items<T, NB, UR, 2, true>(p, src, dst, res, b, e);
+  return conv_items<T, NB, UR, 2, false>(p, src, dst, res, b, e);
+}
+
+}  // namespace voxinfer::kernels::direct

@@ -1,0 +1,64 @@
+// Direct blocked convolution for AVX-512 (F/BW/VL/DQ): nCdhw16c activations, 16-wide
+// vectors, 32 zmm registers. Compiled with the avx512 flags only (voxinfer_isa_sources).
+// GCC 12 reports _mm512_undefined_ps() inside its own intrinsics as maybe-uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include "kernels/conv3d_direct_body.h"
+
+namespace voxinfer::kernels::direct {
+namespace {
+
+struct Avx512 {
+  using V = __m512;
+  static constexpr int B = 16;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float x) { return _mm512_set1_ps(x); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V bcast(const float* p) { return _mm512_set1_ps(*p); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V min(V a, V b) { return _mm512_min_ps(a, b); }
+  // v >= 0 ? a : b, lane by lane.
+  static V select_nonneg(V v, V a, V b) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero(), _CMP_GE_OQ), b, a); }
+  // Zeroes lanes n..15.
+  static V keep_lanes(V v, int n) { return _mm512_maskz_mov_ps(static_cast<__mmask16>((1u << n) - 1u), v); }
+  // exp(x) with Cephes' expf polynomial (about 1 ulp on the clamped range).
+  static V exp(V x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, set1(-87.3f)), set1(88.3f));
+    const V n = _mm512_roundscale_ps(_mm512_mul_ps(x, set1(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    V r = _mm512_fnmadd_ps(n, set1(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, set1(-2.12194440e-4f), r);
+    V y = set1(1.9875691500e-4f);
+    y = fma(y, r, set1(1.3981999507e-3f));
+    y = fma(y, r, set1(8.3334519073e-3f));
+    y = fma(y, r, set1(4.1665795894e-2f));
+    y = fma(y, r, set1(1.6666665459e-1f));
+    y = fma(y, r, set1(5.0000001201e-1f));
+    y = fma(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, set1(1.f)));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+  }
+  static V sigmoid(V v) {
+    const V e = exp(_mm512_sub_ps(zero(), v));
+    return _mm512_div_ps(set1(1.f), _mm512_add_ps(set1(1.f), e));
+  }
+};
+
+}  // namespace
+
+void conv3d_f32_nCdhw16c__avx512(const Plan& p, const float* src, float* dst, const float* res, std::int64_t b,
+                                 std::int64_t e) {
+  switch (p.nb) {
+    case 1: return run_shape<Avx512, 1, 16>(p, src, dst, res, b, e);
+    case 2: return run_shape<Avx512, 2, 12>(p, src, dst, res, b, e);
+    case 4: return run_shape<Avx512, 4, 6>(p, src, dst, res, b, e);
+    default: return;
+  }
+}
+
+}  // namespace voxinfer::kernels::direct

@@ -1,0 +1,64 @@
+// Direct blocked convolution for AVX2+FMA: nCdhw8c activations, 8-wide vectors, 16 ymm
+// registers. Compiled with -mavx2 -mfma only (voxinfer_isa_sources).
+#include <immintrin.h>
+
+#include "kernels/conv3d_direct_body.h"
+
+namespace voxinfer::kernels::direct {
+namespace {
+
+struct Avx2 {
+  using V = __m256;
+  static constexpr int B = 8;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V set1(float x) { return _mm256_set1_ps(x); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static V min(V a, V b) { return _mm256_min_ps(a, b); }
+  // v >= 0 ? a : b, lane by lane.
+  static V select_nonneg(V v, V a, V b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(v, zero(), _CMP_GE_OQ)); }
+  // Zeroes lanes n..7.
+  static V keep_lanes(V v, int n) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_and_ps(v, _mm256_castsi256_ps(m));
+  }
+  // exp(x) with Cephes' expf polynomial (about 1 ulp on the clamped range).
+  static V exp(V x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, set1(-87.3f)), set1(88.3f));
+    const V n = _mm256_round_ps(_mm256_mul_ps(x, set1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    V r = _mm256_fnmadd_ps(n, set1(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, set1(-2.12194440e-4f), r);
+    V y = set1(1.9875691500e-4f);
+    y = fma(y, r, set1(1.3981999507e-3f));
+    y = fma(y, r, set1(8.3334519073e-3f));
+    y = fma(y, r, set1(4.1665795894e-2f));
+    y = fma(y, r, set1(1.6666665459e-1f));
+    y = fma(y, r, set1(5.0000001201e-1f));
+    y = fma(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, set1(1.f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+  }
+  static V sigmoid(V v) {
+    const V e = exp(_mm256_sub_ps(zero(), v));
+    return _mm256_div_ps(set1(1.f), _mm256_add_ps(set1(1.f), e));
+  }
+};
+
+}  // namespace
+
+void conv3d_f32_nCdhw8c__avx2_fma(const Plan& p, const float* src, float* dst, const float* res, std::int64_t b,
+                                  std::int64_t e) {
+  switch (p.nb) {
+    case 1: return run_shape<Avx2, 1, 12>(p, src, dst, res, b, e);
+    case 2: return run_shape<Avx2, 2, 6>(p, src, dst, res, b, e);
+    case 4: return run_shape<Avx2, 4, 3>(p, src, dst, res, b, e);
+    default: return;
+  }
+}
+
+}  // namespace voxinfer::kernels::direct

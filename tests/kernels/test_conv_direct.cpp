@@ -1,0 +1,446 @@
+// Every optimized convolution of the implementation list against the reference kernels,
+// over generated sweeps: channels below, equal to, above and not a multiple of the block,
+// odd D/H/W, kernels 1-7 (anisotropic), strides, dilations, padding, groups, partial tiles,
+// every epilogue. Each case also checks that 1 and 2 threads give the same bytes, that
+// nothing is written outside dst (guard zones) and that dst's channel padding is zero.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/conv_direct.h"
+#include "voxinfer/core/cpu.h"
+#include "voxinfer/core/threading.h"
+#include "voxinfer/kernels/conv.h"
+#include "voxinfer/kernels/reorder.h"
+
+namespace voxinfer::kernels {
+namespace {
+
+// Tighter than the project bound (1e-4) and holds with float accumulation over the
+// reductions of these sweeps.
+constexpr double kTolerance = 2e-5;
+constexpr std::size_t kGuard = 64;
+constexpr std::uint32_t kSentinelBits = 0x7fc0beefu;  // a NaN nothing computes
+
+float sentinel() {
+  float f;
+  std::memcpy(&f, &kSentinelBits, sizeof f);
+  return f;
+}
+bool is_sentinel(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u == kSentinelBits;
+}
+
+std::vector<float> random_vec(std::size_t n, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+struct EpilogueSpec {
+  Activation act = Activation::none;
+  bool bias = false, residual = false, slope_per_channel = true;
+};
+
+std::string act_name(Activation a) {
+  switch (a) {
+    case Activation::none: return "none";
+    case Activation::relu: return "relu";
+    case Activation::leaky_relu: return "leaky_relu";
+    case Activation::prelu: return "prelu";
+    case Activation::sigmoid: return "sigmoid";
+    case Activation::clip: return "clip";
+  }
+  return "?";
+}
+
+struct Case {
+  ConvParams p;
+  bool transposed = false;
+  EpilogueSpec ep;
+  direct::Tuning tuning;
+  std::string str() const {
+    std::ostringstream s;
+    s << (transposed ? "ConvTranspose " : "Conv ") << p.str() << " act=" << act_name(ep.act) << " bias=" << ep.bias
+      << " residual=" << ep.residual << " slope_per_channel=" << ep.slope_per_channel << " tuning{nb=" << tuning.nb
+      << " icb_step=" << tuning.icb_step << " rows=" << tuning.rows << " plain_src=" << tuning.plain_src << "}";
+    return s.str();
+  }
+};
+
+std::int64_t src_spatial(const ConvParams& p) { return p.id * p.ih * p.iw; }
+std::int64_t dst_spatial(const ConvParams& p) { return p.od * p.oh * p.ow; }
+
+// Runs one case through one implementation; returns false (with a message) when the
+// implementation rejects it, so that sweeps can count accepted cases.
+bool check_case(const direct::Impl& impl, const Case& cs, std::uint32_t seed, bool expect_accept = true) {
+  const ConvParams& p = cs.p;
+  SCOPED_TRACE(std::string(impl.name) + " " + cs.str());
+  std::mt19937 rng(seed);
+  const std::int64_t icg = p.ic / p.groups;
+  const std::size_t wsize = static_cast<std::size_t>(cs.transposed ? p.ic * (p.oc / p.groups) * p.kd * p.kh * p.kw
+                                                                   : p.oc * icg * p.kd * p.kh * p.kw);
+  const auto src = random_vec(static_cast<std::size_t>(p.n * p.ic * src_spatial(p)), rng);
+  const auto wei = random_vec(wsize, rng);
+  const auto bias = random_vec(static_cast<std::size_t>(p.oc), rng);
+  const auto res = random_vec(static_cast<std::size_t>(p.n * p.oc * dst_spatial(p)), rng);
+  const auto slopes = random_vec(static_cast<std::size_t>(p.oc), rng, 0.f, 0.5f);
+  Epilogue ep;
+  ep.act = cs.ep.act;
+  ep.bias = cs.ep.bias ? bias.data() : nullptr;
+  ep.residual = cs.ep.residual ? res.data() : nullptr;
+  ep.alpha = ep.act == Activation::clip ? -0.5f : 0.1f;
+  ep.beta = 0.75f;
+  ep.slope = slopes.data();
+  ep.slope_per_channel = cs.ep.slope_per_channel;
+
+  std::vector<float> ref(res.size());
+  if (cs.transposed) conv_transpose3d_ref(p, src.data(), wei.data(), ep, ref.data());
+  else conv3d_ref(p, src.data(), wei.data(), ep, ref.data());
+
+  std::string why;
+  auto k = direct::create(impl, p, wei.data(), ep, cs.transposed, cs.tuning, &why);
+  if (!k) {
+    EXPECT_FALSE(expect_accept) << "rejected: " << why;
+    return false;
+  }
+  EXPECT_TRUE(why.empty()) << why;
+  EXPECT_STREQ(k->name(), impl.name);
+  const int block = impl.block;
+  EXPECT_EQ(layout_block(k->dst_layout()), block);
+
+  // Inputs in the kernel's layouts.
+  std::vector<float> src_k;
+  if (k->src_layout() == Layout::plain) {
+    src_k = src;
+  } else {
+    EXPECT_EQ(layout_block(k->src_layout()), block);
+    src_k.assign(static_cast<std::size_t>(activation_elements(k->src_layout(), p.n, p.ic, src_spatial(p))), sentinel());
+    reorder_plain_to_blocked(src.data(), src_k.data(), p.n, p.ic, src_spatial(p), block);
+  }
+  const std::size_t dst_elems =
+      static_cast<std::size_t>(activation_elements(k->dst_layout(), p.n, p.oc, dst_spatial(p)));
+  std::vector<float> res_k(dst_elems);
+  reorder_plain_to_blocked(res.data(), res_k.data(), p.n, p.oc, dst_spatial(p), block);
+
+  auto run = [&](int threads) {
+    std::vector<float> buf(dst_elems + 2 * kGuard, sentinel());
+    std::vector<std::byte> ws(k->workspace_bytes() + 1);
+    set_num_threads(threads);
+    k->run(src_k.data(), buf.data() + kGuard, res_k.data(), ws.data());
+    set_num_threads(0);
+    for (std::size_t i = 0; i < kGuard; ++i) {
+      EXPECT_TRUE(is_sentinel(buf[i])) << "write before dst at -" << (kGuard - i);
+      EXPECT_TRUE(is_sentinel(buf[kGuard + dst_elems + i])) << "write after dst at +" << i;
+    }
+    return std::vector<float>(buf.begin() + kGuard, buf.begin() + static_cast<std::ptrdiff_t>(kGuard + dst_elems));
+  };
+  const auto dst1 = run(1);
+  const auto dst2 = run(2);
+  EXPECT_EQ(0, std::memcmp(dst1.data(), dst2.data(), dst_elems * sizeof(float))) << "1 and 2 threads differ";
+
+  // Channel padding of dst must be zero (the next blocked layer may read it).
+  const std::int64_t cb = (p.oc + block - 1) / block, osp = dst_spatial(p);
+  std::int64_t bad_pad = 0;
+  for (std::int64_t n = 0; n < p.n; ++n)
+    for (std::int64_t s = 0; s < osp; ++s)
+      for (std::int64_t l = p.oc - (cb - 1) * block; l < block; ++l)
+        bad_pad += dst1[static_cast<std::size_t>(((n * cb + cb - 1) * osp + s) * block + l)] != 0.f;
+  EXPECT_EQ(bad_pad, 0) << "non-zero channel padding in dst";
+
+  std::vector<float> out(ref.size());
+  reorder_blocked_to_plain(dst1.data(), out.data(), p.n, p.oc, osp, block);
+  double max_err = 0, max_ref = 0;
+  std::size_t worst = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    const double e = std::abs(double(out[i]) - double(ref[i]));
+    if (!(e <= max_err)) max_err = e, worst = i;  // NaN counts as the worst
+    max_ref = std::max(max_ref, std::abs(double(ref[i])));
+  }
+  EXPECT_LE(max_err, kTolerance * std::max(1.0, max_ref))
+      << "at plain index " << worst << ": got " << out[worst] << " expected " << ref[worst];
+  return true;
+}
+
+std::vector<const direct::Impl*> impls_for(bool transposed) {
+  std::size_t count = 0;
+  const direct::Impl* list = direct::impls(&count);
+  std::vector<const direct::Impl*> v;
+  for (std::size_t i = 0; i < count; ++i)
+    if (list[i].transposed == transposed) v.push_back(&list[i]);
+  return v;
+}
+
+bool cpu_has(Isa isa) { return static_cast<int>(hardware_isa()) >= static_cast<int>(isa); }
+
+ConvParams conv_params(std::int64_t ic, std::int64_t oc, std::array<std::int64_t, 3> in, std::array<std::int64_t, 3> k,
+                       std::array<std::int64_t, 3> s, std::array<std::int64_t, 3> d, std::array<std::int64_t, 3> pad,
+                       std::array<std::int64_t, 3> pad_end, std::int64_t groups = 1, std::int64_t n = 1) {
+  ConvParams p;
+  p.n = n, p.ic = ic, p.oc = oc, p.groups = groups;
+  p.id = in[0], p.ih = in[1], p.iw = in[2];
+  p.kd = k[0], p.kh = k[1], p.kw = k[2];
+  p.sd = s[0], p.sh = s[1], p.sw = s[2];
+  p.dd = d[0], p.dh = d[1], p.dw = d[2];
+  p.pd = pad[0], p.ph = pad[1], p.pw = pad[2];
+  p.od = ConvParams::conv_out(in[0], k[0], s[0], d[0], pad[0], pad_end[0]);
+  p.oh = ConvParams::conv_out(in[1], k[1], s[1], d[1], pad[1], pad_end[1]);
+  p.ow = ConvParams::conv_out(in[2], k[2], s[2], d[2], pad[2], pad_end[2]);
+  return p;
+}
+
+// Random valid convolutions around the block size of `block`.
+std::vector<Case> conv_sweep(int block, std::uint32_t seed, int count) {
+  std::mt19937 rng(seed);
+  auto pick = [&](std::initializer_list<std::int64_t> xs) {
+    std::uniform_int_distribution<std::size_t> u(0, xs.size() - 1);
+    return *(xs.begin() + static_cast<std::ptrdiff_t>(u(rng)));
+  };
+  const std::int64_t b = block;
+  const Activation acts[] = {Activation::none, Activation::relu, Activation::leaky_relu,
+                             Activation::prelu, Activation::sigmoid, Activation::clip};
+  std::vector<Case> cases;
+  while (static_cast<int>(cases.size()) < count) {
+    Case c;
+    const std::int64_t ic = pick({1, 2, 3, 5, b - 1, b, b + 1, 2 * b, 2 * b + 3, 4 * b});
+    const std::int64_t oc = pick({1, 3, b - 1, b, b + 5, 2 * b, 3 * b, 4 * b, 4 * b + 1, 8 * b});
+    std::array<std::int64_t, 3> k{}, s{}, d{}, pad{}, pe{}, in{};
+    for (int a = 0; a < 3; ++a) {
+      k[a] = pick({1, 3, 3, 3, 5, 7});
+      s[a] = pick({1, 1, 1, 2});
+      d[a] = pick({1, 1, 1, 2});
+      pad[a] = std::min<std::int64_t>(pick({0, 1, 1, 2, 3}), (k[a] - 1) * d[a]);
+      pe[a] = std::max<std::int64_t>(0, pad[a] + pick({0, 0, -1, 1}));
+      const std::int64_t need = (k[a] - 1) * d[a] + 1 - pad[a] - pe[a];  // smallest input with an output
+      in[a] = std::max<std::int64_t>(std::max<std::int64_t>(need, 1), pick({1, 2, 5, 7, 9, 13, 18, 30}));
+    }
+    c.p = conv_params(ic, oc, in, k, s, d, pad, pe);
+    // Keep the reference cheap: at most ~3M multiply-adds per case.
+    if (c.p.flops() > 6'000'000 || c.p.flops() <= 0) continue;
+    c.ep.act = acts[cases.size() % 6];
+    c.ep.bias = (cases.size() / 6) % 2 == 0;
+    c.ep.residual = (cases.size() / 3) % 2 == 0;
+    c.ep.slope_per_channel = (cases.size() / 12) % 2 == 0;
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+class ConvDirect : public ::testing::TestWithParam<int> {};
+
+TEST(ConvDirect, ListNamesTheIsaInEveryKernel) {
+  std::size_t count = 0;
+  const direct::Impl* list = direct::impls(&count);
+#if defined(__x86_64__)
+  ASSERT_GE(count, 4u);
+#endif
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::string name = list[i].name;
+    EXPECT_NE(name.find(std::string("__") + (list[i].isa == Isa::avx512 ? "avx512" : "avx2")), std::string::npos)
+        << name;
+    EXPECT_NE(name.find(list[i].block == 16 ? "nCdhw16c" : "nCdhw8c"), std::string::npos) << name;
+  }
+}
+
+void sweep(bool transposed, const std::vector<Case>& cases, Isa isa, std::uint32_t seed, int min_accepted) {
+  for (const direct::Impl* impl : impls_for(transposed)) {
+    if (impl->isa != isa) continue;
+    if (!cpu_has(impl->isa)) GTEST_SKIP() << impl->name << ": this CPU lacks " << isa_name(impl->isa);
+    int accepted = 0;
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      accepted += check_case(*impl, cases[i], seed + static_cast<std::uint32_t>(i), false);
+      if (::testing::Test::HasFailure()) return;  // the first failure says enough
+    }
+    EXPECT_GE(accepted, min_accepted) << impl->name << " accepted too few cases";
+  }
+}
+
+TEST(ConvDirect, Avx2RandomSweep) {
+  sweep(false, conv_sweep(8, 1234, 160), Isa::avx2, 100, 150);
+}
+TEST(ConvDirect, Avx512RandomSweep) {
+  sweep(false, conv_sweep(16, 4321, 160), Isa::avx512, 200, 150);
+}
+
+// Hand-picked shapes: the U-Net layers in miniature, edges of the register tiles, and
+// every tile shape, pass size, row grouping and src layout forced in turn.
+std::vector<Case> fixed_cases(int block) {
+  const std::int64_t b = block;
+  std::vector<Case> v;
+  auto add = [&](ConvParams p, EpilogueSpec ep = {}, direct::Tuning t = {}) {
+    Case c;
+    c.p = p, c.ep = ep, c.tuning = t;
+    v.push_back(c);
+  };
+  const std::array<std::int64_t, 3> one{1, 1, 1}, two{2, 2, 2}, zero{0, 0, 0};
+  // 3x3x3 pad 1 at the widths around every UR (partial tiles, all-edge rows).
+  for (std::int64_t w : {1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 17, 25, 26})
+    add(conv_params(2 * b, 2 * b, {3, 2, w}, {3, 3, 3}, one, one, one, one), {Activation::relu, true, true});
+  // Every tile shape and pass size on one problem.
+  for (int nb : {1, 2, 4})
+    for (std::int64_t step : {1, 2, 0})
+      for (std::int64_t rows : {1, 3})
+        add(conv_params(3 * b - 2, 4 * b, {4, 5, 19}, {3, 3, 3}, one, one, one, one), {Activation::leaky_relu, true, false},
+            {nb, step, rows, -1});
+  // First layers: plain src with 1..4 channels, and the same problems on blocked src.
+  for (std::int64_t ic : {1, 2, 3, 4})
+    for (int plain : {1, 0})
+      add(conv_params(ic, 2 * b, {5, 6, 15}, {3, 3, 3}, one, one, one, one), {Activation::prelu, true, false},
+          {0, 0, 0, plain});
+  add(conv_params(1, b, {6, 7, 16}, {3, 3, 3}, two, one, one, one), {Activation::relu, true, false}, {0, 0, 0, 1});
+  // Stride 2 (downsampling), anisotropic kernels, large kernels, dilation.
+  add(conv_params(b, 2 * b, {8, 9, 17}, {3, 3, 3}, two, one, one, one), {Activation::clip, true, true});
+  add(conv_params(b + 3, b, {4, 9, 9}, {1, 3, 3}, one, one, {0, 1, 1}, {0, 1, 1}), {Activation::sigmoid, true, false});
+  add(conv_params(b, b + 1, {9, 9, 4}, {3, 3, 1}, one, one, {1, 1, 0}, {1, 1, 0}), {Activation::none, false, true});
+  add(conv_params(5, 5, {9, 10, 21}, {3, 3, 3}, one, {2, 3, 4}, {2, 3, 4}, {2, 3, 4}), {Activation::relu, true, false});
+  add(conv_params(b, b, {7, 7, 11}, {5, 5, 5}, one, one, two, two), {Activation::none, true, false});
+  add(conv_params(3, b, {7, 8, 13}, {7, 7, 7}, two, one, {3, 3, 3}, {3, 3, 3}), {Activation::relu, true, false});
+  add(conv_params(2 * b, 3, {6, 7, 30}, one, one, one, zero, zero), {Activation::sigmoid, true, false});  // 1x1x1 head
+  add(conv_params(b, b, {2, 3, 9}, one, two, one, zero, zero), {Activation::none, true, true});          // 1x1x1 s2
+  // Batch of two, and groups with whole blocks per group.
+  add(conv_params(b + 2, b - 1, {3, 4, 10}, {3, 3, 3}, one, one, one, one, 1, 2), {Activation::relu, true, true});
+  add(conv_params(2 * b, 4 * b, {4, 5, 13}, {3, 3, 3}, one, one, one, one, 2), {Activation::prelu, true, true});
+  add(conv_params(4 * b, 4 * b, {3, 4, 9}, {3, 3, 3}, {1, 1, 2}, one, one, one, 4), {Activation::leaky_relu, true, false});
+  // Output larger than the input allows (end padding beyond the kernel): taps all skipped.
+  add(conv_params(b, b, {2, 2, 3}, {3, 3, 3}, one, one, two, two), {Activation::sigmoid, true, true});
+  return v;
+}
+
+void fixed(Isa isa, int block) {
+  const auto cases = fixed_cases(block);
+  for (const direct::Impl* impl : impls_for(false)) {
+    if (impl->isa != isa) continue;
+    if (!cpu_has(impl->isa)) GTEST_SKIP() << impl->name << ": this CPU lacks " << isa_name(impl->isa);
+    for (std::size_t i = 0; i < cases.size(); ++i) check_case(*impl, cases[i], 7000 + static_cast<std::uint32_t>(i));
+  }
+}
+
+TEST(ConvDirect, Avx2FixedCases) { fixed(Isa::avx2, 8); }
+TEST(ConvDirect, Avx512FixedCases) { fixed(Isa::avx512, 16); }
+
+std::vector<Case> deconv_cases(int block) {
+  const std::int64_t b = block;
+  std::vector<Case> v;
+  const Activation acts[] = {Activation::none, Activation::relu, Activation::leaky_relu,
+                             Activation::prelu, Activation::sigmoid, Activation::clip};
+  int i = 0;
+  for (std::int64_t ic : {std::int64_t{1}, b - 1, b, 2 * b + 1, 4 * b})
+    for (std::int64_t oc : {std::int64_t{3}, b, b + 1, 2 * b, 4 * b})
+      for (std::array<std::int64_t, 3> k : {std::array<std::int64_t, 3>{2, 2, 2}, {1, 2, 2}, {2, 1, 3}}) {
+        Case c;
+        c.transposed = true;
+        c.p.ic = ic, c.p.oc = oc;
+        c.p.id = 3, c.p.ih = 4, c.p.iw = 5 + i % 9;
+        c.p.kd = c.p.sd = k[0], c.p.kh = c.p.sh = k[1], c.p.kw = c.p.sw = k[2];
+        c.p.od = c.p.id * k[0], c.p.oh = c.p.ih * k[1], c.p.ow = c.p.iw * k[2];
+        c.p.n = i % 4 == 0 ? 2 : 1;
+        c.ep.act = acts[i % 6];
+        c.ep.bias = i % 2 == 0;
+        c.ep.residual = i % 3 != 0;
+        if (i % 5 == 0) c.tuning.icb_step = 1;
+        if (i % 7 == 0) c.tuning.rows = 2;
+        v.push_back(c);
+        ++i;
+      }
+  return v;
+}
+
+void deconv(Isa isa, int block) {
+  const auto cases = deconv_cases(block);
+  for (const direct::Impl* impl : impls_for(true)) {
+    if (impl->isa != isa) continue;
+    if (!cpu_has(impl->isa)) GTEST_SKIP() << impl->name << ": this CPU lacks " << isa_name(impl->isa);
+    for (std::size_t i = 0; i < cases.size(); ++i) check_case(*impl, cases[i], 9000 + static_cast<std::uint32_t>(i));
+  }
+}
+
+TEST(ConvDirect, Avx2TransposedKernelEqualsStride) { deconv(Isa::avx2, 8); }
+TEST(ConvDirect, Avx512TransposedKernelEqualsStride) { deconv(Isa::avx512, 16); }
+
+TEST(ConvDirect, RejectionsSayWhy) {
+  for (const direct::Impl* impl : impls_for(false)) {
+    const std::int64_t b = impl->block;
+    std::string why;
+    ConvParams p = conv_params(b, b, {5, 5, 9}, {3, 3, 3}, {1, 1, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+    EXPECT_EQ(direct::create(*impl, p, std::vector<float>(static_cast<std::size_t>(b * b * 27)).data(), Epilogue{},
+                             false, {}, &why),
+              nullptr);
+    EXPECT_NE(why.find("stride along W 3"), std::string::npos) << why;
+    why.clear();
+    p = conv_params(6, 6, {5, 5, 9}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 3);
+    EXPECT_EQ(direct::create(*impl, p, std::vector<float>(6 * 2 * 27).data(), Epilogue{}, false, {}, &why), nullptr);
+    EXPECT_NE(why.find("groups=3"), std::string::npos) << why;
+  }
+  for (const direct::Impl* impl : impls_for(true)) {
+    std::string why;
+    ConvParams p;  // k3 s2 pad 1 output_padding 1
+    p.ic = p.oc = 8, p.id = p.ih = p.iw = 4, p.kd = p.kh = p.kw = 3, p.sd = p.sh = p.sw = 2;
+    p.pd = p.ph = p.pw = 1, p.od = p.oh = p.ow = 8;
+    EXPECT_EQ(direct::create(*impl, p, std::vector<float>(8 * 8 * 27).data(), Epilogue{}, true, {}, &why), nullptr);
+    EXPECT_NE(why.find("kernel == stride"), std::string::npos) << why;
+  }
+}
+
+TEST(ConvDirect, MakeConvKernelFollowsTheIsaCap) {
+  const ConvParams p = conv_params(32, 32, {4, 4, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+  const std::vector<float> w(32 * 32 * 27, 0.5f);
+  std::string why;
+  EXPECT_EQ(make_conv_kernel(p, w.data(), Epilogue{}, false, Isa::generic, &why), nullptr);
+  EXPECT_NE(why.find("needs avx2"), std::string::npos) << why;
+  if (cpu_has(Isa::avx2)) {
+    auto k = make_conv_kernel(p, w.data(), Epilogue{}, false, Isa::avx2, &why);
+    ASSERT_NE(k, nullptr) << why;
+    EXPECT_STREQ(k->name(), "conv3d_f32_nCdhw8c__avx2_fma");
+    EXPECT_EQ(k->src_layout(), Layout::nCdhw8c);
+    set_max_isa(Isa::avx2);
+    auto k2 = make_conv_kernel(p, w.data(), Epilogue{}, false, active_isa(), &why);
+    set_max_isa(Isa::avx512);
+    ASSERT_NE(k2, nullptr);
+    EXPECT_STREQ(k2->name(), "conv3d_f32_nCdhw8c__avx2_fma");
+  }
+  if (cpu_has(Isa::avx512)) {
+    auto k = make_conv_kernel(p, w.data(), Epilogue{}, false, Isa::avx512, &why);
+    ASSERT_NE(k, nullptr) << why;
+    EXPECT_STREQ(k->name(), "conv3d_f32_nCdhw16c__avx512");
+    EXPECT_EQ(k->dst_layout(), Layout::nCdhw16c);
+  }
+  // A first layer reads plain input.
+  const ConvParams first = conv_params(1, 32, {4, 4, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+  if (auto k = make_conv_kernel(first, w.data(), Epilogue{}, false, active_isa(), &why)) {
+    EXPECT_EQ(k->src_layout(), Layout::plain);
+  }
+}
+
+TEST(Reorder, RoundTripAndZeroPadding) {
+  for (int block : {8, 16})
+    for (std::int64_t c : {1, 7, 8, 9, 16, 21, 40}) {
+      const std::int64_t n = 2, sp = 4099;  // more than one work item per channel block
+      std::mt19937 rng(static_cast<std::uint32_t>(c * block));
+      const auto x = random_vec(static_cast<std::size_t>(n * c * sp), rng);
+      const std::int64_t cb = (c + block - 1) / block;
+      std::vector<float> blk(static_cast<std::size_t>(n * cb * block * sp), sentinel()), back(x.size());
+      reorder_plain_to_blocked(x.data(), blk.data(), n, c, sp, block);
+      for (std::int64_t i = 0; i < n; ++i)
+        for (std::int64_t ch = 0; ch < cb * block; ++ch)
+          for (std::int64_t s = 0; s < sp; s += 97) {
+            const float got = blk[static_cast<std::size_t>(((i * cb + ch / block) * sp + s) * block + ch % block)];
+            const float want = ch < c ? x[static_cast<std::size_t>((i * c + ch) * sp + s)] : 0.f;
+            ASSERT_EQ(got, want) << "block " << block << " c " << c << " ch " << ch << " s " << s;
+          }
+      reorder_blocked_to_plain(blk.data(), back.data(), n, c, sp, block);
+      ASSERT_EQ(back, x) << "block " << block << " c " << c;
+    }
+}
+
+}  // namespace
+}  // namespace voxinfer::kernels
