@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <limits>
 #include <mutex>
 #include <sstream>
@@ -77,11 +78,48 @@ itk::ImageIOBase::Pointer make_io(Format f) {
   return nullptr;
 }
 
+// ITK's description as one line, without the "ITK ERROR: Class(0x...): " prefix.
 std::string itk_message(const itk::ExceptionObject& e) {
   std::string m = e.GetDescription();
-  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
-  return m;
+  const auto prefix = m.find("): ");
+  if (m.rfind("ITK ERROR", 0) == 0 && prefix != std::string::npos) m = m.substr(prefix + 3);
+  std::string out;
+  for (char c : m) {
+    if (c == '\n') {
+      if (!out.empty() && out.back() != ' ') out += "; ";
+    } else {
+      out += c;
+    }
+  }
+  while (!out.empty() && (out.back() == ' ' || out.back() == ';')) out.pop_back();
+  return out;
 }
+
+// MetaIO and NrrdIO print their parse errors on std::cout/std::cerr. While a header is
+// read, both streams go into a buffer instead, whose text then joins the error message.
+// (The streams are process-wide; header reads are short and rarely concurrent.)
+class CaptureConsole {
+ public:
+  CaptureConsole() : out_(std::cout.rdbuf(buffer_.rdbuf())), err_(std::cerr.rdbuf(buffer_.rdbuf())) {}
+  ~CaptureConsole() {
+    std::cout.rdbuf(out_);
+    std::cerr.rdbuf(err_);
+  }
+  CaptureConsole(const CaptureConsole&) = delete;
+  CaptureConsole& operator=(const CaptureConsole&) = delete;
+  // The first captured line, if any, as extra detail for an error message.
+  std::string first_line() const {
+    std::string t = buffer_.str();
+    const auto nl = t.find('\n');
+    if (nl != std::string::npos) t.resize(nl);
+    return t.empty() ? t : " (" + t + ")";
+  }
+
+ private:
+  std::ostringstream buffer_;
+  std::streambuf* out_;
+  std::streambuf* err_;
+};
 
 using Component = itk::IOComponentEnum;
 
@@ -162,6 +200,29 @@ void check_raw_nifti_size(const itk::ImageIOBase& io, const std::string& path, s
                                               " bytes but the file holds only " + std::to_string(size));
 }
 
+// ITK's NIfTI reader accepts a truncated .nii.gz and zero-fills what is missing. The gzip
+// trailer holds the uncompressed size (mod 2^32); a cut file ends in compressed bytes
+// instead, which almost never land in the narrow window a real file's size falls in.
+void check_gzip_nifti_size(const itk::ImageIOBase& io, const std::string& path, std::uint64_t voxels) {
+  if (!ends_with(lower(path), ".gz")) return;
+  const double bitpix = nifti_number(io, "bitpix", 0);
+  const double offset = nifti_number(io, "vox_offset", 0);
+  if (bitpix <= 0) return;
+  const auto needed = static_cast<std::uint64_t>(offset + static_cast<double>(voxels) * bitpix / 8.0);
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return;
+  unsigned char trailer[4] = {0, 0, 0, 0};
+  const bool ok = std::fseek(f, -4, SEEK_END) == 0 && std::fread(trailer, 1, 4, f) == 4;
+  std::fclose(f);
+  if (!ok) return;
+  const std::uint32_t isize = trailer[0] | (trailer[1] << 8) | (trailer[2] << 16) | (std::uint32_t{trailer[3]} << 24);
+  const std::uint32_t expected = static_cast<std::uint32_t>(needed & 0xffffffffu);
+  constexpr std::uint32_t kSlack = 1u << 20;  // trailing bytes some writers add after the voxels
+  if (static_cast<std::uint32_t>(isize - expected) > kSlack)
+    throw Error(ErrorCode::invalid_input, path + ": truncated or corrupt: the gzip stream does not hold the " +
+                                              std::to_string(needed) + " bytes the header describes");
+}
+
 // A Volume's geometry is spacing x rotation; a NIfTI sform with non-orthogonal columns
 // (a gantry-tilted CT stacked without resampling, for example) cannot be represented.
 // ITK would silently fall back to the qform and move the voxels, so such files are refused.
@@ -231,13 +292,18 @@ Volume read_image(const std::string& path, const ReadOptions& options) {
                 path + ": not a NIfTI (.nii, .nii.gz, .hdr/.img), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd) file name");
   itk::ImageIOBase::Pointer io = make_io(format);
   const std::string what = path + ": ";
-  try {
-    if (!io->CanReadFile(path.c_str()))
-      throw Error(ErrorCode::invalid_input, what + "not a readable " + std::string(format_name(format)) + " file");
-    io->SetFileName(path);
-    io->ReadImageInformation();
-  } catch (const itk::ExceptionObject& e) {
-    throw Error(ErrorCode::invalid_input, what + "cannot read the " + format_name(format) + " header: " + itk_message(e));
+  {
+    CaptureConsole console;
+    try {
+      if (!io->CanReadFile(path.c_str()))
+        throw Error(ErrorCode::invalid_input,
+                    what + "not a readable " + std::string(format_name(format)) + " file" + console.first_line());
+      io->SetFileName(path);
+      io->ReadImageInformation();
+    } catch (const itk::ExceptionObject& e) {
+      throw Error(ErrorCode::invalid_input, what + "cannot read the " + format_name(format) + " header: " +
+                                                itk_message(e) + console.first_line());
+    }
   }
 
   const auto pixel = io->GetPixelType();
@@ -265,6 +331,7 @@ Volume read_image(const std::string& path, const ReadOptions& options) {
   const std::uint64_t raw_bytes = static_cast<std::uint64_t>(total) * component_size(comp);
   if (format == Format::nifti) {
     check_raw_nifti_size(*io, path, static_cast<std::uint64_t>(total));
+    check_gzip_nifti_size(*io, path, static_cast<std::uint64_t>(total));
     check_nifti_not_sheared(*io, path);
   }
 
@@ -284,6 +351,7 @@ Volume read_image(const std::string& path, const ReadOptions& options) {
     region.SetIndex(i, 0);
     region.SetSize(i, static_cast<itk::SizeValueType>(dims[i]));
   }
+  CaptureConsole console;
   try {
     io->SetIORegion(region);
     if (comp == Component::FLOAT) {
@@ -294,7 +362,8 @@ Volume read_image(const std::string& path, const ReadOptions& options) {
       to_float(comp, buffer.data(), vol.data.data<float>(), total);
     }
   } catch (const itk::ExceptionObject& e) {
-    throw Error(ErrorCode::invalid_input, what + "cannot read the voxel data (truncated or corrupt file?): " + itk_message(e));
+    throw Error(ErrorCode::invalid_input, what + "cannot read the voxel data (truncated or corrupt file?): " + itk_message(e) +
+                                              console.first_line());
   }
   vol.metadata["source_format"] = format_name(format);
   return vol;
