@@ -1,0 +1,618 @@
+// Operator tests: each op through a Session against a naive formula written here, over
+// attribute sweeps. Failures print the whole parameter tuple.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "graph_builder.h"
+#include "test_util.h"
+
+namespace voxinfer {
+namespace {
+
+using test::f32;
+using test::i64;
+using test::OneOp;
+
+void expect_close(const Tensor& a, const Tensor& b, double tol, const std::string& what) {
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  const double err = test::max_abs_diff(a, b);
+  EXPECT_LE(err, tol) << what << " max_abs_err=" << err;
+}
+
+// ---------------------------------------------------------------- Conv sweep
+
+struct ConvCase {
+  int ns;  // spatial dims 1..3
+  int cin, cout, groups, k, stride, dil, pad;
+  std::string auto_pad;
+  int size;
+  std::string str() const {
+    return "ns=" + std::to_string(ns) + " cin=" + std::to_string(cin) + " cout=" + std::to_string(cout) + " groups=" +
+           std::to_string(groups) + " k=" + std::to_string(k) + " stride=" + std::to_string(stride) + " dil=" + std::to_string(dil) +
+           " pad=" + std::to_string(pad) + " auto_pad=" + auto_pad + " size=" + std::to_string(size);
+  }
+};
+
+// Naive N-d cross-correlation over the flattened 3D view (leading spatial dims of size 1).
+Tensor naive_conv(const Tensor& x, const Tensor& w, const Tensor& b, const ConvCase& c, std::int64_t pb, std::int64_t out) {
+  const std::int64_t n = x.dim(0), cin = c.cin, cout = c.cout, cpg = cin / c.groups, opg = cout / c.groups;
+  const std::int64_t S = c.size, K = c.k;
+  std::vector<std::int64_t> od{n, cout};
+  for (int i = 0; i < c.ns; ++i) od.push_back(out);
+  Tensor y(Shape(od), DType::f32);
+  const std::int64_t s3[3] = {c.ns >= 3 ? S : 1, c.ns >= 2 ? S : 1, S};
+  const std::int64_t k3[3] = {c.ns >= 3 ? K : 1, c.ns >= 2 ? K : 1, K};
+  const std::int64_t o3[3] = {c.ns >= 3 ? out : 1, c.ns >= 2 ? out : 1, out};
+  const std::int64_t p3[3] = {c.ns >= 3 ? pb : 0, c.ns >= 2 ? pb : 0, pb};
+  const float* X = x.data<float>();
+  const float* W = w.data<float>();
+  float* Y = y.data<float>();
+  for (std::int64_t bn = 0; bn < n; ++bn)
+    for (std::int64_t o = 0; o < cout; ++o)
+      for (std::int64_t z = 0; z < o3[0]; ++z)
+        for (std::int64_t yy = 0; yy < o3[1]; ++yy)
+          for (std::int64_t xx = 0; xx < o3[2]; ++xx) {
+            double acc = b.data<float>()[o];
+            const std::int64_t g = o / opg;
+            for (std::int64_t ci = 0; ci < cpg; ++ci)
+              for (std::int64_t a = 0; a < k3[0]; ++a)
+                for (std::int64_t bb = 0; bb < k3[1]; ++bb)
+                  for (std::int64_t cc = 0; cc < k3[2]; ++cc) {
+                    const std::int64_t iz = z * (c.ns >= 3 ? c.stride : 1) - p3[0] + a * c.dil;
+                    const std::int64_t iy = yy * (c.ns >= 2 ? c.stride : 1) - p3[1] + bb * c.dil;
+                    const std::int64_t ix = xx * c.stride - p3[2] + cc * c.dil;
+                    if (iz < 0 || iy < 0 || ix < 0 || iz >= s3[0] || iy >= s3[1] || ix >= s3[2]) continue;
+                    const float xv = X[(((bn * cin + g * cpg + ci) * s3[0] + iz) * s3[1] + iy) * s3[2] + ix];
+                    const float wv = W[(((o * cpg + ci) * k3[0] + a) * k3[1] + bb) * k3[2] + cc];
+                    acc += static_cast<double>(xv) * wv;
+                  }
+            Y[(((bn * cout + o) * o3[0] + z) * o3[1] + yy) * o3[2] + xx] = static_cast<float>(acc);
+          }
+  return y;
+}
+
+class ConvSweep : public ::testing::TestWithParam<ConvCase> {};
+
+TEST_P(ConvSweep, MatchesNaive) {
+  const ConvCase c = GetParam();
+  std::vector<std::int64_t> xs{2, c.cin}, ws{c.cout, c.cin / c.groups};
+  for (int i = 0; i < c.ns; ++i) {
+    xs.push_back(c.size);
+    ws.push_back(c.k);
+  }
+  const Tensor x = test::random_tensor(Shape(xs), 11);
+  const Tensor w = test::random_tensor(Shape(ws), 12);
+  const Tensor b = test::random_tensor(Shape{c.cout}, 13);
+  const std::int64_t ke = (c.k - 1) * c.dil + 1;
+  std::int64_t pb = c.pad, pe = c.pad, out;
+  if (c.auto_pad == "SAME_UPPER" || c.auto_pad == "SAME_LOWER") {
+    out = (c.size + c.stride - 1) / c.stride;
+    const std::int64_t total = std::max<std::int64_t>(0, (out - 1) * c.stride + ke - c.size);
+    pb = c.auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+    pe = total - pb;
+  } else if (c.auto_pad == "VALID") {
+    pb = pe = 0;
+    out = (c.size - ke) / c.stride + 1;
+  } else {
+    out = (c.size + pb + pe - ke) / c.stride + 1;
+  }
+  OneOp op("Conv");
+  op.input(x).constant(w).constant(b).attr("group", test::i(c.groups)).attr("strides", test::ints(std::vector<std::int64_t>(static_cast<std::size_t>(c.ns), c.stride)))
+      .attr("dilations", test::ints(std::vector<std::int64_t>(static_cast<std::size_t>(c.ns), c.dil)));
+  if (c.auto_pad.empty()) op.attr("pads", test::ints(std::vector<std::int64_t>(static_cast<std::size_t>(2 * c.ns), c.pad)));
+  else op.attr("auto_pad", test::s(c.auto_pad));
+  const Tensor y = op.run1();
+  const Tensor ref = naive_conv(x, w, b, c, pb, out);
+  expect_close(y, ref, 1e-4, c.str());
+}
+
+std::vector<ConvCase> conv_cases() {
+  std::vector<ConvCase> v;
+  for (int ns : {1, 2, 3})
+    for (int groups : {1, 2})
+      for (int k : {1, 3})
+        for (int stride : {1, 2})
+          for (int dil : {1, 2}) {
+            if (k == 1 && dil > 1) continue;
+            v.push_back({ns, 4, 6, groups, k, stride, dil, k / 2 * dil, "", 7});
+          }
+  for (const char* ap : {"SAME_UPPER", "SAME_LOWER", "VALID"}) {
+    v.push_back({3, 3, 5, 1, 3, 2, 1, 0, ap, 8});
+    v.push_back({2, 2, 4, 2, 2, 1, 1, 0, ap, 5});
+  }
+  v.push_back({3, 1, 9, 1, 5, 1, 1, 2, "", 6});   // first layer, 5^3 kernel
+  v.push_back({3, 6, 6, 6, 3, 1, 1, 1, "", 5});   // depthwise
+  v.push_back({3, 9, 17, 1, 3, 1, 3, 3, "", 9});  // not multiples of 8
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, ConvSweep, ::testing::ValuesIn(conv_cases()));
+
+// ---------------------------------------------------------------- ConvTranspose
+
+TEST(ConvTranspose, MatchesScatterFormulaOverSweep) {
+  for (int ns : {1, 2, 3})
+    for (int k : {2, 3})
+      for (int s : {1, 2})
+        for (int op_pad : {0, 1})
+          for (int groups : {1, 2}) {
+            if (op_pad >= s) continue;
+            const int cin = 4, cout = 6, size = 5, pad = k == 3 ? 1 : 0;
+            std::vector<std::int64_t> xs{1, cin}, ws{cin, cout / groups};
+            for (int i = 0; i < ns; ++i) {
+              xs.push_back(size);
+              ws.push_back(k);
+            }
+            const Tensor x = test::random_tensor(Shape(xs), 21);
+            const Tensor w = test::random_tensor(Shape(ws), 22);
+            OneOp op("ConvTranspose");
+            op.input(x).constant(w).attr("strides", test::ints(std::vector<std::int64_t>(static_cast<std::size_t>(ns), s)))
+                .attr("pads", test::ints(std::vector<std::int64_t>(static_cast<std::size_t>(2 * ns), pad)))
+                .attr("output_padding", test::ints(std::vector<std::int64_t>(static_cast<std::size_t>(ns), op_pad)))
+                .attr("group", test::i(groups));
+            const Tensor y = op.run1();
+            const std::int64_t out = s * (size - 1) + op_pad + k - 2 * pad;
+            ASSERT_EQ(y.dim(2), out);
+            // Scatter: every input voxel adds w * x to the outputs it reaches.
+            std::vector<std::int64_t> od{1, cout};
+            for (int i = 0; i < ns; ++i) od.push_back(out);
+            Tensor ref(Shape(od), DType::f32);
+            const std::int64_t sz[3] = {ns >= 3 ? size : 1, ns >= 2 ? size : 1, size};
+            const std::int64_t kk[3] = {ns >= 3 ? k : 1, ns >= 2 ? k : 1, k};
+            const std::int64_t oo[3] = {ns >= 3 ? out : 1, ns >= 2 ? out : 1, out};
+            const std::int64_t ss[3] = {ns >= 3 ? s : 1, ns >= 2 ? s : 1, s};
+            const std::int64_t pp[3] = {ns >= 3 ? pad : 0, ns >= 2 ? pad : 0, pad};
+            const int opg = cout / groups, cpg = cin / groups;
+            for (int ci = 0; ci < cin; ++ci)
+              for (std::int64_t z = 0; z < sz[0]; ++z)
+                for (std::int64_t yy = 0; yy < sz[1]; ++yy)
+                  for (std::int64_t xx = 0; xx < sz[2]; ++xx)
+                    for (int j = 0; j < opg; ++j)
+                      for (std::int64_t a = 0; a < kk[0]; ++a)
+                        for (std::int64_t b = 0; b < kk[1]; ++b)
+                          for (std::int64_t c = 0; c < kk[2]; ++c) {
+                            const std::int64_t oz = z * ss[0] - pp[0] + a, oy = yy * ss[1] - pp[1] + b, ox = xx * ss[2] - pp[2] + c;
+                            if (oz < 0 || oy < 0 || ox < 0 || oz >= oo[0] || oy >= oo[1] || ox >= oo[2]) continue;
+                            const int o = (ci / cpg) * opg + j;
+                            ref.data<float>()[((o * oo[0] + oz) * oo[1] + oy) * oo[2] + ox] +=
+                                x.data<float>()[((ci * sz[0] + z) * sz[1] + yy) * sz[2] + xx] *
+                                w.data<float>()[(((ci * opg + j) * kk[0] + a) * kk[1] + b) * kk[2] + c];
+                          }
+            expect_close(y, ref, 1e-4, "ns=" + std::to_string(ns) + " k=" + std::to_string(k) + " s=" + std::to_string(s) +
+                                           " output_padding=" + std::to_string(op_pad) + " groups=" + std::to_string(groups));
+          }
+}
+
+// ---------------------------------------------------------------- pooling
+
+TEST(Pool, MaxAndAverageOverSweep) {
+  for (bool mx : {true, false})
+    for (int k : {2, 3})
+      for (int s : {1, 2})
+        for (int pad : {0, 1})
+          for (int ceil_mode : {0, 1})
+            for (int cip : {0, 1}) {
+              if (pad >= k) continue;
+              const int size = 7;
+              const Tensor x = test::random_tensor(Shape{1, 2, size, size - 1, size - 2}, 31);
+              OneOp op(mx ? "MaxPool" : "AveragePool");
+              op.input(x).attr("kernel_shape", test::ints({k, k, k})).attr("strides", test::ints({s, s, s}))
+                  .attr("pads", test::ints({pad, pad, pad, pad, pad, pad})).attr("ceil_mode", test::i(ceil_mode));
+              if (!mx) op.attr("count_include_pad", test::i(cip));
+              const Tensor y = op.run1();
+              const std::int64_t in3[3] = {size, size - 1, size - 2};
+              std::int64_t o3[3];
+              for (int a = 0; a < 3; ++a) {
+                const std::int64_t span = in3[a] + 2 * pad - k;
+                o3[a] = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+                if (ceil_mode && (o3[a] - 1) * s >= in3[a] + pad) --o3[a];
+              }
+              ASSERT_EQ(y.shape(), (Shape{1, 2, o3[0], o3[1], o3[2]}));
+              for (int c = 0; c < 2; ++c)
+                for (std::int64_t z = 0; z < o3[0]; ++z)
+                  for (std::int64_t yy = 0; yy < o3[1]; ++yy)
+                    for (std::int64_t xx = 0; xx < o3[2]; ++xx) {
+                      double acc = mx ? -1e30 : 0;
+                      int cnt = 0, cntp = 0;
+                      for (int a = 0; a < k; ++a)
+                        for (int b = 0; b < k; ++b)
+                          for (int d = 0; d < k; ++d) {
+                            const std::int64_t iz = z * s - pad + a, iy = yy * s - pad + b, ix = xx * s - pad + d;
+                            if (iz < in3[0] + pad && iy < in3[1] + pad && ix < in3[2] + pad) ++cntp;
+                            if (iz < 0 || iy < 0 || ix < 0 || iz >= in3[0] || iy >= in3[1] || ix >= in3[2]) continue;
+                            const float v = x.at<float>(0, c, iz, iy, ix);
+                            acc = mx ? std::max(acc, static_cast<double>(v)) : acc + v;
+                            ++cnt;
+                          }
+                      if (!mx) acc /= cip ? cntp : cnt;
+                      ASSERT_NEAR(y.at<float>(0, c, z, yy, xx), acc, 1e-5)
+                          << "max=" << mx << " k=" << k << " s=" << s << " pad=" << pad << " ceil=" << ceil_mode << " cip=" << cip;
+                    }
+            }
+}
+
+TEST(Pool, GlobalAverageAndMax) {
+  const Tensor x = test::random_tensor(Shape{2, 3, 4, 5, 6}, 32);
+  const Tensor a = OneOp("GlobalAveragePool").input(x).run1();
+  const Tensor m = OneOp("GlobalMaxPool").input(x).run1();
+  ASSERT_EQ(a.shape(), (Shape{2, 3, 1, 1, 1}));
+  for (int n = 0; n < 2; ++n)
+    for (int c = 0; c < 3; ++c) {
+      double s = 0, mx = -1e30;
+      for (int i = 0; i < 120; ++i) {
+        const float v = x.data<float>()[(n * 3 + c) * 120 + i];
+        s += v;
+        mx = std::max(mx, static_cast<double>(v));
+      }
+      EXPECT_NEAR(a.data<float>()[n * 3 + c], s / 120, 1e-6);
+      EXPECT_EQ(m.data<float>()[n * 3 + c], static_cast<float>(mx));
+    }
+}
+
+// ---------------------------------------------------------------- Resize
+
+TEST(Resize, LinearCoordinateModes1DHandComputed) {
+  // Input [0, 10, 20, 30] upsampled x2 along the last axis.
+  const Tensor x = f32(Shape{1, 1, 4}, {0, 10, 20, 30});
+  auto run = [&](const char* ctm, const char* mode) {
+    return OneOp("Resize", 13).input(x).none().constant(f32(Shape{3}, {1, 1, 2})).attr("mode", test::s(mode))
+        .attr("coordinate_transformation_mode", test::s(ctm)).run1();
+  };
+  const Tensor hp = run("half_pixel", "linear");
+  const std::vector<float> want_hp{0, 2.5, 7.5, 12.5, 17.5, 22.5, 27.5, 30};
+  const Tensor ac = run("align_corners", "linear");
+  const std::vector<float> want_ac{0, 30.f / 7, 60.f / 7, 90.f / 7, 120.f / 7, 150.f / 7, 180.f / 7, 30};
+  const Tensor as = run("asymmetric", "linear");
+  const std::vector<float> want_as{0, 5, 10, 15, 20, 25, 30, 30};
+  const Tensor ph = run("pytorch_half_pixel", "linear");
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_NEAR(hp.data<float>()[i], want_hp[static_cast<std::size_t>(i)], 1e-5) << "half_pixel " << i;
+    EXPECT_NEAR(ac.data<float>()[i], want_ac[static_cast<std::size_t>(i)], 1e-4) << "align_corners " << i;
+    EXPECT_NEAR(as.data<float>()[i], want_as[static_cast<std::size_t>(i)], 1e-5) << "asymmetric " << i;
+    EXPECT_NEAR(ph.data<float>()[i], want_hp[static_cast<std::size_t>(i)], 1e-5) << "pytorch_half_pixel " << i;
+  }
+  const Tensor nn = OneOp("Resize", 13).input(x).none().constant(f32(Shape{3}, {1, 1, 2})).attr("mode", test::s("nearest"))
+                        .attr("coordinate_transformation_mode", test::s("asymmetric")).attr("nearest_mode", test::s("floor")).run1();
+  const std::vector<float> want_nn{0, 0, 10, 10, 20, 20, 30, 30};
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(nn.data<float>()[i], want_nn[static_cast<std::size_t>(i)]);
+}
+
+TEST(Resize, TrilinearIsSeparable) {
+  // Trilinear of a separable product f(z)g(y)h(x) equals the product of 1D resizes.
+  Tensor x(Shape{1, 1, 3, 4, 5}, DType::f32);
+  const float fz[3] = {1, 2, 4}, gy[4] = {0, 1, 3, 2}, hx[5] = {5, 1, 0, 2, 2};
+  for (int z = 0; z < 3; ++z)
+    for (int y = 0; y < 4; ++y)
+      for (int xx = 0; xx < 5; ++xx) x.at<float>(0, 0, z, y, xx) = fz[z] * gy[y] * hx[xx];
+  const Tensor y = OneOp("Resize", 13).input(x).none().none().constant(i64({1, 1, 6, 8, 10})).attr("mode", test::s("linear")).run1();
+  auto lin = [](const float* v, int n, int out, int o) {
+    double c = (o + 0.5) * n / out - 0.5;
+    c = std::clamp(c, 0.0, static_cast<double>(n - 1));
+    const int a = static_cast<int>(std::floor(c)), b = std::min(a + 1, n - 1);
+    return v[a] * (1 - (c - a)) + v[b] * (c - a);
+  };
+  for (int z = 0; z < 6; ++z)
+    for (int yy = 0; yy < 8; ++yy)
+      for (int xx = 0; xx < 10; ++xx)
+        ASSERT_NEAR(y.at<float>(0, 0, z, yy, xx), lin(fz, 3, 6, z) * lin(gy, 4, 8, yy) * lin(hx, 5, 10, xx), 1e-4);
+}
+
+// ---------------------------------------------------------------- softmax, norms
+
+TEST(Softmax, AxesAndLog) {
+  const Tensor x = test::random_tensor(Shape{2, 3, 4}, 41, -3, 3);
+  for (int axis : {0, 1, 2, -1}) {
+    const Tensor y = OneOp("Softmax", 13).input(x).attr("axis", test::i(axis)).run1();
+    const Tensor l = OneOp("LogSoftmax", 13).input(x).attr("axis", test::i(axis)).run1();
+    const int a = axis < 0 ? 2 : axis;
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 3; ++j)
+        for (int k = 0; k < 4; ++k) {
+          double s = 0;
+          for (int t = 0; t < x.dim(a); ++t) {
+            int idx[3] = {i, j, k};
+            idx[a] = t;
+            s += std::exp(x.at<float>(idx[0], idx[1], idx[2]));
+          }
+          EXPECT_NEAR(y.at<float>(i, j, k), std::exp(x.at<float>(i, j, k)) / s, 1e-6) << "axis " << axis;
+          EXPECT_NEAR(l.at<float>(i, j, k), x.at<float>(i, j, k) - std::log(s), 1e-5) << "axis " << axis;
+        }
+  }
+  // opset < 13: coerced to 2D at axis 1 (normalised over all of dims 1..)
+  const Tensor y11 = OneOp("Softmax", 11).input(x).run1();
+  double s = 0;
+  for (int t = 0; t < 12; ++t) s += std::exp(x.data<float>()[t]);
+  EXPECT_NEAR(y11.data<float>()[5], std::exp(x.data<float>()[5]) / s, 1e-6);
+}
+
+TEST(Norms, InstanceGroupLayerBatch) {
+  const Tensor x = test::random_tensor(Shape{2, 4, 3, 2, 5}, 51, -2, 3);
+  const Tensor sc = test::random_tensor(Shape{4}, 52, 0.5, 1.5), bi = test::random_tensor(Shape{4}, 53);
+  const Tensor in = OneOp("InstanceNormalization").input(x).constant(sc).constant(bi).attr("epsilon", test::f(1e-5f)).run1();
+  const Tensor sc2 = test::random_tensor(Shape{2}, 54, 0.5, 1.5), bi2 = test::random_tensor(Shape{2}, 55);
+  const Tensor gn = OneOp("GroupNormalization", 18).input(x).constant(sc2).constant(bi2).attr("num_groups", test::i(2)).run1();
+  for (int n = 0; n < 2; ++n) {
+    for (int c = 0; c < 4; ++c) {
+      double m = 0, v = 0;
+      for (int k = 0; k < 30; ++k) m += x.data<float>()[(n * 4 + c) * 30 + k];
+      m /= 30;
+      for (int k = 0; k < 30; ++k) v += std::pow(x.data<float>()[(n * 4 + c) * 30 + k] - m, 2);
+      v /= 30;
+      for (int k = 0; k < 30; ++k)
+        ASSERT_NEAR(in.data<float>()[(n * 4 + c) * 30 + k],
+                    (x.data<float>()[(n * 4 + c) * 30 + k] - m) / std::sqrt(v + 1e-5) * sc.data<float>()[c] + bi.data<float>()[c], 1e-4);
+    }
+    for (int g = 0; g < 2; ++g) {
+      double m = 0, v = 0;
+      for (int k = 0; k < 60; ++k) m += x.data<float>()[(n * 2 + g) * 60 + k];
+      m /= 60;
+      for (int k = 0; k < 60; ++k) v += std::pow(x.data<float>()[(n * 2 + g) * 60 + k] - m, 2);
+      v /= 60;
+      for (int k = 0; k < 60; ++k)
+        ASSERT_NEAR(gn.data<float>()[(n * 2 + g) * 60 + k],
+                    (x.data<float>()[(n * 2 + g) * 60 + k] - m) / std::sqrt(v + 1e-5) * sc2.data<float>()[g] + bi2.data<float>()[g], 1e-4);
+    }
+  }
+  const Tensor ls = test::random_tensor(Shape{2, 5}, 56), lb = test::random_tensor(Shape{2, 5}, 57);
+  const Tensor ln = OneOp("LayerNormalization").input(x).constant(ls).constant(lb).attr("axis", test::i(-2)).run1();
+  for (int r = 0; r < 2 * 4 * 3; ++r) {
+    double m = 0, v = 0;
+    for (int k = 0; k < 10; ++k) m += x.data<float>()[r * 10 + k];
+    m /= 10;
+    for (int k = 0; k < 10; ++k) v += std::pow(x.data<float>()[r * 10 + k] - m, 2);
+    v /= 10;
+    for (int k = 0; k < 10; ++k)
+      ASSERT_NEAR(ln.data<float>()[r * 10 + k], (x.data<float>()[r * 10 + k] - m) / std::sqrt(v + 1e-5) * ls.data<float>()[k] + lb.data<float>()[k], 1e-4);
+  }
+  const Tensor mean = test::random_tensor(Shape{4}, 58), var = test::random_tensor(Shape{4}, 59, 0.5, 2);
+  const Tensor bn = OneOp("BatchNormalization").input(x).constant(sc).constant(bi).constant(mean).constant(var).run1();
+  for (int n = 0; n < 2; ++n)
+    for (int c = 0; c < 4; ++c)
+      for (int k = 0; k < 30; ++k) {
+        const int i = (n * 4 + c) * 30 + k;
+        ASSERT_NEAR(bn.data<float>()[i], (x.data<float>()[i] - mean.data<float>()[c]) / std::sqrt(var.data<float>()[c] + 1e-5f) * sc.data<float>()[c] + bi.data<float>()[c], 1e-5);
+      }
+}
+
+// ---------------------------------------------------------------- elementwise
+
+TEST(Elementwise, BroadcastingArithmeticAndComparisons) {
+  const Tensor a = test::random_tensor(Shape{2, 3, 4}, 61, 0.5, 2), b = test::random_tensor(Shape{3, 1}, 62, 0.5, 2);
+  struct K { const char* op; float (*f)(float, float); };
+  const K ks[] = {{"Add", [](float x, float y) { return x + y; }}, {"Sub", [](float x, float y) { return x - y; }},
+                  {"Mul", [](float x, float y) { return x * y; }}, {"Div", [](float x, float y) { return x / y; }},
+                  {"Pow", [](float x, float y) { return std::pow(x, y); }}, {"Max", [](float x, float y) { return std::max(x, y); }},
+                  {"Min", [](float x, float y) { return std::min(x, y); }}};
+  for (const auto& k : ks) {
+    const Tensor y = OneOp(k.op).input(a).input(b).run1();
+    ASSERT_EQ(y.shape(), (Shape{2, 3, 4})) << k.op;
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 3; ++j)
+        for (int l = 0; l < 4; ++l) ASSERT_NEAR(y.at<float>(i, j, l), k.f(a.at<float>(i, j, l), b.at<float>(j, 0)), 1e-5) << k.op;
+  }
+  const Tensor lt = OneOp("Less").input(a).input(b).run1();
+  const Tensor eq = OneOp("Equal").input(a).input(a).run1();
+  ASSERT_EQ(lt.dtype(), DType::boolean);
+  for (int i = 0; i < 24; ++i) {
+    EXPECT_EQ(lt.data<bool>()[i], a.data<float>()[i] < b.data<float>()[(i / 4) % 3]);
+    EXPECT_TRUE(eq.data<bool>()[i]);
+  }
+  const Tensor w = OneOp("Where").input(lt).input(a).input(f32(Shape{}, {-7})).run1();
+  for (int i = 0; i < 24; ++i) EXPECT_EQ(w.data<float>()[i], lt.data<bool>()[i] ? a.data<float>()[i] : -7.f);
+  EXPECT_THROW(OneOp("Add").input(a).input(test::random_tensor(Shape{5}, 1)).run1(), Error);
+  // Integer Mod follows Python's sign rule; fmod=1 follows C.
+  const Tensor m = OneOp("Mod").input(i64({-7, 7, -7})).input(i64({3, -3, -3})).run1();
+  EXPECT_EQ(m.data<std::int64_t>()[0], 2);
+  EXPECT_EQ(m.data<std::int64_t>()[1], -2);
+  EXPECT_EQ(m.data<std::int64_t>()[2], -1);
+}
+
+TEST(Elementwise, UnaryActivations) {
+  const Tensor x = test::random_tensor(Shape{3, 7}, 71, -4, 4);
+  struct K { const char* op; std::function<double(double)> f; std::map<std::string, graph::Attribute> attrs; };
+  const std::vector<K> ks = {
+      {"Relu", [](double v) { return std::max(v, 0.0); }, {}},
+      {"LeakyRelu", [](double v) { return v >= 0 ? v : 0.1 * v; }, {{"alpha", test::f(0.1f)}}},
+      {"Elu", [](double v) { return v >= 0 ? v : 0.5 * (std::exp(v) - 1); }, {{"alpha", test::f(0.5f)}}},
+      {"Selu", [](double v) { return v > 0 ? 1.0507009873554805 * v : 1.0507009873554805 * 1.6732632423543772 * (std::exp(v) - 1); }, {}},
+      {"Sigmoid", [](double v) { return 1 / (1 + std::exp(-v)); }, {}},
+      {"HardSigmoid", [](double v) { return std::clamp(0.2 * v + 0.5, 0.0, 1.0); }, {}},
+      {"Tanh", [](double v) { return std::tanh(v); }, {}},
+      {"Erf", [](double v) { return std::erf(v); }, {}},
+      {"Gelu", [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); }, {}},
+      {"Exp", [](double v) { return std::exp(v); }, {}},
+      {"Abs", [](double v) { return std::abs(v); }, {}},
+      {"Neg", [](double v) { return -v; }, {}},
+      {"Clip", [](double v) { return std::clamp(v, -1.0, 2.0); }, {{"min", test::f(-1)}, {"max", test::f(2)}}},
+  };
+  for (const auto& k : ks) {
+    OneOp op(k.op, k.op == std::string("Clip") ? 6 : 17);
+    op.input(x);
+    for (const auto& [n, a] : k.attrs) op.attr(n, a);
+    const Tensor y = op.run1();
+    for (int i = 0; i < 21; ++i) ASSERT_NEAR(y.data<float>()[i], k.f(x.data<float>()[i]), 1e-5 * std::max(1.0, std::abs(k.f(x.data<float>()[i])))) << k.op;
+  }
+  const Tensor pos = test::random_tensor(Shape{9}, 72, 0.1, 5);
+  const Tensor sq = OneOp("Sqrt").input(pos).run1(), lg = OneOp("Log").input(pos).run1();
+  for (int i = 0; i < 9; ++i) {
+    EXPECT_NEAR(sq.data<float>()[i], std::sqrt(pos.data<float>()[i]), 1e-6);
+    EXPECT_NEAR(lg.data<float>()[i], std::log(pos.data<float>()[i]), 1e-6);
+  }
+  // PRelu with per-channel slope [C,1,1]
+  const Tensor px = test::random_tensor(Shape{1, 2, 2, 2}, 73);
+  const Tensor slope = f32(Shape{2, 1, 1}, {0.1f, 0.3f});
+  const Tensor py = OneOp("PRelu").input(px).constant(slope).run1();
+  for (int i = 0; i < 8; ++i) {
+    const float v = px.data<float>()[i];
+    EXPECT_FLOAT_EQ(py.data<float>()[i], v >= 0 ? v : v * (i < 4 ? 0.1f : 0.3f));
+  }
+}
+
+// ---------------------------------------------------------------- data movement
+
+TEST(DataMovement, SliceWithNegativeStepsAndAxes) {
+  Tensor x(Shape{4, 5}, DType::f32);
+  for (int i = 0; i < 20; ++i) x.data<float>()[i] = static_cast<float>(i);
+  const Tensor y = OneOp("Slice", 13).input(x).constant(i64({-1, 1})).constant(i64({0, 100})).constant(i64({0, 1})).constant(i64({-1, 2})).run1();
+  ASSERT_EQ(y.shape(), (Shape{3, 2}));  // rows 3,2,1; cols 1,3
+  EXPECT_EQ(y.at<float>(0, 0), 16.f);
+  EXPECT_EQ(y.at<float>(0, 1), 18.f);
+  EXPECT_EQ(y.at<float>(2, 1), 8.f);
+}
+
+TEST(DataMovement, PadModes) {
+  const Tensor x = f32(Shape{1, 3}, {1, 2, 3});
+  auto pad = [&](const char* mode) {
+    return OneOp("Pad", 13).input(x).constant(i64({0, 2, 0, 2})).constant(f32(Shape{}, {9})).attr("mode", test::s(mode)).run1();
+  };
+  const std::vector<float> c{9, 9, 1, 2, 3, 9, 9}, r{3, 2, 1, 2, 3, 2, 1}, e{1, 1, 1, 2, 3, 3, 3};
+  const Tensor pc = pad("constant"), pr = pad("reflect"), pe = pad("edge");
+  for (int i = 0; i < 7; ++i) {
+    EXPECT_EQ(pc.data<float>()[i], c[static_cast<std::size_t>(i)]);
+    EXPECT_EQ(pr.data<float>()[i], r[static_cast<std::size_t>(i)]);
+    EXPECT_EQ(pe.data<float>()[i], e[static_cast<std::size_t>(i)]);
+  }
+  // Negative pads crop.
+  const Tensor crop = OneOp("Pad", 13).input(x).constant(i64({0, -1, 0, 0})).run1();
+  ASSERT_EQ(crop.shape(), (Shape{1, 2}));
+  EXPECT_EQ(crop.data<float>()[0], 2.f);
+}
+
+TEST(DataMovement, TransposeConcatSplitGatherExpandTile) {
+  const Tensor x = test::random_tensor(Shape{2, 3, 4}, 81);
+  const Tensor t = OneOp("Transpose").input(x).attr("perm", test::ints({2, 0, 1})).run1();
+  ASSERT_EQ(t.shape(), (Shape{4, 2, 3}));
+  EXPECT_EQ(t.at<float>(3, 1, 2), x.at<float>(1, 2, 3));
+  const Tensor y = test::random_tensor(Shape{2, 5, 4}, 82);
+  const Tensor c = OneOp("Concat").input(x).input(y).attr("axis", test::i(1)).run1();
+  ASSERT_EQ(c.shape(), (Shape{2, 8, 4}));
+  EXPECT_EQ(c.at<float>(1, 2, 3), x.at<float>(1, 2, 3));
+  EXPECT_EQ(c.at<float>(1, 6, 0), y.at<float>(1, 3, 0));
+  EXPECT_THROW(OneOp("Concat").input(x).input(test::random_tensor(Shape{2, 5, 3}, 1)).attr("axis", test::i(1)).run1(), Error);
+  const auto parts = OneOp("Split", 13).input(c).constant(i64({3, 5})).attr("axis", test::i(1)).outputs(2).run();
+  ASSERT_EQ(parts[1].shape(), (Shape{2, 5, 4}));
+  EXPECT_EQ(test::max_abs_diff(parts[1], y), 0.0);
+  const Tensor g = OneOp("Gather").input(x).constant(i64({2, -1, 0})).attr("axis", test::i(2)).run1();
+  ASSERT_EQ(g.shape(), (Shape{2, 3, 3}));
+  EXPECT_EQ(g.at<float>(1, 1, 1), x.at<float>(1, 1, 3));
+  const Tensor e = OneOp("Expand").input(f32(Shape{3, 1}, {1, 2, 3})).constant(i64({2, 3, 4})).run1();
+  ASSERT_EQ(e.shape(), (Shape{2, 3, 4}));
+  EXPECT_EQ(e.at<float>(1, 2, 3), 3.f);
+  const Tensor ti = OneOp("Tile").input(f32(Shape{2}, {1, 2})).constant(i64({3})).run1();
+  ASSERT_EQ(ti.shape(), (Shape{6}));
+  EXPECT_EQ(ti.data<float>()[5], 2.f);
+}
+
+TEST(DataMovement, ShapeFoldingReshapeFromShapeSubgraph) {
+  // y = Reshape(x, Concat(Gather(Shape(x), 0), [-1])) is folded at plan time.
+  graph::Graph g;
+  g.opset = 13;
+  graph::ValueInfo vi;
+  vi.name = "x";
+  g.inputs.push_back(vi);
+  g.initializers["zero"] = Tensor::from_vector<std::int64_t>(Shape{}, {0});
+  g.initializers["minus1"] = i64({-1});
+  auto node = [&](const char* op, std::vector<std::string> in, std::string out, std::map<std::string, graph::Attribute> a = {}) {
+    graph::Node n;
+    n.op_type = op;
+    n.name = out;
+    n.inputs = std::move(in);
+    n.outputs = {out};
+    n.attrs = std::move(a);
+    g.nodes.push_back(n);
+  };
+  node("Shape", {"x"}, "s");
+  node("Gather", {"s", "zero"}, "n");
+  node("Unsqueeze", {"n"}, "n1", {{"axes", test::ints({0})}});
+  node("Concat", {"n1", "minus1"}, "shape", {{"axis", test::i(0)}});
+  node("Reshape", {"x", "shape"}, "y");
+  graph::ValueInfo out;
+  out.name = "y";
+  g.outputs.push_back(out);
+  g.opset = 11;
+  graph::Session s(g);
+  const Tensor x = test::random_tensor(Shape{3, 2, 5}, 91);
+  const auto y = s.run(std::vector<Tensor>{x});
+  ASSERT_EQ(y[0].shape(), (Shape{3, 10}));
+  const auto st = s.plan_stats({x.shape()});
+  EXPECT_EQ(st.folded, 4);
+  EXPECT_EQ(st.steps, 1);
+}
+
+TEST(Reductions, MeanSumMaxArgMax) {
+  const Tensor x = test::random_tensor(Shape{2, 3, 4}, 101);
+  const Tensor m = OneOp("ReduceMean", 13).input(x).attr("axes", test::ints({1})).attr("keepdims", test::i(0)).run1();
+  const Tensor s = OneOp("ReduceSum", 13).input(x).constant(i64({0, 2})).run1();
+  const Tensor mx = OneOp("ReduceMax", 13).input(x).run1();
+  const Tensor am = OneOp("ArgMax", 13).input(x).attr("axis", test::i(2)).attr("keepdims", test::i(0)).run1();
+  ASSERT_EQ(m.shape(), (Shape{2, 4}));
+  ASSERT_EQ(s.shape(), (Shape{1, 3, 1}));
+  ASSERT_EQ(mx.shape(), (Shape{1, 1, 1}));
+  double tot_max = -1e9;
+  for (int i = 0; i < 2; ++i)
+    for (int k = 0; k < 4; ++k) {
+      double acc = 0;
+      for (int j = 0; j < 3; ++j) acc += x.at<float>(i, j, k);
+      EXPECT_NEAR(m.at<float>(i, k), acc / 3, 1e-6);
+    }
+  for (int j = 0; j < 3; ++j) {
+    double acc = 0;
+    for (int i = 0; i < 2; ++i)
+      for (int k = 0; k < 4; ++k) {
+        acc += x.at<float>(i, j, k);
+        tot_max = std::max(tot_max, static_cast<double>(x.at<float>(i, j, k)));
+      }
+    EXPECT_NEAR(s.data<float>()[j], acc, 1e-5);
+  }
+  EXPECT_EQ(mx.data<float>()[0], static_cast<float>(tot_max));
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 3; ++j) {
+      int best = 0;
+      for (int k = 1; k < 4; ++k)
+        if (x.at<float>(i, j, k) > x.at<float>(i, j, best)) best = k;
+      EXPECT_EQ(am.at<std::int64_t>(i, j), best);
+    }
+}
+
+TEST(MatMulGemm, BatchBroadcastAndTransposes) {
+  const Tensor a = test::random_tensor(Shape{2, 1, 3, 4}, 111), b = test::random_tensor(Shape{5, 4, 6}, 112);
+  const Tensor y = OneOp("MatMul").input(a).input(b).run1();
+  ASSERT_EQ(y.shape(), (Shape{2, 5, 3, 6}));
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 5; ++j)
+      for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 6; ++c) {
+          double acc = 0;
+          for (int k = 0; k < 4; ++k) acc += a.at<float>(i, 0, r, k) * b.at<float>(j, k, c);
+          ASSERT_NEAR(y.at<float>(i, j, r, c), acc, 1e-5);
+        }
+  const Tensor A = test::random_tensor(Shape{4, 3}, 113), B = test::random_tensor(Shape{5, 4}, 114), C = test::random_tensor(Shape{5}, 115);
+  const Tensor g = OneOp("Gemm").input(A).input(B).constant(C).attr("transA", test::i(1)).attr("transB", test::i(1))
+                       .attr("alpha", test::f(0.5f)).attr("beta", test::f(2.f)).run1();
+  ASSERT_EQ(g.shape(), (Shape{3, 5}));
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 5; ++c) {
+      double acc = 0;
+      for (int k = 0; k < 4; ++k) acc += A.at<float>(k, r) * B.at<float>(c, k);
+      ASSERT_NEAR(g.at<float>(r, c), 0.5 * acc + 2 * C.data<float>()[c], 1e-5);
+    }
+}
+
+TEST(Misc, CastRangeConstantOfShape) {
+  const Tensor c = OneOp("Cast").input(f32(Shape{3}, {1.7f, -2.2f, 0})).attr("to", test::i(7)).run1();
+  EXPECT_EQ(c.dtype(), DType::i64);
+  EXPECT_EQ(c.data<std::int64_t>()[0], 1);
+  EXPECT_EQ(c.data<std::int64_t>()[1], -2);
+  const Tensor r = OneOp("Range").constant(Tensor::from_vector<std::int64_t>(Shape{}, {2})).constant(Tensor::from_vector<std::int64_t>(Shape{}, {9}))
+                       .constant(Tensor::from_vector<std::int64_t>(Shape{}, {3})).run1();
+  // All of Range's inputs decide its shape, so they must be known at plan time (folded here).
+  ASSERT_EQ(r.shape(), (Shape{3}));
+  EXPECT_EQ(r.data<std::int64_t>()[2], 8);
+  const Tensor z = OneOp("ConstantOfShape").constant(i64({2, 3})).run1();
+  ASSERT_EQ(z.shape(), (Shape{2, 3}));
+}
+
+}  // namespace
+}  // namespace voxinfer
