@@ -8,6 +8,7 @@
 #include "graph/ops_common.h"
 #include "voxinfer/core/cpu.h"
 #include "voxinfer/kernels/conv.h"
+#include "voxinfer/kernels/reorder.h"
 
 namespace voxinfer::graph {
 namespace {
@@ -167,7 +168,18 @@ class ConvOp final : public Op {
     }
   }
 
-  std::size_t workspace_bytes() const override { return kernel_ ? kernel_->workspace_bytes() : 0; }
+  // Workspace: the kernel's scratch, then blocked copies of src, dst and residual when the
+  // kernel reads or writes a blocked layout (reorders at the operator boundary).
+  std::size_t blocked_bytes(Layout l, std::int64_t c, std::int64_t spatial) const {
+    if (l == Layout::plain) return 0;
+    return static_cast<std::size_t>(round_up(static_cast<std::int64_t>(kernels::activation_elements(l, p_.n, c, spatial) * 4), 64));
+  }
+  std::size_t kernel_ws() const { return static_cast<std::size_t>(round_up(static_cast<std::int64_t>(kernel_->workspace_bytes()), 64)); }
+  std::size_t workspace_bytes() const override {
+    if (!kernel_) return 0;
+    const std::int64_t isp = p_.id * p_.ih * p_.iw, osp = p_.od * p_.oh * p_.ow;
+    return kernel_ws() + blocked_bytes(kernel_->src_layout(), p_.ic, isp) + blocked_bytes(kernel_->dst_layout(), p_.oc, osp) * (has_residual_ ? 2 : 1);
+  }
   std::string kernel_name() const override { return kernel_ ? kernel_->name() : (transposed_ ? "conv_transpose3d_ref" : "conv3d_ref"); }
   std::int64_t flops(const std::vector<ValueMeta>&, const std::vector<ValueMeta>&) const override {
     if (!transposed_) return p_.flops();
@@ -176,8 +188,31 @@ class ConvOp final : public Op {
 
   void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void* ws) override {
     const float* residual = has_residual_ ? in[4]->data<float>() : nullptr;
-    if (kernel_ && kernel_->src_layout() == Layout::plain && kernel_->dst_layout() == Layout::plain) {
-      kernel_->run(in[0]->data<float>(), out[0]->data<float>(), residual, ws);
+    if (kernel_) {
+      auto* base = static_cast<std::byte*>(ws);
+      void* kws = base;
+      base += kernel_ws();
+      const std::int64_t isp = p_.id * p_.ih * p_.iw, osp = p_.od * p_.oh * p_.ow;
+      const Layout sl = kernel_->src_layout(), dl = kernel_->dst_layout();
+      const float* src = in[0]->data<float>();
+      if (sl != Layout::plain) {
+        auto* b = reinterpret_cast<float*>(base);
+        kernels::reorder_plain_to_blocked(src, b, p_.n, p_.ic, isp, layout_block(sl));
+        src = b;
+        base += blocked_bytes(sl, p_.ic, isp);
+      }
+      float* dst = out[0]->data<float>();
+      if (dl != Layout::plain) {
+        dst = reinterpret_cast<float*>(base);
+        base += blocked_bytes(dl, p_.oc, osp);
+        if (residual) {
+          auto* r = reinterpret_cast<float*>(base);
+          kernels::reorder_plain_to_blocked(residual, r, p_.n, p_.oc, osp, layout_block(dl));
+          residual = r;
+        }
+      }
+      kernel_->run(src, dst, residual, kws);
+      if (dl != Layout::plain) kernels::reorder_blocked_to_plain(dst, out[0]->data<float>(), p_.n, p_.oc, osp, layout_block(dl));
       return;
     }
     Epilogue ep = ep_;
