@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "io/atomic_file.h"
+#include "io/nifti2.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/io/image_io.h"
 
@@ -290,6 +291,7 @@ Volume read_image(const std::string& path, const ReadOptions& options) {
   if (format == Format::unknown)
     throw Error(ErrorCode::invalid_input,
                 path + ": not a NIfTI (.nii, .nii.gz, .hdr/.img), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd) file name");
+  if (format == Format::nifti && is_nifti2_file(path)) return read_nifti2(path, options.max_voxels);
   itk::ImageIOBase::Pointer io = make_io(format);
   const std::string what = path + ": ";
   {

@@ -2,6 +2,7 @@
 // keep the geometry and values; pixel types; bad files give clear errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -189,6 +190,62 @@ TEST(ImageIo, UnreadableFileIsAnIoError) {
   ErrorCode code{};
   error_of(dir / "a.nrrd", &code);
   EXPECT_EQ(code, ErrorCode::io);
+}
+
+// A NIfTI-2 file made by hand from the header layout (ITK 5.2 reads only NIfTI-1).
+std::string nifti2(const std::int64_t dims[3], std::int16_t datatype, const std::string& data, bool big_endian) {
+  std::string h(544, '\0');
+  auto put = [&](std::size_t off, const void* v, std::size_t n) {
+    std::memcpy(&h[off], v, n);
+    if (big_endian) std::reverse(h.begin() + static_cast<std::ptrdiff_t>(off), h.begin() + static_cast<std::ptrdiff_t>(off + n));
+  };
+  const std::int32_t size = 540, qcode = 1, scode = 0;
+  put(0, &size, 4);
+  std::memcpy(&h[4], "n+2\0\r\n\032\n", 8);
+  const std::int16_t bitpix = datatype == 4 ? 16 : 8;
+  put(12, &datatype, 2);
+  put(14, &bitpix, 2);
+  const std::int64_t dim[8] = {3, dims[0], dims[1], dims[2], 1, 1, 1, 1};
+  for (int i = 0; i < 8; ++i) put(16 + 8 * static_cast<std::size_t>(i), &dim[i], 8);
+  const double pixdim[8] = {-1, 1, 2, 3, 0, 0, 0, 0};  // qfac -1
+  for (int i = 0; i < 8; ++i) put(104 + 8 * static_cast<std::size_t>(i), &pixdim[i], 8);
+  const std::int64_t vox_offset = 544;
+  put(168, &vox_offset, 8);
+  put(344, &qcode, 4);
+  put(348, &scode, 4);
+  const double quatern_d = 1, offsets[3] = {10, 20, 30};  // 180 degrees about z
+  put(368, &quatern_d, 8);
+  for (int i = 0; i < 3; ++i) put(376 + 8 * static_cast<std::size_t>(i), &offsets[i], 8);
+  return h + data;
+}
+
+TEST(ImageIo, ReadsNifti2QformAndBigEndian) {
+  TempDir dir("imgio_nifti2");
+  const std::int64_t dims[3] = {2, 1, 1};
+  std::ofstream(dir / "be.nii", std::ios::binary) << nifti2(dims, 4, std::string("\x01\x02\xff\xfe", 4), true);
+  const Volume v = read_image(dir / "be.nii");
+  EXPECT_EQ(v.at(0, 0, 0, 0), 258.f);
+  EXPECT_EQ(v.at(0, 0, 0, 1), -2.f);
+  // RAS affine R*diag(1, 2, -3) with R = diag(-1, -1, 1) is diag(-1, -2, -3): in LPS the
+  // x and y axes point to +L/+P and z to -S, at origin (-10, -20, 30).
+  EXPECT_EQ(v.geometry.orientation_code(), "LPI");
+  EXPECT_NEAR(v.geometry.spacing[1], 2, 1e-12);
+  EXPECT_NEAR(v.geometry.spacing[2], 3, 1e-12);
+  EXPECT_NEAR(v.geometry.origin[0], -10, 1e-12);
+  EXPECT_NEAR(v.geometry.origin[2], 30, 1e-12);
+
+  const std::int64_t huge[3] = {1048576, 1048576, 1};  // 2^40 voxels, 4 bytes of data
+  std::ofstream(dir / "huge.nii", std::ios::binary) << nifti2(huge, 2, "abcd", false);
+  try {
+    read_image(dir / "huge.nii");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_input);
+    EXPECT_NE(std::string(e.what()).find("voxels"), std::string::npos) << e.what();
+  }
+  const std::int64_t small[3] = {4, 4, 4};
+  std::ofstream(dir / "short.nii", std::ios::binary) << nifti2(small, 2, "abcd", false);
+  EXPECT_THROW(read_image(dir / "short.nii"), Error);
 }
 
 TEST(ImageIo, ReadVolumeDispatchesByKind) {
