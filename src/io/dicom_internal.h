@@ -37,6 +37,7 @@ struct Frame {
   double slope = 1, intercept = 0;
   long temporal = 0;  // TemporalPositionIndex / TemporalPositionIdentifier when given
   long stack = 0;     // numeric StackID when given
+  long segment = 0;   // DICOM SEG: ReferencedSegmentNumber of the frame (0 otherwise)
 };
 
 struct Series {
@@ -55,7 +56,10 @@ Scan scan(const std::string& path);
 
 // Where each image of a series goes, and the grid it forms.
 struct Plan {
-  std::vector<std::vector<int>> slices;  // [position][volume] -> frame index, positions sorted along the normal
+  // [position][volume] -> frame index (-1: no image, left zero), positions sorted along the
+  // normal. Volumes are time points or stacks, or the segments of a DICOM SEG.
+  std::vector<std::vector<int>> slices;
+  std::vector<long> segments;  // DICOM SEG: the segment number of each channel
   std::vector<double> positions;         // distance of each position along the normal (mm)
   Eigen::Vector3d origin = Eigen::Vector3d::Zero();
   Eigen::Matrix3d direction = Eigen::Matrix3d::Identity();

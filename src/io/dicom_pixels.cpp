@@ -105,6 +105,68 @@ void convert(const T* src, float* dst, std::size_t n, int bits_stored, int high_
   }
 }
 
+
+// The encapsulated fragments of each frame (PS3.5 A.4): one frame per fragment, all
+// fragments for a single frame, else a new frame at each JPEG 2000 start-of-codestream.
+std::vector<std::vector<std::uint8_t>> frame_fragments(DcmElement* element, E_TransferSyntax xfer, int frames,
+                                                       const std::string& what) {
+  auto* pixel_data = OFstatic_cast(DcmPixelData*, element);
+  DcmPixelSequence* seq = nullptr;
+  if (pixel_data->getEncapsulatedRepresentation(xfer, nullptr, seq).bad() || !seq)
+    throw Error(ErrorCode::invalid_input, what + ": the compressed pixel data is not encapsulated");
+  std::vector<std::vector<std::uint8_t>> fragments, out;
+  for (unsigned long i = 1; i < seq->card(); ++i) {
+    DcmPixelItem* item = nullptr;
+    Uint8* bytes = nullptr;
+    if (seq->getItem(item, i).bad() || !item || item->getUint8Array(bytes).bad() || !bytes) continue;
+    fragments.emplace_back(bytes, bytes + item->getLength());
+  }
+  if (fragments.empty()) throw Error(ErrorCode::invalid_input, what + ": empty compressed pixel data");
+  if (frames == 1) {
+    out.emplace_back();
+    for (const auto& f : fragments) out.back().insert(out.back().end(), f.begin(), f.end());
+  } else if (static_cast<int>(fragments.size()) == frames) {
+    out = std::move(fragments);
+  } else {
+    for (const auto& f : fragments) {
+      const bool starts = f.size() >= 4 && f[0] == 0xFF && f[1] == 0x4F && f[2] == 0xFF && f[3] == 0x51;
+      if (starts || out.empty()) out.emplace_back();
+      out.back().insert(out.back().end(), f.begin(), f.end());
+    }
+  }
+  if (static_cast<int>(out.size()) < frames)
+    throw Error(ErrorCode::invalid_input, what + ": the compressed pixel data holds " + std::to_string(out.size()) +
+                                              " frames, the header says " + std::to_string(frames));
+  return out;
+}
+
+// RLE Lossless (PS3.5 Annex G) for BitsAllocated 1, which DCMTK's RLE decoder refuses:
+// one PackBits segment holding the frame's packed bits.
+std::vector<std::uint8_t> unpack_rle_bits(const std::vector<std::uint8_t>& f, std::size_t bytes, const std::string& what) {
+  auto le32 = [&](std::size_t at) {
+    return static_cast<std::uint32_t>(f[at]) | (static_cast<std::uint32_t>(f[at + 1]) << 8) |
+           (static_cast<std::uint32_t>(f[at + 2]) << 16) | (static_cast<std::uint32_t>(f[at + 3]) << 24);
+  };
+  if (f.size() < 64) throw Error(ErrorCode::invalid_input, what + ": RLE frame shorter than its header");
+  if (le32(0) != 1)
+    throw Error(ErrorCode::unsupported, what + ": 1-bit RLE frame with " + std::to_string(le32(0)) + " segments");
+  std::vector<std::uint8_t> out;
+  out.reserve(bytes);
+  std::size_t i = le32(4);
+  while (i < f.size() && out.size() < bytes) {
+    const auto n = static_cast<std::int8_t>(f[i++]);
+    if (n >= 0) {
+      const std::size_t k = std::min<std::size_t>(static_cast<std::size_t>(n) + 1, f.size() - i);
+      out.insert(out.end(), f.begin() + static_cast<std::ptrdiff_t>(i), f.begin() + static_cast<std::ptrdiff_t>(i + k));
+      i += k;
+    } else if (n != -128 && i < f.size()) {
+      out.insert(out.end(), static_cast<std::size_t>(1 - n), f[i++]);
+    }
+  }
+  if (out.size() < bytes) throw Error(ErrorCode::invalid_input, what + ": RLE frame decodes to too few bytes");
+  return out;
+}
+
 }  // namespace
 
 struct FileDecoder::Impl {
@@ -116,6 +178,7 @@ struct FileDecoder::Impl {
   std::size_t pixel_bytes = 0;
   bool j2k = false;
   std::vector<std::vector<std::uint8_t>> codestreams;  // JPEG 2000: one per frame
+  std::vector<std::vector<std::uint8_t>> bit_frames;   // 1-bit RLE: unpacked bytes per frame
 };
 
 FileDecoder::FileDecoder(const FileHeader& header) : impl_(std::make_unique<Impl>()) {
@@ -139,34 +202,13 @@ FileDecoder::FileDecoder(const FileHeader& header) : impl_(std::make_unique<Impl
 
   if (is_jpeg2000(xfer)) {
     m.j2k = true;
-    auto* pixel_data = OFstatic_cast(DcmPixelData*, element);
-    DcmPixelSequence* seq = nullptr;
-    if (pixel_data->getEncapsulatedRepresentation(xfer, nullptr, seq).bad() || !seq)
-      throw Error(ErrorCode::invalid_input, what + ": JPEG 2000 pixel data is not encapsulated");
-    std::vector<std::vector<std::uint8_t>> fragments;
-    for (unsigned long i = 1; i < seq->card(); ++i) {
-      DcmPixelItem* item = nullptr;
-      Uint8* bytes = nullptr;
-      if (seq->getItem(item, i).bad() || !item || item->getUint8Array(bytes).bad()) continue;
-      fragments.emplace_back(bytes, bytes + item->getLength());
-    }
-    if (fragments.empty()) throw Error(ErrorCode::invalid_input, what + ": empty JPEG 2000 pixel data");
-    if (m.frames == 1) {
-      m.codestreams.emplace_back();
-      for (const auto& f : fragments) m.codestreams.back().insert(m.codestreams.back().end(), f.begin(), f.end());
-    } else if (static_cast<int>(fragments.size()) == m.frames) {
-      m.codestreams = std::move(fragments);
-    } else {
-      // Several fragments per frame: a frame starts at a fragment holding an SOC+SIZ marker.
-      for (const auto& f : fragments) {
-        const bool starts = f.size() >= 4 && f[0] == 0xFF && f[1] == 0x4F && f[2] == 0xFF && f[3] == 0x51;
-        if (starts || m.codestreams.empty()) m.codestreams.emplace_back();
-        m.codestreams.back().insert(m.codestreams.back().end(), f.begin(), f.end());
-      }
-    }
-    if (static_cast<int>(m.codestreams.size()) < m.frames)
-      throw Error(ErrorCode::invalid_input, what + ": JPEG 2000 pixel data holds " + std::to_string(m.codestreams.size()) +
-                                                " frames, the header says " + std::to_string(m.frames));
+    m.codestreams = frame_fragments(element, xfer, m.frames, what);
+    return;
+  }
+  if (xfer == EXS_RLELossless && header.bits_allocated == 1) {
+    const std::size_t bytes = (static_cast<std::size_t>(m.rows) * static_cast<std::size_t>(m.columns) + 7) / 8;
+    for (const auto& f : frame_fragments(element, xfer, m.frames, what)) m.bit_frames.push_back(unpack_rle_bits(f, bytes, what));
+    m.bits_allocated = m.bits_stored = 1;
     return;
   }
 
@@ -241,10 +283,13 @@ void FileDecoder::decode(const Frame& f, float* dst) {
   const bool is_signed = m.pixel_representation == 1;
   switch (m.bits_allocated) {
     case 1: {
-      const std::size_t first_bit = n * static_cast<std::size_t>(f.index);
+      // Native frames follow each other bit by bit; RLE frames each start on a byte.
+      const bool rle = !m.bit_frames.empty();
+      const std::uint8_t* bits = rle ? m.bit_frames[static_cast<std::size_t>(f.index)].data() : m.pixels;
+      const std::size_t first_bit = rle ? 0 : n * static_cast<std::size_t>(f.index);
       for (std::size_t i = 0; i < n; ++i) {
         const std::size_t bit = first_bit + i;
-        const int v = (m.pixels[bit / 8] >> (bit % 8)) & 1;
+        const int v = (bits[bit / 8] >> (bit % 8)) & 1;
         dst[i] = static_cast<float>(v * f.slope + f.intercept);
       }
       return;

@@ -156,6 +156,7 @@ Volume read_dicom(const std::string& path, const ReadOptions& options) {
   for (std::int64_t z = 0; z < nz; ++z)
     for (std::int64_t c = 0; c < channels; ++c) {
       const int f = plan.slices[static_cast<std::size_t>(z)][static_cast<std::size_t>(c)];
+      if (f < 0) continue;  // a SEG segment absent from this slice: zeros
       by_file[s.frames[static_cast<std::size_t>(f)].file].emplace_back(f, vol.channel(c) + z * ny * nx);
     }
   std::vector<std::pair<int, std::vector<std::pair<int, float*>>>> jobs(by_file.begin(), by_file.end());
@@ -181,8 +182,13 @@ Volume read_dicom(const std::string& path, const ReadOptions& options) {
   if (error) std::rethrow_exception(error);
 
   // Identifiers for a DICOM SEG: modules of the first image, SOP instances slice by slice.
+  auto first_present = [&](const std::vector<int>& slice) {
+    for (int i : slice)
+      if (i >= 0) return i;
+    return slice.front();
+  };
   const dicom::FileHeader& first =
-      s.files[static_cast<std::size_t>(s.frames[static_cast<std::size_t>(plan.slices.front().front())].file)];
+      s.files[static_cast<std::size_t>(s.frames[static_cast<std::size_t>(first_present(plan.slices.front()))].file)];
   vol.metadata.insert(first.modules.begin(), first.modules.end());
   vol.metadata["SOPClassUID"] = first.sop_class_uid;
   vol.metadata["TransferSyntaxUID"] = first.transfer_syntax;
@@ -190,7 +196,7 @@ Volume read_dicom(const std::string& path, const ReadOptions& options) {
   std::vector<std::string> sops, frame_numbers;
   bool multiframe = false;
   for (const auto& slice : plan.slices) {
-    const dicom::Frame& f = s.frames[static_cast<std::size_t>(slice.front())];
+    const dicom::Frame& f = s.frames[static_cast<std::size_t>(first_present(slice))];
     const dicom::FileHeader& h = s.files[static_cast<std::size_t>(f.file)];
     sops.push_back(h.sop_instance_uid);
     frame_numbers.push_back(std::to_string(f.index + 1));
@@ -198,6 +204,11 @@ Volume read_dicom(const std::string& path, const ReadOptions& options) {
   }
   vol.metadata["SOPInstanceUIDs"] = join(sops);
   if (multiframe) vol.metadata["ReferencedFrameNumbers"] = join(frame_numbers);
+  if (!plan.segments.empty()) {
+    std::vector<std::string> numbers;
+    for (long n : plan.segments) numbers.push_back(std::to_string(n));
+    vol.metadata["SegmentNumbers"] = join(numbers);
+  }
   if (!plan.has_geometry)
     vol.metadata["warning"] = "the images carry no plane position; slices are stacked in acquisition order";
 

@@ -181,6 +181,8 @@ std::optional<Parsed> parse(const std::string& path, std::string& why) {
     if (find(DCM_PixelValueTransformationSequence, DCM_RescaleIntercept, rescale, 1)) f.intercept = rescale[0];
     DcmItem* content = macro(frame_item, DCM_FrameContentSequence);
     f.temporal = get_long(content, DCM_TemporalPositionIndex, get_long(ds, DCM_TemporalPositionIdentifier, 0));
+    DcmItem* segment = macro(frame_item, DCM_SegmentIdentificationSequence);
+    f.segment = get_long(segment, DCM_ReferencedSegmentNumber, 0);
     const std::string stack = get_string(content, DCM_StackID);
     f.stack = std::strtol(stack.c_str(), nullptr, 10);
     if (h.slice_thickness <= 0) {
@@ -370,6 +372,33 @@ Plan plan_series(const Scan& s, const Series& series) {
   // Images at one position must be sorted by acquisition (the sort above only breaks ties).
   for (auto& v : p.slices) std::sort(v.begin(), v.end(), [&](int a, int b) { return acquired_before(s, a, b); });
 
+  // A DICOM SEG stores frames only where a segment is present: one channel per segment,
+  // and positions without a frame of that segment stay empty (zero).
+  const bool seg = std::any_of(order.begin(), order.end(), [&](int i) { return s.frames[static_cast<std::size_t>(i)].segment > 0; });
+  if (seg) {
+    for (int i : order) p.segments.push_back(s.frames[static_cast<std::size_t>(i)].segment);
+    std::sort(p.segments.begin(), p.segments.end());
+    p.segments.erase(std::unique(p.segments.begin(), p.segments.end()), p.segments.end());
+    for (std::size_t k = 0; k < p.slices.size(); ++k) {
+      std::vector<int> by_segment(p.segments.size(), -1);
+      for (int i : p.slices[k]) {
+        const auto at = std::lower_bound(p.segments.begin(), p.segments.end(), s.frames[static_cast<std::size_t>(i)].segment);
+        int& slot = by_segment[static_cast<std::size_t>(at - p.segments.begin())];
+        if (slot >= 0) {
+          p.problem = "segment " + std::to_string(*at) + " has two frames at slice position " + std::to_string(k);
+          return p;
+        }
+        slot = i;
+      }
+      p.slices[k] = by_segment;
+    }
+  }
+  auto first_present = [&](std::size_t k) {
+    for (int i : p.slices[k])
+      if (i >= 0) return i;
+    return -1;
+  };
+
   const std::size_t volumes = p.slices.front().size();
   for (std::size_t k = 0; k < p.slices.size(); ++k)
     if (p.slices[k].size() != volumes) {
@@ -379,7 +408,7 @@ Plan plan_series(const Scan& s, const Series& series) {
       return p;
     }
 
-  p.origin = s.frames[static_cast<std::size_t>(p.slices.front().front())].position;
+  p.origin = s.frames[static_cast<std::size_t>(first_present(0))].position;
   const std::size_t nz = p.slices.size();
   if (nz == 1) {
     const double t = h0.spacing_between_slices > 0 ? h0.spacing_between_slices : h0.slice_thickness;
@@ -389,7 +418,7 @@ Plan plan_series(const Scan& s, const Series& series) {
   p.spacing[2] = (p.positions.back() - p.positions.front()) / static_cast<double>(nz - 1);
 
   // Gantry tilt: the slice step leaves the slice normal, so the grid would be sheared.
-  const Eigen::Vector3d last = s.frames[static_cast<std::size_t>(p.slices.back().front())].position;
+  const Eigen::Vector3d last = s.frames[static_cast<std::size_t>(first_present(p.slices.size() - 1))].position;
   const Eigen::Vector3d step = (last - p.origin) / static_cast<double>(nz - 1);
   const Eigen::Vector3d lateral = step - step.dot(normal) * normal;
   p.tilt_degrees = std::atan2(lateral.norm(), std::abs(step.dot(normal))) * 180.0 / 3.14159265358979323846;
