@@ -1,0 +1,207 @@
+// Segmentation over a network callback, with the output resampled slab by slab.
+#include "voxinfer/pipeline/segment.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "voxinfer/core/error.h"
+#include "voxinfer/core/threading.h"
+#include "voxinfer/pipeline/preprocess.h"
+
+namespace voxinfer {
+namespace {
+
+// Same rule as resample_to_grid: snap near-integers, clamp to the grid, split.
+struct Tap {
+  std::int64_t i0, i1;
+  float w;
+};
+
+inline Tap tap(double x, std::int64_t n) {
+  const double r = std::nearbyint(x);
+  if (std::abs(x - r) < 1e-6) x = r;
+  const double q = std::clamp(x, 0.0, static_cast<double>(n - 1));
+  const auto i0 = static_cast<std::int64_t>(std::floor(q));
+  return {i0, std::min(i0 + 1, n - 1), static_cast<float>(q - static_cast<double>(i0))};
+}
+
+// The highest plane a sample needs along an axis.
+inline std::int64_t needed_plane(double x, std::int64_t n) {
+  const Tap t = tap(x, n);
+  return t.w > 0.f ? t.i1 : t.i0;
+}
+
+inline float lerp(float a, float b, float w) { return w == 0.f ? a : (1.f - w) * a + w * b; }
+
+}  // namespace
+
+SlabResampler::SlabResampler(const Geometry& model_geometry, const std::array<std::int64_t, 3>& model_size,
+                             AxisOrder axes, const Geometry& target_geometry,
+                             const std::array<std::int64_t, 3>& target_size, Activation activation, float threshold,
+                             std::vector<int> sigmoid_values)
+    : model_size_(model_size),
+      target_size_(target_size),
+      activation_(activation),
+      threshold_(threshold),
+      values_(std::move(sigmoid_values)),
+      out_(1, target_size[2], target_size[1], target_size[0], target_geometry) {
+  const Eigen::Matrix3d in_inv = (model_geometry.direction * model_geometry.spacing.asDiagonal()).inverse();
+  m_ = in_inv * target_geometry.direction * target_geometry.spacing.asDiagonal();
+  b_ = in_inv * (target_geometry.origin - model_geometry.origin);
+  vol_axis_ = axes == AxisOrder::zyx ? std::array<int, 3>{2, 1, 0} : std::array<int, 3>{0, 1, 2};
+}
+
+float SlabResampler::label_of(const float* v) const {
+  if (activation_ == Activation::sigmoid) {
+    float label = 0;
+    for (std::int64_t k = 0; k < k_; ++k)
+      if (1.f / (1.f + std::exp(-v[k])) >= threshold_) label = static_cast<float>(values_[static_cast<std::size_t>(k)]);
+    return label;
+  }
+  std::int64_t best = 0;  // softmax keeps the argmax
+  for (std::int64_t k = 1; k < k_; ++k)
+    if (v[k] > v[best]) best = k;
+  return static_cast<float>(best);
+}
+
+void SlabResampler::consume(const Tensor& slab_in, std::int64_t begin) {
+  const auto a0 = static_cast<std::size_t>(vol_axis_[0]), a1 = static_cast<std::size_t>(vol_axis_[1]),
+             a2 = static_cast<std::size_t>(vol_axis_[2]);
+  const std::int64_t s0 = model_size_[a0], s1 = model_size_[a1], s2 = model_size_[a2];
+  VOXINFER_CHECK(slab_in.dtype() == DType::f32 && slab_in.rank() == 4 && slab_in.dim(2) == s1 && slab_in.dim(3) == s2,
+                 invalid_input, "slab resampler: expected a slab [K, n, " + std::to_string(s1) + ", " + std::to_string(s2) +
+                                    "], got " + slab_in.shape().str());
+  VOXINFER_CHECK(begin == next_ && begin + slab_in.dim(1) <= s0, invalid_input,
+                 "slab resampler: slabs must arrive in order (expected plane " + std::to_string(next_) + ", got " +
+                     std::to_string(begin) + ")");
+  if (k_ == 0) {
+    k_ = slab_in.dim(0);
+    VOXINFER_CHECK(activation_ != Activation::sigmoid || static_cast<std::int64_t>(values_.size()) == k_, invalid_model,
+                   "the network has " + std::to_string(k_) + " output channels but " + std::to_string(values_.size()) +
+                       " labels are listed (sigmoid outputs need one label per channel)");
+  }
+  VOXINFER_CHECK(slab_in.dim(0) == k_, invalid_input, "slab resampler: the channel count changed between slabs");
+  const Tensor slab = slab_in.contiguous();
+  const std::int64_t n = slab.dim(1), end = begin + n;
+  const float* sp = slab.data<float>();
+  const float* hp = halo_.defined() ? halo_.data<float>() : nullptr;
+  const std::int64_t plane = s1 * s2;
+  // Pointer to channel k of model plane p (the halo holds plane begin - 1).
+  auto plane_ptr = [&](std::int64_t k, std::int64_t p) -> const float* {
+    if (p >= begin) return sp + (k * n + (p - begin)) * plane;
+    return hp + k * plane;
+  };
+  const std::int64_t tx = target_size_[0], ty = target_size_[1], tz = target_size_[2];
+  float* out = out_.channel(0);
+  const Eigen::Matrix3d m = m_;
+  const Eigen::Vector3d b = b_;
+  auto src_of = [&](std::int64_t x, std::int64_t y, std::int64_t z) {
+    return Eigen::Vector3d(m * Eigen::Vector3d(static_cast<double>(x), static_cast<double>(y), static_cast<double>(z)) + b);
+  };
+  const bool increasing = m(static_cast<int>(a0), 0) >= 0;
+  parallel_for(ty * tz, 16, [&](std::int64_t rb, std::int64_t re) {
+    std::vector<float> v(static_cast<std::size_t>(k_));
+    for (std::int64_t row = rb; row < re; ++row) {
+      const std::int64_t y = row % ty, z = row / ty;
+      auto need = [&](std::int64_t x) { return needed_plane(src_of(x, y, z)[static_cast<int>(a0)], s0); };
+      // `need` is monotone along the row: binary-search the run of x that needs [begin, end).
+      auto first = [&](auto pred) {
+        std::int64_t lo = 0, hi = tx;
+        while (lo < hi) {
+          const std::int64_t mid = (lo + hi) / 2;
+          if (pred(need(mid))) hi = mid;
+          else lo = mid + 1;
+        }
+        return lo;
+      };
+      std::int64_t x_lo, x_hi;
+      if (increasing) {
+        x_lo = first([&](std::int64_t p) { return p >= begin; });
+        x_hi = first([&](std::int64_t p) { return p >= end; });
+      } else {
+        x_lo = first([&](std::int64_t p) { return p < end; });
+        x_hi = first([&](std::int64_t p) { return p < begin; });
+      }
+      for (std::int64_t x = x_lo; x < x_hi; ++x) {
+        const Eigen::Vector3d s = src_of(x, y, z);
+        // Taps per Volume axis (x, y, z), then the slab offsets of their corners.
+        std::array<Tap, 3> t{};
+        for (int a = 0; a < 3; ++a) t[static_cast<std::size_t>(a)] = tap(s[a], model_size_[static_cast<std::size_t>(a)]);
+        // Corner (cz, cy, cx) in {0,1}^3 over Volume axes -> slab plane and in-plane offset.
+        auto corner = [&](std::int64_t k, int cx, int cy, int cz) {
+          const std::array<std::int64_t, 3> idx{cx ? t[0].i1 : t[0].i0, cy ? t[1].i1 : t[1].i0, cz ? t[2].i1 : t[2].i0};
+          return plane_ptr(k, idx[a0])[idx[a1] * s2 + idx[a2]];
+        };
+        for (std::int64_t k = 0; k < k_; ++k) {
+          // Same order as resample_to_grid: along x, then y, then z.
+          const float c00 = lerp(corner(k, 0, 0, 0), corner(k, 1, 0, 0), t[0].w);
+          const float c01 = lerp(corner(k, 0, 1, 0), corner(k, 1, 1, 0), t[0].w);
+          const float c10 = lerp(corner(k, 0, 0, 1), corner(k, 1, 0, 1), t[0].w);
+          const float c11 = lerp(corner(k, 0, 1, 1), corner(k, 1, 1, 1), t[0].w);
+          v[static_cast<std::size_t>(k)] = lerp(lerp(c00, c01, t[1].w), lerp(c10, c11, t[1].w), t[2].w);
+        }
+        out[(z * ty + y) * tx + x] = label_of(v.data());
+      }
+    }
+  });
+  // Keep the last plane for the next slab's interpolation.
+  Tensor halo(Shape{k_, s1, s2}, DType::f32);
+  for (std::int64_t k = 0; k < k_; ++k)
+    std::memcpy(halo.data<float>() + k * plane, sp + (k * n + n - 1) * plane, static_cast<std::size_t>(plane) * sizeof(float));
+  halo_ = halo;
+  next_ = end;
+}
+
+Volume SlabResampler::finish() {
+  const std::int64_t s0 = model_size_[static_cast<std::size_t>(vol_axis_[0])];
+  VOXINFER_CHECK(next_ == s0, internal,
+                 "slab resampler: only " + std::to_string(next_) + " of " + std::to_string(s0) + " planes arrived");
+  halo_ = Tensor();
+  return out_;
+}
+
+Volume preprocess_for_model(const Volume& input, const PipelineSpec& spec) {
+  VOXINFER_CHECK(input.data.defined() && input.data.rank() == 4, invalid_input, "segment: the input volume is empty");
+  VOXINFER_CHECK(input.channels() == spec.input.channels, invalid_input,
+                 "the model takes " + std::to_string(spec.input.channels) + " input channel(s), the input has " +
+                     std::to_string(input.channels()));
+  input.geometry.validate("input volume");
+  Volume v = spec.preprocess.orientation ? reorient(input, *spec.preprocess.orientation) : input;
+  if (spec.preprocess.spacing) v = resample_to_spacing(v, model_to_xyz(*spec.preprocess.spacing, spec.axes));
+  if (v.data.shares_storage_with(input.data)) v.data = v.data.clone();  // intensity ops work in place
+  apply_intensity(v, spec.preprocess.intensity);
+  return v;
+}
+
+SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, const TileCallback& network,
+                             const SegmentOptions& options) {
+  VOXINFER_CHECK(spec.task == Task::segmentation, invalid_model, "segment: the model package is not a segmentation");
+  SegmentResult result;
+  const Volume v = preprocess_for_model(input, spec);
+  result.model_size = {v.nx(), v.ny(), v.nz()};
+  result.model_geometry = v.geometry;
+  const Tensor image = to_model_tensor(v, spec.axes);
+
+  SlidingWindowOptions sw = SlidingWindowOptions::from_spec(spec.inference);
+  if (options.overlap) sw.overlap = *options.overlap;
+  if (options.tta) {
+    if (!*options.tta) sw.mirror_axes.clear();
+    else VOXINFER_CHECK(!sw.mirror_axes.empty(), invalid_input, "test-time augmentation: the model package lists no mirror_axes");
+  }
+  sw.progress = options.progress;
+
+  std::vector<int> values;
+  for (const auto& l : spec.labels) values.push_back(l.value);
+  SlabResampler resampler(v.geometry, result.model_size, spec.axes, input.geometry, {input.nx(), input.ny(), input.nz()},
+                          spec.postprocess.activation, static_cast<float>(spec.postprocess.threshold), values);
+  sliding_window_stream(image, sw, network, resampler.consumer(), &result.window);
+  result.labels = resampler.finish();
+  result.labels.metadata = input.metadata;
+  postprocess_labels(result.labels, spec.postprocess);
+  result.statistics = label_statistics(result.labels, input, spec.labels);
+  return result;
+}
+
+}  // namespace voxinfer
