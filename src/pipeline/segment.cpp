@@ -88,11 +88,6 @@ void SlabResampler::consume(const Tensor& slab_in, std::int64_t begin) {
   const float* sp = slab.data<float>();
   const float* hp = halo_.defined() ? halo_.data<float>() : nullptr;
   const std::int64_t plane = s1 * s2;
-  // Pointer to channel k of model plane p (the halo holds plane begin - 1).
-  auto plane_ptr = [&](std::int64_t k, std::int64_t p) -> const float* {
-    if (p >= begin) return sp + (k * n + (p - begin)) * plane;
-    return hp + k * plane;
-  };
   const std::int64_t tx = target_size_[0], ty = target_size_[1], tz = target_size_[2];
   float* out = out_.channel(0);
   const Eigen::Matrix3d m = m_;
@@ -126,20 +121,31 @@ void SlabResampler::consume(const Tensor& slab_in, std::int64_t begin) {
       }
       for (std::int64_t x = x_lo; x < x_hi; ++x) {
         const Eigen::Vector3d s = src_of(x, y, z);
-        // Taps per Volume axis (x, y, z), then the slab offsets of their corners.
+        // Taps per Volume axis (x, y, z), then where each corner's values lie: corner
+        // c = cx + 2 cy + 4 cz reads base[c][k * stride[c]] for channel k.
         std::array<Tap, 3> t{};
         for (int a = 0; a < 3; ++a) t[static_cast<std::size_t>(a)] = tap(s[a], model_size_[static_cast<std::size_t>(a)]);
-        // Corner (cz, cy, cx) in {0,1}^3 over Volume axes -> slab plane and in-plane offset.
-        auto corner = [&](std::int64_t k, int cx, int cy, int cz) {
-          const std::array<std::int64_t, 3> idx{cx ? t[0].i1 : t[0].i0, cy ? t[1].i1 : t[1].i0, cz ? t[2].i1 : t[2].i0};
-          return plane_ptr(k, idx[a0])[idx[a1] * s2 + idx[a2]];
-        };
+        std::array<const float*, 8> base{};
+        std::array<std::int64_t, 8> stride{};
+        for (int c = 0; c < 8; ++c) {
+          const std::array<std::int64_t, 3> idx{c & 1 ? t[0].i1 : t[0].i0, c & 2 ? t[1].i1 : t[1].i0, c & 4 ? t[2].i1 : t[2].i0};
+          const std::int64_t p = idx[a0], off = idx[a1] * s2 + idx[a2];
+          const auto k = static_cast<std::size_t>(c);
+          if (p >= begin) {
+            base[k] = sp + (p - begin) * plane + off;
+            stride[k] = n * plane;
+          } else {  // the halo holds plane begin - 1
+            base[k] = hp + off;
+            stride[k] = plane;
+          }
+        }
         for (std::int64_t k = 0; k < k_; ++k) {
+          auto at = [&](int c) { return base[static_cast<std::size_t>(c)][k * stride[static_cast<std::size_t>(c)]]; };
           // Same order as resample_to_grid: along x, then y, then z.
-          const float c00 = lerp(corner(k, 0, 0, 0), corner(k, 1, 0, 0), t[0].w);
-          const float c01 = lerp(corner(k, 0, 1, 0), corner(k, 1, 1, 0), t[0].w);
-          const float c10 = lerp(corner(k, 0, 0, 1), corner(k, 1, 0, 1), t[0].w);
-          const float c11 = lerp(corner(k, 0, 1, 1), corner(k, 1, 1, 1), t[0].w);
+          const float c00 = lerp(at(0), at(1), t[0].w);
+          const float c01 = lerp(at(2), at(3), t[0].w);
+          const float c10 = lerp(at(4), at(5), t[0].w);
+          const float c11 = lerp(at(6), at(7), t[0].w);
           v[static_cast<std::size_t>(k)] = lerp(lerp(c00, c01, t[1].w), lerp(c10, c11, t[1].w), t[2].w);
         }
         out[(z * ty + y) * tx + x] = label_of(v.data());
