@@ -8,7 +8,9 @@
 #include <dcmtk/dcmdata/dcpxitem.h>
 #include VOXINFER_OPENJPEG_HEADER  // the system OpenJPEG, not ITK's bundled copy
 
+#include <cmath>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "io/dicom_internal.h"
@@ -96,6 +98,21 @@ void convert(const T* src, float* dst, std::size_t n, int bits_stored, int high_
              double intercept) {
   const int shift = std::max(0, high_bit + 1 - bits_stored);
   const std::uint64_t mask = bits_stored >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << bits_stored) - 1;
+  // Integer rescale of values of up to 16 bits is exact in float arithmetic (every
+  // intermediate stays below 2^24), and this loop vectorizes; it gives the same floats
+  // as the double path below.
+  if (bits_stored <= 16 && slope == std::nearbyint(slope) && intercept == std::nearbyint(intercept) &&
+      std::abs(slope) <= 64 && std::abs(intercept) <= (1 << 22)) {
+    const auto m = static_cast<std::uint32_t>(mask);
+    const int up = 32 - bits_stored;
+    const auto fs = static_cast<float>(slope), fi = static_cast<float>(intercept);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint32_t v = (static_cast<std::uint32_t>(src[i]) >> shift) & m;
+      const std::int32_t sv = is_signed ? static_cast<std::int32_t>(v << up) >> up : static_cast<std::int32_t>(v);
+      dst[i] = static_cast<float>(sv) * fs + fi;
+    }
+    return;
+  }
   const std::uint64_t sign = std::uint64_t{1} << (bits_stored - 1);
   for (std::size_t i = 0; i < n; ++i) {
     const std::uint64_t v = (static_cast<std::uint64_t>(src[i]) >> shift) & mask;
@@ -104,7 +121,6 @@ void convert(const T* src, float* dst, std::size_t n, int bits_stored, int high_
     dst[i] = static_cast<float>(static_cast<double>(s) * slope + intercept);
   }
 }
-
 
 // The encapsulated fragments of each frame (PS3.5 A.4): one frame per fragment, all
 // fragments for a single frame, else a new frame at each JPEG 2000 start-of-codestream.
@@ -179,13 +195,20 @@ struct FileDecoder::Impl {
   bool j2k = false;
   std::vector<std::vector<std::uint8_t>> codestreams;  // JPEG 2000: one per frame
   std::vector<std::vector<std::uint8_t>> bit_frames;   // 1-bit RLE: unpacked bytes per frame
+  // Native 8/16/32-bit data is read frame by frame from the file into a per-thread
+  // buffer (DcmElement::getPartialValue), never loaded whole into DCMTK's memory.
+  DcmElement* native = nullptr;
+  std::size_t frame_bytes = 0;
+  std::mutex read_mutex;  // DCMTK reads of one element are not made concurrently
 };
 
 FileDecoder::FileDecoder(const FileHeader& header) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.path = header.path;
   const std::string& what = header.path;
-  const OFCondition loaded = m.file.loadFile(OFFilename(header.path.c_str()), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+  // Large values (the pixel data) stay on disk until asked for.
+  const OFCondition loaded =
+      m.file.loadFile(OFFilename(header.path.c_str()), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
   if (loaded.bad()) throw Error(ErrorCode::invalid_input, what + ": cannot read the DICOM file (" + loaded.text() + ")");
   DcmDataset* ds = m.file.getDataset();
   if (header.samples_per_pixel != 1)
@@ -244,6 +267,17 @@ FileDecoder::FileDecoder(const FileHeader& header) : impl_(std::make_unique<Impl
                                    ? (pixels_per_frame * static_cast<std::uint64_t>(m.frames) + 7) / 8
                                    : pixels_per_frame * static_cast<std::uint64_t>(m.frames) *
                                          static_cast<std::uint64_t>(m.bits_allocated / 8);
+  m.pixel_bytes = element->getLength();
+  if (m.pixel_bytes < needed)
+    throw Error(ErrorCode::invalid_input, what + ": pixel data is truncated (" + std::to_string(m.pixel_bytes) +
+                                              " bytes for " + std::to_string(m.frames) + " frames of " +
+                                              std::to_string(m.columns) + "x" + std::to_string(m.rows) + " needing " +
+                                              std::to_string(needed) + ")");
+  if (m.bits_allocated >= 8 && !x.isEncapsulated()) {
+    m.native = element;
+    m.frame_bytes = static_cast<std::size_t>(pixels_per_frame) * static_cast<std::size_t>(m.bits_allocated / 8);
+    return;
+  }
   // getUint16Array returns OW data in host byte order (DCMTK swaps big-endian files on access).
   if (element->getVR() == EVR_OW || m.bits_allocated >= 16) {
     Uint16* words = nullptr;
@@ -259,12 +293,6 @@ FileDecoder::FileDecoder(const FileHeader& header) : impl_(std::make_unique<Impl
     if (element->getUint8Array(bytes).bad() || !bytes) throw Error(ErrorCode::invalid_input, what + ": cannot read the pixel data");
     m.pixels = bytes;
   }
-  m.pixel_bytes = element->getLength();
-  if (m.pixel_bytes < needed)
-    throw Error(ErrorCode::invalid_input, what + ": pixel data is truncated (" + std::to_string(m.pixel_bytes) +
-                                              " bytes for " + std::to_string(m.frames) + " frames of " +
-                                              std::to_string(m.columns) + "x" + std::to_string(m.rows) + " needing " +
-                                              std::to_string(needed) + ")");
 }
 
 FileDecoder::~FileDecoder() = default;
@@ -281,6 +309,18 @@ void FileDecoder::decode(const Frame& f, float* dst) {
     return;
   }
   const bool is_signed = m.pixel_representation == 1;
+  const std::uint8_t* frame = nullptr;  // this frame's native bytes
+  thread_local std::vector<std::uint8_t> buffer;
+  if (m.native) {
+    buffer.resize(m.frame_bytes);
+    std::lock_guard<std::mutex> lock(m.read_mutex);
+    const OFCondition c = m.native->getPartialValue(buffer.data(), static_cast<Uint32>(m.frame_bytes * static_cast<std::size_t>(f.index)),
+                                                    static_cast<Uint32>(m.frame_bytes));
+    if (c.bad()) throw Error(ErrorCode::invalid_input, m.path + ": cannot read the pixel data (" + c.text() + ")");
+    frame = buffer.data();
+  } else if (m.pixels) {
+    frame = m.pixels + n * static_cast<std::size_t>(f.index) * static_cast<std::size_t>(std::max(1, m.bits_allocated / 8));
+  }
   switch (m.bits_allocated) {
     case 1: {
       // Native frames follow each other bit by bit; RLE frames each start on a byte.
@@ -295,16 +335,15 @@ void FileDecoder::decode(const Frame& f, float* dst) {
       return;
     }
     case 8:
-      convert(m.pixels + n * static_cast<std::size_t>(f.index), dst, n, m.bits_stored, m.high_bit, is_signed, f.slope,
-              f.intercept);
+      convert(frame, dst, n, m.bits_stored, m.high_bit, is_signed, f.slope, f.intercept);
       return;
     case 16:
-      convert(reinterpret_cast<const std::uint16_t*>(m.pixels) + n * static_cast<std::size_t>(f.index), dst, n,
-              m.bits_stored, m.high_bit, is_signed, f.slope, f.intercept);
+      convert(reinterpret_cast<const std::uint16_t*>(frame), dst, n, m.bits_stored, m.high_bit, is_signed, f.slope,
+              f.intercept);
       return;
     case 32:
-      convert(reinterpret_cast<const std::uint32_t*>(m.pixels) + n * static_cast<std::size_t>(f.index), dst, n,
-              m.bits_stored, m.high_bit, is_signed, f.slope, f.intercept);
+      convert(reinterpret_cast<const std::uint32_t*>(frame), dst, n, m.bits_stored, m.high_bit, is_signed, f.slope,
+              f.intercept);
       return;
     default: break;
   }

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <sys/mman.h>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -79,6 +81,21 @@ Volume resample_even(const Volume& in, const std::vector<double>& positions) {
   return out;
 }
 
+Tensor uninitialized_f32(const Shape& shape) {
+  // Large volumes are aligned to 2 MiB and asked for transparent huge pages: first-touch
+  // page faults on a 400 MB volume otherwise cost as much as decoding it.
+  constexpr std::size_t kHugePage = std::size_t{2} << 20;
+  const auto raw = static_cast<std::size_t>(std::max<std::int64_t>(shape.numel() * 4, 1));
+  const std::size_t align = raw >= 4 * kHugePage ? kHugePage : kTensorAlignment;
+  const std::size_t bytes = (raw + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, bytes);
+  if (!p) throw Error(ErrorCode::internal, "out of memory allocating " + std::to_string(bytes) + " bytes");
+#ifdef MADV_HUGEPAGE
+  if (align == kHugePage) ::madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+  return Tensor::wrap(p, shape, DType::f32, std::shared_ptr<void>(p, [](void* q) { std::free(q); }));
+}
+
 std::string join(const std::vector<std::string>& v) {
   std::string r;
   for (std::size_t i = 0; i < v.size(); ++i) r += (i ? "\\" : "") + v[i];
@@ -149,7 +166,18 @@ Volume read_dicom(const std::string& path, const ReadOptions& options) {
   if (channels * nz > options.max_voxels / std::max<std::int64_t>(1, ny * nx))
     throw Error(ErrorCode::invalid_input, what + ": " + std::to_string(channels * nz) + " images of " + std::to_string(nx) +
                                               "x" + std::to_string(ny) + " exceed the voxel limit");
-  Volume vol(channels, nz, ny, nx, g);
+  // Every voxel is written by the decoders, so the tensor is not zero-filled first (that
+  // would cost a serial pass over the whole volume); SEGs with absent frames need zeros.
+  const bool complete = std::all_of(plan.slices.begin(), plan.slices.end(), [](const std::vector<int>& v) {
+    return std::all_of(v.begin(), v.end(), [](int i) { return i >= 0; });
+  });
+  Volume vol;
+  if (complete) {
+    vol.data = uninitialized_f32(Shape{channels, nz, ny, nx});
+    vol.geometry = g;
+  } else {
+    vol = Volume(channels, nz, ny, nx, g);
+  }
 
   // Destination of every frame, grouped by file so that each file is read once.
   std::map<int, std::vector<std::pair<int, float*>>> by_file;
