@@ -293,6 +293,87 @@ Volume resize(const Volume& v, const Dims3& size) {
   return resample_separable(v, size, g, tab);
 }
 
+// ---- cropping -----------------------------------------------------------------------
+
+Volume crop_or_pad(const Volume& v, const Dims3& start, const Dims3& size, float pad_value) {
+  require_volume(v, "crop_or_pad");
+  for (std::size_t a = 0; a < 3; ++a) VOXINFER_CHECK(size[a] > 0, invalid_input, "crop_or_pad: the size must be positive");
+  Geometry g = v.geometry;
+  g.origin = v.geometry.index_to_physical(
+      Eigen::Vector3d(static_cast<double>(start[0]), static_cast<double>(start[1]), static_cast<double>(start[2])));
+  Volume out(v.channels(), size[2], size[1], size[0], g);
+  out.metadata = v.metadata;
+  const Dims3 in = size_xyz(v);
+  // Valid x run of every row: [x_lo, x_hi) in output coordinates.
+  const std::int64_t x_lo = std::clamp(-start[0], std::int64_t{0}, size[0]);
+  const std::int64_t x_hi = std::clamp(in[0] - start[0], x_lo, size[0]);
+  parallel_for(v.channels() * size[2], 1, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t p = b; p < e; ++p) {
+      const std::int64_t c = p / size[2], z = p % size[2], iz = z + start[2];
+      for (std::int64_t y = 0; y < size[1]; ++y) {
+        float* row = out.channel(c) + (z * size[1] + y) * size[0];
+        const std::int64_t iy = y + start[1];
+        if (iz < 0 || iz >= in[2] || iy < 0 || iy >= in[1]) {
+          std::fill(row, row + size[0], pad_value);
+          continue;
+        }
+        const float* src = v.channel(c) + (iz * in[1] + iy) * in[0] + start[0];
+        std::fill(row, row + x_lo, pad_value);
+        std::copy(src + x_lo, src + x_hi, row + x_lo);
+        std::fill(row + x_hi, row + size[0], pad_value);
+      }
+    }
+  });
+  return out;
+}
+
+Volume center_crop_or_pad(const Volume& v, const Dims3& size, float pad_value) {
+  require_volume(v, "center_crop_or_pad");
+  const Dims3 in = size_xyz(v);
+  Dims3 start{};
+  for (std::size_t a = 0; a < 3; ++a)
+    start[a] = in[a] >= size[a] ? in[a] / 2 - size[a] / 2 : -((size[a] - in[a]) / 2);
+  return crop_or_pad(v, start, size, pad_value);
+}
+
+std::optional<Box> foreground_box(const Volume& v, std::int64_t margin) {
+  require_volume(v, "foreground_box");
+  const Dims3 in = size_xyz(v);
+  Box box{{in[0], in[1], in[2]}, {0, 0, 0}};
+  bool any = false;
+  for (std::int64_t c = 0; c < v.channels(); ++c) {
+    const float* p = v.channel(c);
+    for (std::int64_t z = 0; z < in[2]; ++z)
+      for (std::int64_t y = 0; y < in[1]; ++y)
+        for (std::int64_t x = 0; x < in[0]; ++x)
+          if (p[(z * in[1] + y) * in[0] + x] > 0.f) {
+            any = true;
+            const Dims3 i{x, y, z};
+            for (std::size_t a = 0; a < 3; ++a) {
+              box.begin[a] = std::min(box.begin[a], i[a]);
+              box.end[a] = std::max(box.end[a], i[a] + 1);
+            }
+          }
+  }
+  if (!any) return std::nullopt;
+  for (std::size_t a = 0; a < 3; ++a) {
+    box.begin[a] = std::max<std::int64_t>(0, box.begin[a] - margin);
+    box.end[a] = std::min(in[a], box.end[a] + margin);
+  }
+  return box;
+}
+
+Volume foreground_crop(const Volume& v, const Dims3& size, std::int64_t margin, float pad_value) {
+  const std::optional<Box> box = foreground_box(v, margin);
+  if (!box) return center_crop_or_pad(v, size, pad_value);
+  Dims3 start{};
+  for (std::size_t a = 0; a < 3; ++a) {
+    const std::int64_t len = box->end[a] - box->begin[a];
+    start[a] = box->begin[a] + len / 2 - size[a] / 2;
+  }
+  return crop_or_pad(v, start, size, pad_value);
+}
+
 // ---- intensity ----------------------------------------------------------------------
 
 double percentile(std::span<float> values, double p) {

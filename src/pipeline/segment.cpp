@@ -178,6 +178,12 @@ Volume preprocess_for_model(const Volume& input, const PipelineSpec& spec) {
   if (spec.preprocess.spacing) v = resample_to_spacing(v, model_to_xyz(*spec.preprocess.spacing, spec.axes));
   if (v.data.shares_storage_with(input.data)) v.data = v.data.clone();  // intensity ops work in place
   apply_intensity(v, spec.preprocess.intensity);
+  if (spec.preprocess.resize) v = resize(v, model_to_xyz(*spec.preprocess.resize, spec.axes));
+  if (spec.preprocess.crop) {
+    const auto size = model_to_xyz(spec.preprocess.crop->size, spec.axes);
+    v = spec.preprocess.crop->mode == CropSpec::Mode::center ? center_crop_or_pad(v, size)
+                                                             : foreground_crop(v, size, spec.preprocess.crop->margin);
+  }
   return v;
 }
 

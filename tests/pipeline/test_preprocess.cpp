@@ -379,3 +379,69 @@ TEST(ModelTensor, AxisOrders) {
 
 }  // namespace
 }  // namespace voxinfer
+
+namespace voxinfer {
+namespace {
+
+Volume ramp(std::int64_t z, std::int64_t y, std::int64_t x, const Geometry& g = {}) {
+  Volume v(1, z, y, x, g);
+  for (std::int64_t i = 0; i < v.voxels(); ++i) v.data.data<float>()[i] = float(i + 1);
+  return v;
+}
+
+TEST(Crop, WindowKeepsPhysicalPositions) {
+  Geometry g;
+  g.spacing = {0.5, 2, 3};
+  g.origin = {1, 2, 3};
+  g.direction = direction_from_code("RAI");
+  const Volume v = ramp(3, 4, 5, g);
+  const Volume c = crop_or_pad(v, {-1, 2, 1}, {4, 3, 3}, -7.f);
+  for (std::int64_t z = 0; z < 3; ++z)
+    for (std::int64_t y = 0; y < 3; ++y)
+      for (std::int64_t x = 0; x < 4; ++x) {
+        const std::int64_t ix = x - 1, iy = y + 2, iz = z + 1;
+        const bool inside = ix >= 0 && ix < 5 && iy < 4 && iz < 3;
+        EXPECT_EQ(c.at(0, z, y, x), inside ? v.at(0, iz, iy, ix) : -7.f) << x << "," << y << "," << z;
+        const Eigen::Vector3d p = c.geometry.index_to_physical(Eigen::Vector3d(double(x), double(y), double(z)));
+        const Eigen::Vector3d q = v.geometry.index_to_physical(Eigen::Vector3d(double(ix), double(iy), double(iz)));
+        EXPECT_NEAR((p - q).norm(), 0, 1e-12);
+      }
+}
+
+TEST(Crop, CenterCropOrPadLikeMonai) {
+  const Volume v = ramp(1, 1, 10);
+  // 10 -> 4: start 10/2 - 4/2 = 3.
+  const Volume a = center_crop_or_pad(v, {4, 1, 1});
+  EXPECT_EQ(a.at(0, 0, 0, 0), 4.f);
+  EXPECT_EQ(a.at(0, 0, 0, 3), 7.f);
+  // 9 -> 4: start 4 - 2 = 2.
+  const Volume b = center_crop_or_pad(ramp(1, 1, 9), {4, 1, 1});
+  EXPECT_EQ(b.at(0, 0, 0, 0), 3.f);
+  // 5 -> 8: pad 1 before, 2 after.
+  const Volume c = center_crop_or_pad(ramp(1, 1, 5), {8, 1, 1});
+  const float expected[8] = {0, 1, 2, 3, 4, 5, 0, 0};
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(c.at(0, 0, 0, i), expected[i]) << i;
+  EXPECT_DOUBLE_EQ(c.geometry.origin.x(), -1);
+}
+
+TEST(Crop, ForegroundBoxAndCrop) {
+  Volume v(2, 6, 7, 8);
+  EXPECT_FALSE(foreground_box(v).has_value());
+  v.at(0, 2, 3, 4) = 1;
+  v.at(1, 4, 1, 5) = 2;  // another channel counts too
+  v.at(0, 5, 5, 5) = -3;  // negative values are background
+  const auto box = foreground_box(v);
+  ASSERT_TRUE(box.has_value());
+  EXPECT_EQ(box->begin, (std::array<std::int64_t, 3>{4, 1, 2}));
+  EXPECT_EQ(box->end, (std::array<std::int64_t, 3>{6, 4, 5}));
+  const auto grown = foreground_box(v, 2);
+  EXPECT_EQ(grown->begin, (std::array<std::int64_t, 3>{2, 0, 0}));
+  EXPECT_EQ(grown->end, (std::array<std::int64_t, 3>{8, 6, 6}));
+  // A 2x3x3 window centred on the box: start = begin + len/2 - size/2 = (4, 1, 2).
+  const Volume c = foreground_crop(v, {2, 3, 3});
+  EXPECT_EQ(c.at(0, 0, 2, 0), 1.f);  // (4, 3, 2) -> (0, 2, 0)
+  EXPECT_EQ(c.at(1, 2, 0, 1), 2.f);  // (5, 1, 4) -> (1, 0, 2)
+}
+
+}  // namespace
+}  // namespace voxinfer

@@ -230,3 +230,29 @@ TEST(SegmentVolume, ChannelMismatchIsAnInputError) {
 
 }  // namespace
 }  // namespace voxinfer
+
+namespace voxinfer {
+namespace {
+
+TEST(PreprocessForModel, ClassificationResizeAndCrop) {
+  PipelineSpec spec;
+  spec.task = Task::classification;
+  spec.axes = AxisOrder::zyx;
+  spec.input.channels = 1;
+  spec.preprocess.resize = std::array<std::int64_t, 3>{6, 10, 12};  // z, y, x
+  Volume input(1, 3, 5, 6);
+  const Volume r = preprocess_for_model(input, spec);
+  EXPECT_EQ(r.nz(), 6);
+  EXPECT_EQ(r.ny(), 10);
+  EXPECT_EQ(r.nx(), 12);
+  spec.preprocess.resize.reset();
+  spec.preprocess.crop = CropSpec{CropSpec::Mode::center, {2, 4, 4}, 0};
+  const Volume c = preprocess_for_model(input, spec);
+  EXPECT_EQ(c.nz(), 2);
+  EXPECT_EQ(c.ny(), 4);
+  EXPECT_EQ(c.nx(), 4);
+  EXPECT_EQ(to_model_tensor(c, spec.axes).shape(), (Shape{1, 1, 2, 4, 4}));
+}
+
+}  // namespace
+}  // namespace voxinfer

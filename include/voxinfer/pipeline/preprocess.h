@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 
@@ -81,6 +82,29 @@ Volume resample_to_grid(const Volume& v, const Geometry& geometry, const std::ar
 // align_corners=False (MONAI Resize, mode "trilinear"): src = (dst + 0.5) * n_in / n_out - 0.5.
 // The geometry is scaled so that the volume covers the same physical extent.
 Volume resize(const Volume& v, const std::array<std::int64_t, 3>& size);
+
+// ---- cropping (classification) -------------------------------------------------------
+
+// The window of `size` voxels (x, y, z) starting at index `start` (may be negative or run
+// past the end): voxels outside the volume get `pad_value`. The origin moves to the
+// physical position of `start`; spacing and direction are kept.
+Volume crop_or_pad(const Volume& v, const std::array<std::int64_t, 3>& start, const std::array<std::int64_t, 3>& size,
+                   float pad_value = 0);
+
+// MONAI ResizeWithPadOrCrop: per axis, a centre crop starting at n/2 - size/2 when the
+// volume is larger, symmetric padding (the odd voxel after) when smaller.
+Volume center_crop_or_pad(const Volume& v, const std::array<std::int64_t, 3>& size, float pad_value = 0);
+
+// Inclusive-exclusive bounding box (x, y, z) of the voxels > 0 in any channel (MONAI's
+// CropForeground default), grown by `margin` and clamped to the volume; nullopt if none.
+struct Box {
+  std::array<std::int64_t, 3> begin{}, end{};
+};
+std::optional<Box> foreground_box(const Volume& v, std::int64_t margin = 0);
+
+// The `size` window centred on the foreground box (on the volume when there is none).
+Volume foreground_crop(const Volume& v, const std::array<std::int64_t, 3>& size, std::int64_t margin = 0,
+                       float pad_value = 0);
 
 // ---- intensity ----------------------------------------------------------------------
 

@@ -72,7 +72,8 @@ struct SegmentResult {
 };
 
 // Preprocesses `input` as `spec` says and returns the model-space volume (before the axis
-// order conversion), checking the channel count (Error invalid_input).
+// order conversion): reorient, resample, intensity ops, then (classification) resize or
+// crop. Checks the channel count (Error invalid_input). Shared by classification.
 Volume preprocess_for_model(const Volume& input, const PipelineSpec& spec);
 
 // Runs the whole segmentation over `network` (tiles in, logits out: see TileCallback).
