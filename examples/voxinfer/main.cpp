@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   voxinfer::cli::add_run_command(app);
   voxinfer::cli::add_bench_command(app);
   voxinfer::cli::add_convert_command(app);
+  voxinfer::cli::add_segment_command(app);
 
   try {
     app.parse(argc, argv);

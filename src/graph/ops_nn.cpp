@@ -164,7 +164,11 @@ class ConvOp final : public Op {
       ep.slope_per_channel = slope_count_ != 1;
       static float dummy = 0;
       ep.residual = has_residual_ ? &dummy : nullptr;
-      kernel_ = kernels::make_conv_kernel(p_, in[1].constant->data<float>(), ep, transposed_, active_isa(), nullptr);
+      // 16-channel blocks waste memory and bandwidth on narrow layers (the brain MeshNet has 5
+      // channels): prefer the 8-channel kernels there.
+      Isa isa = active_isa();
+      if (isa == Isa::avx512 && std::max(p_.ic / p_.groups, p_.oc / p_.groups) <= 8) isa = Isa::avx2;
+      kernel_ = kernels::make_conv_kernel(p_, in[1].constant->data<float>(), ep, transposed_, isa, nullptr);
     }
   }
 

@@ -1,0 +1,156 @@
+// `voxinfer segment`: a study in, a label map (and statistics, preview) out, on the
+// input's exact grid.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "commands.h"
+#include "voxinfer/core/error.h"
+#include "voxinfer/core/threading.h"
+#include "voxinfer/io/image_io.h"
+#include "voxinfer/io/png.h"
+#include "voxinfer/pipeline/preview.h"
+#include "voxinfer/pipeline/segmentation.h"
+
+namespace voxinfer::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::int64_t peak_rss() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<std::int64_t>(u.ru_maxrss) * 1024;
+}
+
+// A one-line progress bar with tiles done and ETA, drawn only on a terminal.
+class ProgressBar {
+ public:
+  explicit ProgressBar(const char* what) : what_(what), enabled_(::isatty(STDERR_FILENO) != 0), t0_(std::chrono::steady_clock::now()) {}
+  void update(std::int64_t done, std::int64_t total) {
+    if (!enabled_ || total <= 0) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    const double eta = done > 0 ? s / static_cast<double>(done) * static_cast<double>(total - done) : 0;
+    const int width = 30, fill = static_cast<int>(width * done / total);
+    std::fprintf(stderr, "\r%s [%.*s%*s] %lld/%lld tiles, %.0f s, ETA %.0f s ", what_, fill, "##############################", width - fill, "",
+                 static_cast<long long>(done), static_cast<long long>(total), s, eta);
+    if (done == total) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  const char* what_;
+  bool enabled_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+void write_text_atomic(const std::string& path, const std::string& text) {
+  const fs::path p(path);
+  const auto dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw Error(ErrorCode::io, path + ": cannot write: folder '" + dir.string() + "' does not exist");
+  const auto tmp = dir / (".voxinfer-partial-" + std::to_string(::getpid()) + "-" + p.filename().string());
+  {
+    std::ofstream out(tmp);
+    out << text;
+    if (!out) {
+      fs::remove(tmp, ec);
+      throw Error(ErrorCode::io, path + ": write failed");
+    }
+  }
+  fs::rename(tmp, p, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw Error(ErrorCode::io, path + ": cannot move the finished file into place");
+  }
+}
+
+}  // namespace
+
+void add_segment_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("segment", "Segment a study with a model package; write the label map in the input's geometry");
+  struct Args {
+    std::string model, input, output, series, stats, preview;
+    int threads = 0;
+    double overlap = -1;
+    bool tta = false, no_tta = false, allow_uneven = false;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--model,-m", a->model, "model package folder (pipeline.json + model)")->required();
+  cmd->add_option("--input,-i", a->input, "DICOM folder or file, or a NIfTI/NRRD/MHA image")->required();
+  cmd->add_option("--output,-o", a->output, "label map to write (.nii.gz, .nii, .nrrd, .mha)")->required();
+  cmd->add_option("--series", a->series, "DICOM SeriesInstanceUID to segment (default: the largest 3D series)");
+  cmd->add_option("--stats", a->stats, "write per-label statistics (voxels, mL, intensity) as JSON");
+  cmd->add_option("--preview", a->preview, "write a PNG with axial, coronal and sagittal slices and a legend");
+  cmd->add_option("--threads", a->threads, "threads (default: VOXINFER_NUM_THREADS or all cores)");
+  cmd->add_option("--overlap", a->overlap, "sliding-window overlap in [0, 1) (default: the package's)");
+  cmd->add_flag("--tta", a->tta, "mirror test-time augmentation (the package's mirror axes, or all three)");
+  cmd->add_flag("--no-tta", a->no_tta, "no test-time augmentation");
+  cmd->add_flag("--allow-uneven", a->allow_uneven, "resample DICOM series with uneven slice spacing instead of refusing them");
+  cmd->footer("Example: voxinfer segment --model examples/models/meshnet_gwm --input examples/data/t1_crop.nii.gz \\\n"
+              "           --output labels.nii.gz --stats stats.json --preview preview.png");
+  cmd->callback([a] {
+    if (a->tta && a->no_tta) throw Error(ErrorCode::invalid_input, "give --tta or --no-tta, not both");
+    if (a->threads < 0) throw Error(ErrorCode::invalid_input, "--threads must be >= 0");
+    if (!is_image_file_name(a->output)) throw Error(ErrorCode::invalid_input, a->output + ": the label map must end in .nii.gz, .nii, .nrrd or .mha");
+    if (a->threads) set_num_threads(a->threads);
+    const auto t0 = std::chrono::steady_clock::now();
+    SegmentationOptions opt;
+    opt.threads = a->threads;
+    if (a->overlap != -1) opt.overlap = a->overlap;  // the pipeline checks the range
+    if (a->tta) opt.tta = true;
+    if (a->no_tta) opt.tta = false;
+    auto bar = std::make_shared<ProgressBar>("segment");
+    opt.progress = [bar](std::int64_t done, std::int64_t total) { bar->update(done, total); };
+    SegmentationPipeline pipeline(a->model, opt);
+    ReadOptions ro;
+    ro.series_uid = a->series;
+    ro.allow_uneven = a->allow_uneven;
+    const Volume input = read_volume(a->input, ro);
+    SegmentationResult r = pipeline.run(input);
+
+    float max_label = 0;
+    for (std::int64_t i = 0; i < r.labels.voxels(); ++i) max_label = std::max(max_label, r.labels.channel(0)[i]);
+    WriteOptions wo;
+    wo.pixel_type = max_label > 255 ? PixelType::uint16 : PixelType::uint8;
+    write_image(a->output, r.labels, wo);
+    std::fprintf(stderr, "label map  %s (%lldx%lldx%lld, %s)\n", a->output.c_str(), static_cast<long long>(r.labels.nx()),
+                 static_cast<long long>(r.labels.ny()), static_cast<long long>(r.labels.nz()), pixel_type_name(wo.pixel_type));
+    const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!a->stats.empty()) {
+      nlohmann::json j = nlohmann::json::parse(to_json(r.stats));  // {"labels": [...]}
+      j["model"] = {{"package", fs::path(a->model).filename().string()}, {"name", pipeline.spec().name}, {"version", pipeline.spec().version}};
+      j["input"] = {{"file", fs::path(a->input).filename().string()},
+                    {"size", {input.nx(), input.ny(), input.nz()}},
+                    {"spacing", {input.geometry.spacing[0], input.geometry.spacing[1], input.geometry.spacing[2]}},
+                    {"orientation", input.geometry.orientation_code()}};
+      j["run"] = {{"tiles", r.window.tiles},
+                  {"network_calls", r.window.network_calls},
+                  {"model_grid", {r.model_grid[0], r.model_grid[1], r.model_grid[2]}},
+                  {"accumulator_predicted_bytes", r.window.predicted_peak_bytes},
+                  {"accumulator_measured_bytes", r.window.measured_peak_bytes},
+                  {"peak_rss_bytes", peak_rss()},
+                  {"seconds", {{"preprocess", r.seconds_preprocess}, {"inference", r.seconds_inference}, {"postprocess", r.seconds_postprocess}, {"total", total}}},
+                  {"threads", num_threads()}};
+      write_text_atomic(a->stats, j.dump(2) + "\n");
+      std::fprintf(stderr, "statistics %s\n", a->stats.c_str());
+    }
+    if (!a->preview.empty()) {
+      const RgbImage img = render_preview(input, r.labels, pipeline.spec().labels);
+      write_png(a->preview, img.width, img.height, 3, img.rgb.data());
+      std::fprintf(stderr, "preview    %s\n", a->preview.c_str());
+    }
+    for (const auto& s : r.stats)
+      std::printf("%3d %-24s %10lld voxels %10.2f mL\n", s.value, s.name.c_str(), static_cast<long long>(s.voxels), s.volume_ml);
+    std::fprintf(stderr, "done in %.2f s (inference %.2f s, %lld tiles), peak memory %.0f MiB\n", total, r.seconds_inference,
+                 static_cast<long long>(r.window.tiles), static_cast<double>(peak_rss()) / (1 << 20));
+  });
+}
+
+}  // namespace voxinfer::cli

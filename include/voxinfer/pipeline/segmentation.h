@@ -1,0 +1,61 @@
+// SegmentationPipeline: a model package (model + pipeline.json) applied to a Volume:
+// reorient, resample, normalise, sliding-window inference with the Session, activation
+// and argmax per finished slab, labels back onto the input's exact grid, postprocess,
+// statistics. Library use:
+//   voxinfer::SegmentationPipeline pipeline("models/meshnet");
+//   auto result = pipeline.run(volume);   // result.labels lies on volume's grid
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "voxinfer/core/volume.h"
+#include "voxinfer/pipeline/pipeline_spec.h"
+#include "voxinfer/pipeline/postprocess.h"
+#include "voxinfer/pipeline/sliding_window.h"
+
+namespace voxinfer {
+
+struct SegmentationOptions {
+  int threads = 0;                    // 0: VOXINFER_NUM_THREADS or all cores
+  std::optional<double> overlap;      // overrides inference.overlap
+  std::optional<bool> tta;            // false: no mirroring; true: the package's mirror_axes (all three if none)
+  std::optional<Size3> roi_size;      // overrides inference.roi_size (model axis order)
+  ProgressCallback progress;          // tiles done / total
+};
+
+struct SegmentationResult {
+  Volume labels;                      // label values (integers in f32) on the input's grid and geometry
+  std::vector<LabelStats> stats;      // per label, measured on the input image
+  SlidingWindowStats window;          // tiles, predicted and measured accumulator bytes
+  Size3 model_grid{};                 // size of the preprocessed grid (model axis order)
+  double seconds_preprocess = 0, seconds_inference = 0, seconds_postprocess = 0;
+};
+
+class SegmentationPipeline {
+ public:
+  // Loads `package_dir`/pipeline.json and the model it names. Throws Error(invalid_model)
+  // naming the field or file when the package is wrong.
+  explicit SegmentationPipeline(const std::filesystem::path& package_dir, SegmentationOptions options = {});
+  ~SegmentationPipeline();
+  SegmentationPipeline(SegmentationPipeline&&) noexcept;
+  SegmentationPipeline& operator=(SegmentationPipeline&&) noexcept;
+
+  SegmentationResult run(const Volume& input);
+
+  const PipelineSpec& spec() const;
+  const std::filesystem::path& package_dir() const;
+  // The model's identity for provenance: file name, SHA-256 is not computed; name/version from the spec.
+  std::string model_path() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace voxinfer
