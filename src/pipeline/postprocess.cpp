@@ -35,9 +35,10 @@ void require_label_map(const Volume& v, const char* what) {
                  invalid_input, std::string(what) + ": expected a single-channel label volume");
 }
 
-// Union-find over voxel indices, roots are the smallest index of their set.
+// Union-find over voxel indices, roots are the smallest index of their set. The parent
+// array is the output id array itself, so labelling costs 4 bytes per voxel.
 struct DisjointSets {
-  std::vector<std::uint32_t> parent;
+  std::uint32_t* parent;
 
   std::uint32_t find(std::uint32_t i) {
     while (parent[i] != i) {
@@ -164,11 +165,14 @@ Components connected_components(const Volume& labels, int connectivity) {
   require_label_map(labels, "connected components");
   const std::vector<Offset> nbrs = previous_neighbours(connectivity);
   const std::int64_t nz = labels.nz(), ny = labels.ny(), nx = labels.nx(), n = labels.voxels();
-  VOXINFER_CHECK(n < static_cast<std::int64_t>(std::numeric_limits<std::uint32_t>::max()), unsupported,
-                 "connected components: volumes of 2^32 voxels or more are not supported");
+  VOXINFER_CHECK(n < static_cast<std::int64_t>(std::numeric_limits<std::int32_t>::max()), unsupported,
+                 "connected components: volumes of 2^31 voxels or more are not supported");
   const float* lab = labels.channel(0);
-  DisjointSets ds;
-  ds.parent.resize(static_cast<std::size_t>(n));
+  Components c;
+  c.ids = Tensor(Shape{nz, ny, nx}, DType::i32);
+  auto* ids = c.ids.data<std::int32_t>();
+  // int32 and uint32 may alias each other.
+  DisjointSets ds{reinterpret_cast<std::uint32_t*>(ids)};
 
   // Links voxel (z, y, x) to its earlier neighbours with the same label, staying at or
   // above plane z_min.
@@ -186,7 +190,7 @@ Components connected_components(const Volume& labels, int connectivity) {
 
   // Slabs are labelled independently (disjoint index ranges), then stitched in order.
   parallel_for(nz, kSlabPlanes, [&](std::int64_t zb, std::int64_t ze) {
-    for (std::int64_t i = zb * ny * nx; i < ze * ny * nx; ++i) ds.parent[static_cast<std::size_t>(i)] = static_cast<std::uint32_t>(i);
+    for (std::int64_t i = zb * ny * nx; i < ze * ny * nx; ++i) ds.parent[i] = static_cast<std::uint32_t>(i);
     for (std::int64_t z = zb; z < ze; ++z)
       for (std::int64_t y = 0; y < ny; ++y)
         for (std::int64_t x = 0; x < nx; ++x)
@@ -197,20 +201,24 @@ Components connected_components(const Volume& labels, int connectivity) {
       for (std::int64_t x = 0; x < nx; ++x)
         if (lab[(z * ny + y) * nx + x] != 0.f) link(z, y, x, z - 1, true);
 
-  Components c;
-  c.ids = Tensor(Shape{nz, ny, nx}, DType::i32);
+  // Point every voxel at its root, then replace roots by ids in raster order: a voxel's
+  // root comes earlier, so it already holds its id when the voxel is reached.
+  for (std::int64_t i = 0; i < n; ++i)
+    if (lab[i] != 0.f) ds.parent[i] = ds.find(static_cast<std::uint32_t>(i));
   c.voxels.push_back(0);
   c.values.push_back(0);
-  auto* ids = c.ids.data<std::int32_t>();
   for (std::int64_t i = 0; i < n; ++i) {
-    if (lab[i] == 0.f) continue;
-    const std::uint32_t r = ds.find(static_cast<std::uint32_t>(i));
+    if (lab[i] == 0.f) {
+      ids[i] = 0;
+      continue;
+    }
+    const std::uint32_t r = ds.parent[i];
     if (r == static_cast<std::uint32_t>(i)) {
       ids[i] = static_cast<std::int32_t>(c.voxels.size());
       c.voxels.push_back(0);
       c.values.push_back(static_cast<int>(lab[i]));
     } else {
-      ids[i] = ids[r];  // the root comes earlier in raster order
+      ids[i] = ids[r];
     }
     ++c.voxels[static_cast<std::size_t>(ids[i])];
   }
