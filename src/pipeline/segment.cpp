@@ -200,7 +200,7 @@ SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, cons
   if (options.overlap) sw.overlap = *options.overlap;
   if (options.tta) {
     if (!*options.tta) sw.mirror_axes.clear();
-    else VOXINFER_CHECK(!sw.mirror_axes.empty(), invalid_input, "test-time augmentation: the model package lists no mirror_axes");
+    else if (sw.mirror_axes.empty()) sw.mirror_axes = {0, 1, 2};
   }
   sw.progress = options.progress;
 

@@ -256,3 +256,32 @@ TEST(PreprocessForModel, ClassificationResizeAndCrop) {
 
 }  // namespace
 }  // namespace voxinfer
+
+namespace voxinfer {
+namespace {
+
+TEST(SegmentVolume, OptionsOverrideOverlapAndTta) {
+  Volume input;
+  input.data = test::random_tensor(Shape{1, 20, 18, 22}, 6, 0.f, 1.f);
+  PipelineSpec spec = toy_spec();
+  const SegmentResult plain = segment_volume(input, spec, toy_network);
+  SegmentOptions o;
+  o.overlap = std::array<double, 3>{0.75, 0.75, 0.75};
+  o.tta = true;  // no mirror_axes listed: all three
+  std::int64_t last_done = 0;
+  o.progress = [&](std::int64_t done, std::int64_t total) {
+    last_done = done;
+    EXPECT_LE(done, total);
+  };
+  const SegmentResult r = segment_volume(input, spec, toy_network, o);
+  EXPECT_GT(r.window.tiles, plain.window.tiles);
+  EXPECT_EQ(r.window.network_calls, 8 * r.window.tiles);
+  EXPECT_EQ(last_done, r.window.tiles);
+  // The toy network is pointwise, so neither overlap nor mirroring changes labels much.
+  std::int64_t same = 0;
+  for (std::int64_t i = 0; i < input.voxels(); ++i) same += r.labels.channel(0)[i] == plain.labels.channel(0)[i];
+  EXPECT_GT(double(same) / double(input.voxels()), 0.999);
+}
+
+}  // namespace
+}  // namespace voxinfer

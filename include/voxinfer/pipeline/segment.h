@@ -59,7 +59,7 @@ class SlabResampler {
 
 struct SegmentOptions {
   std::optional<std::array<double, 3>> overlap;  // overrides inference.overlap
-  std::optional<bool> tta;                       // false drops inference.mirror_axes; true needs them listed
+  std::optional<bool> tta;                       // false: no mirroring; true: mirror_axes, or all three if none
   ProgressCallback progress;
 };
 
