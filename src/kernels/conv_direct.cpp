@@ -21,9 +21,10 @@ void conv3d_f32_nCdhw16c__avx512(const Plan&, const float*, float*, const float*
 namespace {
 
 #if defined(__x86_64__) || defined(_M_X64)
-// Must match the switch in each ISA file.
-constexpr TileShape kShapesAvx2[] = {{2, 6}, {4, 3}, {1, 12}, {0, 0}};
-constexpr TileShape kShapesAvx512[] = {{2, 12}, {4, 6}, {1, 16}, {0, 0}};
+// Must match the switch in each ISA file. The first shape that divides the channel blocks
+// of a group is used: more channel blocks per tile measured faster on every U-Net layer.
+constexpr TileShape kShapesAvx2[] = {{4, 3}, {2, 6}, {1, 12}, {0, 0}};
+constexpr TileShape kShapesAvx512[] = {{4, 6}, {2, 12}, {1, 16}, {0, 0}};
 
 // Best first: the first implementation that accepts a problem wins.
 constexpr Impl kImpls[] = {
