@@ -116,6 +116,8 @@ void model_info(const std::string& path, const std::vector<std::string>& shape_a
                  {"folded_nodes", st.folded},
                  {"inplace", st.inplace},
                  {"aliased", st.aliased},
+                 {"reorders", st.reorders},
+                 {"blocked_values", st.blocked_values},
                  {"kernels", st.kernels}};
   }
   if (as_json) {
@@ -141,6 +143,7 @@ void model_info(const std::string& path, const std::vector<std::string>& shape_a
               st.activation_bytes ? static_cast<double>(st.arena_bytes) / static_cast<double>(st.activation_bytes) : 0.0);
   std::printf("  outputs           %s, workspace %s\n", human_bytes(st.output_bytes).c_str(), human_bytes(st.workspace_bytes).c_str());
   std::printf("  steps             %d run, %d folded at plan time, %d in place, %d views\n", st.steps, st.folded, st.inplace, st.aliased);
+  std::printf("  layouts           %d tensors stay blocked, %d reorders per run at layout boundaries\n", st.blocked_values, st.reorders);
   std::printf("  kernels          ");
   for (const auto& [k, n] : st.kernels) std::printf(" %s x%d", k.c_str(), n);
   std::printf("\n");

@@ -43,6 +43,15 @@ class Op {
   virtual int inplace_input() const { return -1; }
   // True when the outputs depend on input shapes only (Shape, Size): folded at plan time.
   virtual bool shape_only() const { return false; }
+  // Layout pass: the layout an output could be written in without a reorder, whether an
+  // input may arrive in a blocked layout, and the layouts the Session finally chose
+  // (called before workspace_bytes() is read).
+  virtual Layout preferred_output_layout(int /*o*/) const { return Layout::plain; }
+  virtual bool accepts_input_layout(int /*i*/, Layout l) const { return l == Layout::plain; }
+  virtual void set_layouts(const std::vector<Layout>& /*in*/, const std::vector<Layout>& /*out*/) {}
+  // Reorders this op performs per run (layout boundaries), for `info`.
+  virtual int reorders() const { return 0; }
+
   // Floating-point operations of one run (for `info`).
   virtual std::int64_t flops(const std::vector<ValueMeta>& /*in*/, const std::vector<ValueMeta>& /*out*/) const { return 0; }
   // Name of the kernel chosen at prepare (for `info`/profiling).

@@ -179,11 +179,31 @@ class ConvOp final : public Op {
     return static_cast<std::size_t>(round_up(static_cast<std::int64_t>(kernels::activation_elements(l, p_.n, c, spatial) * 4), 64));
   }
   std::size_t kernel_ws() const { return static_cast<std::size_t>(round_up(static_cast<std::int64_t>(kernel_->workspace_bytes()), 64)); }
+  // Which boundary reorders remain once the Session has chosen the value layouts.
+  bool reorder_src() const { return kernel_ && kernel_->src_layout() != Layout::plain && in_layout_ == Layout::plain; }
+  bool reorder_dst() const { return kernel_ && kernel_->dst_layout() != Layout::plain && out_layout_ == Layout::plain; }
+  bool reorder_res() const { return kernel_ && has_residual_ && kernel_->dst_layout() != Layout::plain && res_layout_ == Layout::plain; }
   std::size_t workspace_bytes() const override {
     if (!kernel_) return 0;
     const std::int64_t isp = p_.id * p_.ih * p_.iw, osp = p_.od * p_.oh * p_.ow;
-    return kernel_ws() + blocked_bytes(kernel_->src_layout(), p_.ic, isp) + blocked_bytes(kernel_->dst_layout(), p_.oc, osp) * (has_residual_ ? 2 : 1);
+    return kernel_ws() + (reorder_src() ? blocked_bytes(kernel_->src_layout(), p_.ic, isp) : 0) +
+           (reorder_dst() ? blocked_bytes(kernel_->dst_layout(), p_.oc, osp) : 0) +
+           (reorder_res() ? blocked_bytes(kernel_->dst_layout(), p_.oc, osp) : 0);
   }
+  Layout preferred_output_layout(int o) const override { return o == 0 && kernel_ ? kernel_->dst_layout() : Layout::plain; }
+  bool accepts_input_layout(int i, Layout l) const override {
+    if (l == Layout::plain) return true;
+    if (!kernel_) return false;
+    if (i == 0) return kernel_->src_layout() == l;
+    if (i == 4) return kernel_->dst_layout() == l;
+    return false;
+  }
+  void set_layouts(const std::vector<Layout>& in, const std::vector<Layout>& out) override {
+    in_layout_ = in.empty() ? Layout::plain : in[0];
+    res_layout_ = in.size() > 4 ? in[4] : Layout::plain;
+    out_layout_ = out.empty() ? Layout::plain : out[0];
+  }
+  int reorders() const override { return (reorder_src() ? 1 : 0) + (reorder_dst() ? 1 : 0) + (reorder_res() ? 1 : 0); }
   std::string kernel_name() const override { return kernel_ ? kernel_->name() : (transposed_ ? "conv_transpose3d_ref" : "conv3d_ref"); }
   std::int64_t flops(const std::vector<ValueMeta>&, const std::vector<ValueMeta>&) const override {
     if (!transposed_) return p_.flops();
@@ -199,24 +219,24 @@ class ConvOp final : public Op {
       const std::int64_t isp = p_.id * p_.ih * p_.iw, osp = p_.od * p_.oh * p_.ow;
       const Layout sl = kernel_->src_layout(), dl = kernel_->dst_layout();
       const float* src = in[0]->data<float>();
-      if (sl != Layout::plain) {
+      if (reorder_src()) {
         auto* b = reinterpret_cast<float*>(base);
         kernels::reorder_plain_to_blocked(src, b, p_.n, p_.ic, isp, layout_block(sl));
         src = b;
         base += blocked_bytes(sl, p_.ic, isp);
       }
       float* dst = out[0]->data<float>();
-      if (dl != Layout::plain) {
+      if (reorder_dst()) {
         dst = reinterpret_cast<float*>(base);
         base += blocked_bytes(dl, p_.oc, osp);
-        if (residual) {
-          auto* r = reinterpret_cast<float*>(base);
-          kernels::reorder_plain_to_blocked(residual, r, p_.n, p_.oc, osp, layout_block(dl));
-          residual = r;
-        }
+      }
+      if (reorder_res()) {
+        auto* r = reinterpret_cast<float*>(base);
+        kernels::reorder_plain_to_blocked(residual, r, p_.n, p_.oc, osp, layout_block(dl));
+        residual = r;
       }
       kernel_->run(src, dst, residual, kws);
-      if (dl != Layout::plain) kernels::reorder_blocked_to_plain(dst, out[0]->data<float>(), p_.n, p_.oc, osp, layout_block(dl));
+      if (reorder_dst()) kernels::reorder_blocked_to_plain(dst, out[0]->data<float>(), p_.n, p_.oc, osp, layout_block(dl));
       return;
     }
     Epilogue ep = ep_;
@@ -235,6 +255,7 @@ class ConvOp final : public Op {
   bool has_residual_ = false;
   std::int64_t slope_count_ = 0;
   std::unique_ptr<kernels::ConvKernel> kernel_;
+  Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain, res_layout_ = Layout::plain;
 };
 
 // ------------------------------------------------------------------ normalizations

@@ -57,6 +57,7 @@ struct Plan {
   std::shared_ptr<std::byte> arena_mem;
   std::shared_ptr<std::byte> workspace;
   std::size_t workspace_bytes = 0;
+  std::vector<Layout> layouts;  // per slot
   PlanStats stats;
 };
 
@@ -216,7 +217,6 @@ std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, con
     st.flops += op->flops(in, out);
     st.kernels[op->kernel_name()]++;
     st.ops[node.op_type]++;
-    plan->workspace_bytes = std::max(plan->workspace_bytes, op->workspace_bytes());
     plan->steps.push_back({std::move(op), in_idx, out_idx});
   }
   for (const auto& o : graph.outputs) {
@@ -224,6 +224,39 @@ std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, con
     if (s.kind == Kind::absent) throw Error(ErrorCode::invalid_model, "graph output '" + o.name + "' is never computed");
   }
   st.steps = static_cast<int>(plan->steps.size());
+
+  // Layout pass: a value stays in a blocked layout when its producer can write it blocked
+  // and every consumer reads that layout; reorders remain only at the boundaries.
+  std::vector<Layout> layout(plan->slots.size(), Layout::plain);
+  {
+    std::vector<std::vector<std::pair<int, int>>> consumers(plan->slots.size());
+    for (std::size_t i = 0; i < plan->steps.size(); ++i)
+      for (std::size_t j = 0; j < plan->steps[i].in.size(); ++j)
+        if (plan->steps[i].in[j] >= 0) consumers[static_cast<std::size_t>(plan->steps[i].in[j])].emplace_back(static_cast<int>(i), static_cast<int>(j));
+    for (auto& step : plan->steps)
+      for (std::size_t o = 0; o < step.out.size(); ++o) {
+        const int k = step.out[o];
+        if (k < 0) continue;
+        const Slot& sl = plan->slots[static_cast<std::size_t>(k)];
+        if (sl.graph_output >= 0 || sl.kind != Kind::dynamic || sl.meta.dtype != DType::f32 || sl.meta.shape.rank() != 5) continue;
+        const Layout want = step.op->preferred_output_layout(static_cast<int>(o));
+        const auto& cons = consumers[static_cast<std::size_t>(k)];
+        if (want == Layout::plain || cons.empty()) continue;
+        bool ok = true;
+        for (const auto& [ci, cj] : cons) ok = ok && plan->steps[static_cast<std::size_t>(ci)].op->accepts_input_layout(cj, want);
+        if (ok) layout[static_cast<std::size_t>(k)] = want;
+      }
+    for (auto& step : plan->steps) {
+      std::vector<Layout> li, lo;
+      for (int k : step.in) li.push_back(k >= 0 ? layout[static_cast<std::size_t>(k)] : Layout::plain);
+      for (int k : step.out) lo.push_back(k >= 0 ? layout[static_cast<std::size_t>(k)] : Layout::plain);
+      step.op->set_layouts(li, lo);
+      st.reorders += step.op->reorders();
+      plan->workspace_bytes = std::max(plan->workspace_bytes, step.op->workspace_bytes());
+    }
+    for (std::size_t k = 0; k < layout.size(); ++k) st.blocked_values += layout[k] != Layout::plain;
+  }
+  plan->layouts = layout;
 
   // Liveness: last step reading each slot.
   const int nsteps = static_cast<int>(plan->steps.size());
@@ -240,13 +273,16 @@ std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, con
       if (k < 0) continue;
       Slot& s = plan->slots[static_cast<std::size_t>(k)];
       if (s.graph_output >= 0) continue;
-      const std::int64_t bytes = s.meta.shape.numel() * static_cast<std::int64_t>(dtype_size(s.meta.dtype));
+      std::int64_t bytes = s.meta.shape.numel() * static_cast<std::int64_t>(dtype_size(s.meta.dtype));
+      const Layout lk = layout[static_cast<std::size_t>(k)];
+      if (lk != Layout::plain) bytes = bytes / s.meta.shape[1] * round_up(s.meta.shape[1], layout_block(lk));
       const int last = std::max(s.last_use, i);
       int share = -1;
       const int alias = step.op->alias_input(static_cast<int>(o));
       if (alias >= 0 && alias < static_cast<int>(step.in.size()) && step.in[static_cast<std::size_t>(alias)] >= 0) {
         const Slot& src = plan->slots[static_cast<std::size_t>(step.in[static_cast<std::size_t>(alias)])];
-        if (src.kind == Kind::dynamic && src.buffer >= 0) {
+        if (src.kind == Kind::dynamic && src.buffer >= 0 && lk == Layout::plain &&
+            layout[static_cast<std::size_t>(step.in[static_cast<std::size_t>(alias)])] == Layout::plain) {
           share = src.buffer;
           ++st.aliased;
         }
@@ -255,7 +291,8 @@ std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, con
       if (share < 0 && inplace >= 0 && inplace < static_cast<int>(step.in.size()) && step.in[static_cast<std::size_t>(inplace)] >= 0) {
         const Slot& src = plan->slots[static_cast<std::size_t>(step.in[static_cast<std::size_t>(inplace)])];
         if (src.kind == Kind::dynamic && src.buffer >= 0 && buffer_last[static_cast<std::size_t>(src.buffer)] == i &&
-            src.meta.shape == s.meta.shape && src.meta.dtype == s.meta.dtype) {
+            src.meta.shape == s.meta.shape && src.meta.dtype == s.meta.dtype &&
+            layout[static_cast<std::size_t>(step.in[static_cast<std::size_t>(inplace)])] == lk) {
           share = src.buffer;
           ++st.inplace;
         }
@@ -332,7 +369,9 @@ std::vector<Tensor> Session::run(const std::vector<Tensor>& inputs_in) {
       case Kind::input: vals[k] = inputs[static_cast<std::size_t>(s.graph_input)]; break;
       case Kind::dynamic:
         if (s.graph_output >= 0) vals[k] = Tensor(s.meta.shape, s.meta.dtype);
-        else vals[k] = Tensor::wrap(plan->arena_mem.get() + plan->arena.offsets[static_cast<std::size_t>(s.buffer)], s.meta.shape, s.meta.dtype, plan->arena_mem);
+        else
+          vals[k] = Tensor::wrap(plan->arena_mem.get() + plan->arena.offsets[static_cast<std::size_t>(s.buffer)], s.meta.shape, s.meta.dtype,
+                                 plan->arena_mem, plan->layouts[k]);
         break;
       case Kind::absent: break;
     }

@@ -28,6 +28,8 @@ struct PlanStats {
   int steps = 0;                      // nodes run per inference
   int folded = 0;                     // nodes folded to constants at plan time
   int inplace = 0, aliased = 0;       // outputs written over an input / sharing an input's buffer
+  int reorders = 0;                   // layout reorders per run (only at blocked/plain boundaries)
+  int blocked_values = 0;             // intermediate tensors kept in a blocked layout
   std::map<std::string, int> kernels; // kernel name -> count
   std::map<std::string, int> ops;     // op type -> count of nodes run
 };
