@@ -246,18 +246,16 @@ void conv_items(const Plan& p, const float* src, float* dst, const float* res, s
   }
 }
 
-// Work items [begin, end) of a ConvTranspose with kernel == stride: every tap is a 1x1x1
-// convolution of an input row into every stride-th output pixel of one output row, and
-// every output pixel gets exactly one tap, so the epilogue is applied as it is stored.
+// Work items [begin, end) of a ConvTranspose: each output row splits into stride_w residue
+// classes, and each class is a stride-1 convolution of the input with that class's taps
+// (sub-pixel decomposition), written to every stride_w-th pixel of the row.
 template <class T, int NB, int UR>
 void deconv_items(const Plan& p, const float* src, float* dst, const float* res, std::int64_t begin,
                   std::int64_t end) {
   constexpr int B = T::B;
   const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
-  const std::int64_t taps = p.kd * p.kh * p.kw;
   RowCtx c = base_ctx<T>(p);
   c.w_tap = p.icblk * NB * B;
-  c.w_icb = taps * c.w_tap;
   c.src_cs = isp * B;
   c.dst_ws = p.sw * B, c.dst_cs = osp * B;
   const std::int64_t src_n = (p.ic + B - 1) / B * isp * B;
@@ -267,33 +265,44 @@ void deconv_items(const Plan& p, const float* src, float* dst, const float* res,
     std::int64_t r = item;
     const std::int64_t rg = r % p.row_groups;
     r /= p.row_groups;
-    const std::int64_t id = r % p.id;
-    r /= p.id;
+    const std::int64_t od = r % p.od;
+    r /= p.od;
     const std::int64_t t = r % tiles, n = r / tiles;
     c.ob0 = t * NB;
-    c.d0 = id;
-    const float* wei_t = p.wei + t * p.icb * c.w_icb;
-    float* dst_t = dst + n * dst_n + c.ob0 * c.dst_cs;
+    const std::int64_t rd = od % p.sd, nd = p.tap_n[0][rd];
+    c.d0 = od / p.sd + p.tap_off[0][rd];
+    c.kd_lo = std::clamp<std::int64_t>(-c.d0, 0, nd);
+    c.kd_hi = std::clamp<std::int64_t>(p.id - c.d0, c.kd_lo, nd);
+    float* dst_t = dst + n * dst_n + c.ob0 * c.dst_cs + od * p.oh * p.ow * B;
     const float* res_t = res ? res + (dst_t - dst) : nullptr;
-    const std::int64_t ih_end = std::min(p.ih, (rg + 1) * p.rows);
+    const std::int64_t oh_end = std::min(p.oh, (rg + 1) * p.rows);
     for (std::int64_t icb0 = 0; icb0 < p.icb; icb0 += p.icb_step) {
       c.nicb = std::min(p.icb_step, p.icb - icb0);
       c.first = icb0 == 0;
       c.last = icb0 + c.nicb == p.icb;
       c.ic_tail = c.last ? static_cast<int>(p.icg - (p.icb - 1) * B) : B;
       c.src = src + n * src_n + icb0 * c.src_cs;
-      for (std::int64_t ih = rg * p.rows; ih < ih_end; ++ih) {
-        c.h0 = ih;
-        for (std::int64_t kd = 0; kd < p.kd; ++kd)
-          for (std::int64_t kh = 0; kh < p.kh; ++kh) {
-            const std::int64_t orow = ((id * p.sd + kd) * p.oh + ih * p.sh + kh) * p.ow * B;
-            for (std::int64_t kw = 0; kw < p.kw; ++kw) {
-              c.wei = wei_t + icb0 * c.w_icb + ((kd * p.kh + kh) * p.kw + kw) * c.w_tap;
-              c.dst = dst_t + orow + kw * B;
-              c.res = res_t ? res_t + orow + kw * B : nullptr;
-              row<T, NB, UR, 1, false>(c, p.iw, 0, p.iw);
-            }
-          }
+      for (std::int64_t oh = rg * p.rows; oh < oh_end; ++oh) {
+        const std::int64_t rh = oh % p.sh, nh = p.tap_n[1][rh];
+        c.h0 = oh / p.sh + p.tap_off[1][rh];
+        c.kh_lo = std::clamp<std::int64_t>(-c.h0, 0, nh);
+        c.kh_hi = std::clamp<std::int64_t>(p.ih - c.h0, c.kh_lo, nh);
+        c.kh = nh;
+        for (std::int64_t rw = 0; rw < p.sw && rw < p.ow; ++rw) {
+          const std::int64_t nw = p.tap_n[2][rw];
+          const std::int64_t cls = (rd * p.sh + rh) * p.sw + rw;
+          c.kw = c.kw_n = nw;
+          c.w0 = p.tap_off[2][rw];
+          c.w_icb = nd * nh * nw * c.w_tap;
+          c.wei = p.wei + p.class_off[cls] + (t * p.icb + icb0) * c.w_icb;
+          c.dst = dst_t + (oh * p.ow + rw) * B;
+          c.res = res_t ? res_t + (oh * p.ow + rw) * B : nullptr;
+          // Outputs m of this class, and those whose taps all fall inside the input row.
+          const std::int64_t m_n = (p.ow - rw + p.sw - 1) / p.sw;
+          const std::int64_t lo = std::clamp<std::int64_t>(-c.w0, 0, m_n);
+          const std::int64_t hi = std::clamp<std::int64_t>(p.iw - nw - c.w0 + 1, lo, m_n);
+          row<T, NB, UR, 1, false>(c, m_n, lo, hi);
+        }
       }
     }
   }

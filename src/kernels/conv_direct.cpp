@@ -29,9 +29,9 @@ constexpr TileShape kShapesAvx512[] = {{4, 6}, {2, 12}, {1, 16}, {0, 0}};
 // Best first: the first implementation that accepts a problem wins.
 constexpr Impl kImpls[] = {
     {"conv3d_f32_nCdhw16c__avx512", Isa::avx512, 16, false, conv3d_f32_nCdhw16c__avx512, kShapesAvx512},
-    {"deconv3d_f32_nCdhw16c_k_eq_s__avx512", Isa::avx512, 16, true, conv3d_f32_nCdhw16c__avx512, kShapesAvx512},
+    {"deconv3d_f32_nCdhw16c__avx512", Isa::avx512, 16, true, conv3d_f32_nCdhw16c__avx512, kShapesAvx512},
     {"conv3d_f32_nCdhw8c__avx2_fma", Isa::avx2, 8, false, conv3d_f32_nCdhw8c__avx2_fma, kShapesAvx2},
-    {"deconv3d_f32_nCdhw8c_k_eq_s__avx2_fma", Isa::avx2, 8, true, conv3d_f32_nCdhw8c__avx2_fma, kShapesAvx2},
+    {"deconv3d_f32_nCdhw8c__avx2_fma", Isa::avx2, 8, true, conv3d_f32_nCdhw8c__avx2_fma, kShapesAvx2},
 };
 #endif
 
@@ -123,12 +123,9 @@ std::unique_ptr<ConvKernel> create(const Impl& impl, const ConvParams& p, const 
 
   if (transposed) {
     if (p.groups != 1) return no("ConvTranspose with groups=" + std::to_string(p.groups) + " (only 1)");
-    if (p.kd != p.sd || p.kh != p.sh || p.kw != p.sw)
-      return no("ConvTranspose needs kernel == stride, got " + p.str());
-    if (p.pd || p.ph || p.pw || p.dd != 1 || p.dh != 1 || p.dw != 1)
-      return no("ConvTranspose needs no padding and no dilation, got " + p.str());
-    if (p.od != p.id * p.sd || p.oh != p.ih * p.sh || p.ow != p.iw * p.sw)
-      return no("ConvTranspose output must be input * stride (no output_padding), got " + p.str());
+    if (p.dd != 1 || p.dh != 1 || p.dw != 1) return no("ConvTranspose with dilation, got " + p.str());
+    if (p.sd > Plan::kMaxStride || p.sh > Plan::kMaxStride || p.sw > Plan::kMaxStride)
+      return no("ConvTranspose stride above " + std::to_string(Plan::kMaxStride) + ", got " + p.str());
   } else {
     // Output sizes are free: taps outside the input are skipped, like the reference does.
     if (p.sw > 2) return no("stride along W " + std::to_string(p.sw) + " (only 1 and 2)");
@@ -162,7 +159,7 @@ std::unique_ptr<ConvKernel> create(const Impl& impl, const ConvParams& p, const 
   const std::int64_t pass_bytes = taps * plan.icblk * nb * B * static_cast<std::int64_t>(sizeof(float));
   plan.icb_step = tuning.icb_step > 0 ? std::min(tuning.icb_step, plan.icb)
                                       : std::clamp<std::int64_t>(kWeightPassBytes / pass_bytes, 1, plan.icb);
-  const std::int64_t row_len = transposed ? p.iw : p.ow, nrows = transposed ? p.ih : p.oh;
+  const std::int64_t row_len = p.ow, nrows = p.oh;
   plan.rows = tuning.rows > 0 ? std::min(tuning.rows, nrows)
                               : std::clamp<std::int64_t>((kItemPixels + row_len - 1) / row_len, 1, nrows);
   plan.row_groups = (nrows + plan.rows - 1) / plan.rows;
@@ -173,28 +170,74 @@ std::unique_ptr<ConvKernel> create(const Impl& impl, const ConvParams& p, const 
     plan.ow_hi = std::max(plan.ow_hi, plan.ow_lo);
   }
 
-  // One allocation: packed weights, then bias, then slopes.
-  const std::int64_t wsize = plan.tiles() * plan.icb * taps * plan.icblk * nb * B;
+  // ConvTranspose residue classes per axis: output s*m + r reads input m + off + j through
+  // kernel tap k = r + pad - s*(off + j), j < count.
+  const std::int64_t kk[3] = {p.kd, p.kh, p.kw}, ss[3] = {p.sd, p.sh, p.sw}, pp[3] = {p.pd, p.ph, p.pw};
+  auto tap_k = [&](int axis, std::int64_t r, std::int64_t j) {
+    return r + pp[axis] - ss[axis] * (plan.tap_off[axis][r] + j);
+  };
+  if (transposed) {
+    for (int a = 0; a < 3; ++a)
+      for (std::int64_t r = 0; r < ss[a]; ++r) {
+        std::int64_t kmax = kk[a] - 1;
+        while (kmax >= 0 && ((r + pp[a] - kmax) % ss[a] + ss[a]) % ss[a] != 0) --kmax;
+        plan.tap_n[a][r] = kmax < 0 ? 0 : kmax / ss[a] + 1;
+        plan.tap_off[a][r] = kmax < 0 ? 0 : (r + pp[a] - kmax) / ss[a];
+      }
+  }
+
+  // One allocation: packed weights (per ConvTranspose class), then bias, then slopes.
+  const std::int64_t per_tap = plan.tiles() * plan.icb * plan.icblk * nb * B;
+  std::int64_t wsize = 0;
+  if (transposed) {
+    for (std::int64_t rd = 0; rd < p.sd; ++rd)
+      for (std::int64_t rh = 0; rh < p.sh; ++rh)
+        for (std::int64_t rw = 0; rw < p.sw; ++rw) {
+          plan.class_off[(rd * p.sh + rh) * p.sw + rw] = wsize;
+          wsize += plan.tap_n[0][rd] * plan.tap_n[1][rh] * plan.tap_n[2][rw] * per_tap;
+        }
+  } else {
+    wsize = taps * per_tap;
+  }
   const std::int64_t csize = plan.ocb * B;
   auto storage = aligned_bytes(static_cast<std::size_t>(wsize + 2 * csize) * sizeof(float));
   float* pw = reinterpret_cast<float*>(storage.get());
   float* pb = pw + wsize;
   float* ps = pb + csize;
-  std::int64_t k = 0;
-  for (std::int64_t t = 0; t < plan.tiles(); ++t) {
-    const std::int64_t g = t / plan.tiles_g;
-    const std::int64_t ob0 = g * plan.ocb_g + (t % plan.tiles_g) * nb;
-    for (std::int64_t b = 0; b < plan.icb; ++b)
-      for (std::int64_t tap = 0; tap < taps; ++tap)
-        for (std::int64_t i = 0; i < plan.icblk; ++i)
-          for (std::int64_t j = 0; j < nb; ++j)
-            for (std::int64_t l = 0; l < B; ++l, ++k) {
-              const std::int64_t o = (ob0 + j) * B + l;        // output channel
-              const std::int64_t il = b * plan.icblk + i;      // input channel within the group
-              if (o >= p.oc || il >= plan.icg) continue;       // stays zero
-              const std::int64_t ol = o - g * ocg;
-              pw[k] = transposed ? wei[(il * p.oc + o) * taps + tap] : wei[((g * ocg + ol) * plan.icg + il) * taps + tap];
-            }
+  // Packs the taps [nd x nh x nw] of one weight set; wei_at(g, o, il, jd, jh, jw) reads a plain weight.
+  auto pack = [&](float* out, std::int64_t nd, std::int64_t nh, std::int64_t nw, auto wei_at) {
+    std::int64_t k = 0;
+    for (std::int64_t t = 0; t < plan.tiles(); ++t) {
+      const std::int64_t g = t / plan.tiles_g;
+      const std::int64_t ob0 = g * plan.ocb_g + (t % plan.tiles_g) * nb;
+      for (std::int64_t b = 0; b < plan.icb; ++b)
+        for (std::int64_t jd = 0; jd < nd; ++jd)
+          for (std::int64_t jh = 0; jh < nh; ++jh)
+            for (std::int64_t jw = 0; jw < nw; ++jw)
+              for (std::int64_t i = 0; i < plan.icblk; ++i)
+                for (std::int64_t j = 0; j < nb; ++j)
+                  for (std::int64_t l = 0; l < B; ++l, ++k) {
+                    const std::int64_t o = (ob0 + j) * B + l;    // output channel
+                    const std::int64_t il = b * plan.icblk + i;  // input channel within the group
+                    if (o < p.oc && il < plan.icg) out[k] = wei_at(g, o, il, jd, jh, jw);  // else stays zero
+                  }
+    }
+  };
+  if (transposed) {
+    for (std::int64_t rd = 0; rd < p.sd; ++rd)
+      for (std::int64_t rh = 0; rh < p.sh; ++rh)
+        for (std::int64_t rw = 0; rw < p.sw; ++rw)
+          pack(pw + plan.class_off[(rd * p.sh + rh) * p.sw + rw], plan.tap_n[0][rd], plan.tap_n[1][rh],
+               plan.tap_n[2][rw],
+               [&](std::int64_t, std::int64_t o, std::int64_t il, std::int64_t jd, std::int64_t jh, std::int64_t jw) {
+                 const std::int64_t kd = tap_k(0, rd, jd), kh = tap_k(1, rh, jh), kw = tap_k(2, rw, jw);
+                 return wei[((il * p.oc + o) * p.kd + kd) * p.kh * p.kw + kh * p.kw + kw];
+               });
+  } else {
+    pack(pw, p.kd, p.kh, p.kw,
+         [&](std::int64_t, std::int64_t o, std::int64_t il, std::int64_t kd, std::int64_t kh, std::int64_t kw) {
+           return wei[((o * plan.icg + il) * p.kd + kd) * p.kh * p.kw + kh * p.kw + kw];  // o is global
+         });
   }
   for (std::int64_t o = 0; o < p.oc; ++o) {
     pb[o] = ep.bias ? ep.bias[o] : 0.f;

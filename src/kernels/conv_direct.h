@@ -20,7 +20,15 @@ struct Plan {
   std::int64_t n = 1, ic = 1, id = 1, ih = 1, iw = 1, oc = 1, od = 1, oh = 1, ow = 1;
   std::int64_t kd = 1, kh = 1, kw = 1, sd = 1, sh = 1, sw = 1, dd = 1, dh = 1, dw = 1, pd = 0, ph = 0, pw = 0;
   std::int64_t groups = 1;
-  bool transposed = false;  // ConvTranspose with kernel == stride, no padding, no dilation
+  // ConvTranspose (no dilation, groups 1), computed as stride^3 sub-pixel convolutions:
+  // output o = stride * m + r of residue class r reads input m + tap_off[axis][r] + j
+  // through tap j < tap_n[axis][r]; class c = (rd * sh + rh) * sw + rw has its own packed
+  // weights at class_off[c], laid out like a convolution's.
+  bool transposed = false;
+  static constexpr int kMaxStride = 4;
+  std::int64_t tap_n[3][kMaxStride] = {};
+  std::int64_t tap_off[3][kMaxStride] = {};
+  std::int64_t class_off[kMaxStride * kMaxStride * kMaxStride] = {};
 
   int block = 8;            // channel block of src/dst (8 or 16)
   int nb = 1;               // output-channel blocks per tile (register blocking over channels)
@@ -45,7 +53,7 @@ struct Plan {
 
   std::int64_t tiles() const { return groups * tiles_g; }
   // Work items: (n, tile, d, row group), each owning distinct output rows.
-  std::int64_t items() const { return n * tiles() * (transposed ? id : od) * row_groups; }
+  std::int64_t items() const { return n * tiles() * od * row_groups; }
 };
 
 // Computes work items [begin, end) of the plan.
