@@ -31,6 +31,8 @@ namespace fs = std::filesystem;
 constexpr Uint32 kHeaderMaxReadLength = 4096;
 // Two images closer than this along the slice normal share a slice position (mm).
 constexpr double kSamePositionMm = 0.01;
+// More frames than any real multi-frame object holds: a corrupt NumberOfFrames.
+constexpr int kMaxFrames = 1 << 16;
 
 std::string trim(const OFString& s) {
   std::string r(s.c_str());
@@ -152,6 +154,25 @@ std::optional<Parsed> parse(const std::string& path, std::string& why) {
     return std::nullopt;
   }
   if (h.frames < 1) h.frames = 1;
+  // A corrupt header must not make the scan allocate per-frame records (or the reader a
+  // volume) for data that is not there: native pixel data must hold every frame.
+  if (h.frames > kMaxFrames) {
+    why = "NumberOfFrames " + std::to_string(h.frames) + " is implausible (more than " + std::to_string(kMaxFrames) + ")";
+    return std::nullopt;
+  }
+  DcmElement* pixel_data = nullptr;
+  if (h.has_pixel_data && ds->findAndGetElement(DCM_PixelData, pixel_data).good() && pixel_data &&
+      !DcmXfer(ds->getOriginalXfer()).isEncapsulated()) {
+    const std::uint64_t pixels = static_cast<std::uint64_t>(h.rows) * static_cast<std::uint64_t>(h.columns) *
+                                 static_cast<std::uint64_t>(h.frames);
+    const std::uint64_t needed = h.bits_allocated <= 1 ? (pixels + 7) / 8 : pixels * static_cast<std::uint64_t>(h.bits_allocated / 8);
+    if (pixel_data->getLength() < needed) {
+      why = "pixel data is truncated: " + std::to_string(pixel_data->getLength()) + " bytes where Rows " +
+            std::to_string(h.rows) + ", Columns " + std::to_string(h.columns) + " and NumberOfFrames " +
+            std::to_string(h.frames) + " need " + std::to_string(needed);
+      return std::nullopt;
+    }
+  }
 
   DcmSequenceOfItems* per_frame = nullptr;
   ds->findAndGetSequence(DCM_PerFrameFunctionalGroupsSequence, per_frame);

@@ -85,6 +85,7 @@ struct SliceSpec {
   std::string slice_thickness = "2.5";
   std::uint16_t bits_stored = 16, high_bit = 15, pixel_representation = 0;
   std::string slope = "1", intercept = "0";
+  std::string number_of_frames;  // (0028,0008), absent when empty
   bool with_pixels = true;
   std::vector<std::uint16_t> pixels;  // stored words; empty: every pixel = instance
 };
@@ -116,6 +117,7 @@ inline void write_slice(const std::string& path, const SliceSpec& s) {
   w.str(0x0020, 0x0037, "DS", ds_list(s.orientation, 6));
   w.str(0x0020, 0x0052, "UI", s.frame_of_reference);
   w.us(0x0028, 0x0002, 1);
+  if (!s.number_of_frames.empty()) w.str(0x0028, 0x0008, "IS", s.number_of_frames);
   w.str(0x0028, 0x0004, "CS", "MONOCHROME2");
   w.us(0x0028, 0x0010, static_cast<std::uint16_t>(s.rows));
   w.us(0x0028, 0x0011, static_cast<std::uint16_t>(s.columns));

@@ -282,6 +282,22 @@ TEST(Dicom, BadInputsGiveClearErrors) {
     EXPECT_NE(msg.find("spacing"), std::string::npos) << msg;
   }
 
+  // A header claiming 2^40 voxels (65536 x 65536 x 256 frames) over a few bytes of pixels:
+  // refused from the header, without allocating anything of that size.
+  s = SliceSpec{};
+  s.rows = s.columns = 65535;
+  s.number_of_frames = "256";
+  s.pixels.assign(64, 0);
+  test::write_slice(dir / "huge.dcm", s);
+  msg = error_of([&] { read_volume(dir / "huge.dcm"); }, &code);
+  EXPECT_EQ(code, ErrorCode::invalid_input);
+  EXPECT_NE(msg.find("NumberOfFrames 256"), std::string::npos) << msg;
+  s.number_of_frames = "2000000000";
+  test::write_slice(dir / "frames.dcm", s);
+  msg = error_of([&] { read_volume(dir / "frames.dcm"); }, &code);
+  EXPECT_EQ(code, ErrorCode::invalid_input);
+  EXPECT_NE(msg.find("implausible"), std::string::npos) << msg;
+
   std::ofstream(dir / "garbage.dcm") << std::string(300, 'x');
   msg = error_of([&] { read_volume(dir / "garbage.dcm"); }, &code);
   EXPECT_EQ(code, ErrorCode::invalid_input);
