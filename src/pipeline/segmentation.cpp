@@ -8,6 +8,7 @@
 #include "voxinfer/core/threading.h"
 #include "voxinfer/graph/session.h"
 #include "voxinfer/pipeline/preprocess.h"
+#include "voxinfer/pipeline/segment.h"
 
 namespace voxinfer {
 namespace {
@@ -71,82 +72,32 @@ SegmentationResult SegmentationPipeline::run(const Volume& input) {
     throw Error(ErrorCode::invalid_input, "the input has " + std::to_string(input.channels()) + " channel(s), the model package '" +
                                               impl_->dir.filename().string() + "' expects " + std::to_string(spec.input.channels));
   input.geometry.validate("input volume");
-  auto t0 = std::chrono::steady_clock::now();
-
-  // 1. Orientation and spacing of the model.
-  AxisPermutation orient;
-  Volume work = input;
-  work.data = input.data.clone();  // never normalise the caller's voxels in place
-  if (spec.preprocess.orientation) {
-    orient = orientation_transform(input.geometry, *spec.preprocess.orientation);
-    if (!orient.is_identity()) work = permute_axes(input, orient);
-  }
-  bool resampled = false;
-  if (spec.preprocess.spacing) {
-    const auto want = model_to_xyz(*spec.preprocess.spacing, spec.axes);
-    bool same = true;
-    for (int a = 0; a < 3; ++a) same = same && std::abs(work.geometry.spacing[a] - want[static_cast<std::size_t>(a)]) < 1e-6 * want[static_cast<std::size_t>(a)];
-    if (!same) {
-      work = resample_to_spacing(work, want, Interpolation::linear);
-      resampled = true;
-    }
-  }
-  const Geometry model_geometry = work.geometry;
-  apply_intensity(work, spec.preprocess.intensity);
-  const Tensor image = to_model_tensor(work, spec.axes);  // [1, C, S0, S1, S2]
-  const Size3 grid{image.dim(2), image.dim(3), image.dim(4)};
-  result.model_grid = grid;
-  result.seconds_preprocess = seconds_since(t0);
-
-  // 2. Sliding window; each finished slab becomes labels at once.
-  t0 = std::chrono::steady_clock::now();
-  SlidingWindowOptions sw = SlidingWindowOptions::from_spec(spec.inference);
   if (impl_->options.overlap) {
     const double o = *impl_->options.overlap;
     if (!(o >= 0 && o < 1)) throw Error(ErrorCode::invalid_input, "--overlap must be in [0, 1), got " + std::to_string(o));
-    sw.overlap = {o, o, o};
   }
-  if (impl_->options.roi_size) sw.roi_size = *impl_->options.roi_size;
-  if (impl_->options.tta) {
-    if (!*impl_->options.tta) sw.mirror_axes.clear();
-    else if (sw.mirror_axes.empty()) sw.mirror_axes = {0, 1, 2};
-  }
-  sw.progress = impl_->options.progress;
-  Tensor labels_model(Shape{1, grid[0], grid[1], grid[2]}, DType::f32);
-  std::vector<int> values;
-  for (const auto& l : spec.labels) values.push_back(l.value);
-  const std::int64_t plane = grid[1] * grid[2];
+  SegmentOptions so;
+  if (impl_->options.overlap) so.overlap = std::array<double, 3>{*impl_->options.overlap, *impl_->options.overlap, *impl_->options.overlap};
+  so.tta = impl_->options.tta;
+  so.progress = impl_->options.progress;
   graph::Session& session = *impl_->session;
-  sliding_window_stream(
-      image, sw,
-      [&](const Tensor& batch) {
-        auto out = session.run(std::vector<Tensor>{batch});
-        return out.at(0);
-      },
-      [&](const Tensor& slab, std::int64_t begin) {
-        Tensor logits = slab.contiguous();
-        const Tensor lab = predict_labels(logits, spec.postprocess.activation, static_cast<float>(spec.postprocess.threshold), values);
-        std::memcpy(labels_model.data<float>() + begin * plane, lab.data<float>(), static_cast<std::size_t>(lab.numel()) * sizeof(float));
-      },
-      &result.window);
-  result.seconds_inference = seconds_since(t0);
-
-  // 3. Back onto the input's grid: undo the resampling (nearest) and the orientation (exact).
-  t0 = std::chrono::steady_clock::now();
-  Volume labels = volume_from_model_tensor(labels_model, spec.axes, model_geometry);
-  if (resampled) {
-    // Physical space is shared, so nearest-neighbour resampling onto the input's own grid
-    // also undoes the orientation.
-    labels = resample_to_grid(labels, input.geometry, {input.nx(), input.ny(), input.nz()}, Interpolation::nearest);
-  } else if (!orient.is_identity()) {
-    labels = permute_axes(labels, inverse(orient));  // exact: a pure axis permutation
-  }
-  labels.geometry = input.geometry;  // identical up to rounding of the round trip
-  labels.metadata = input.metadata;
-  postprocess_labels(labels, spec.postprocess);
-  result.stats = label_statistics(labels, input, spec.labels);
-  result.labels = std::move(labels);
-  result.seconds_postprocess = seconds_since(t0);
+  double network_seconds = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  SegmentResult r = segment_volume(input, spec, [&](const Tensor& batch) {
+    const auto t = std::chrono::steady_clock::now();
+    Tensor out = session.run(std::vector<Tensor>{batch}).at(0);
+    network_seconds += seconds_since(t);
+    return out;
+  }, so);
+  const double total = seconds_since(t0);
+  result.labels = std::move(r.labels);
+  result.stats = std::move(r.statistics);
+  result.window = r.window;
+  const auto ms = xyz_to_model(r.model_size, spec.axes);
+  result.model_grid = {ms[0], ms[1], ms[2]};
+  result.seconds_inference = network_seconds;
+  result.seconds_preprocess = 0;
+  result.seconds_postprocess = total - network_seconds;  // pre/postprocessing, blending and resampling
   return result;
 }
 

@@ -25,7 +25,6 @@ struct SegmentationOptions {
   int threads = 0;                    // 0: VOXINFER_NUM_THREADS or all cores
   std::optional<double> overlap;      // overrides inference.overlap
   std::optional<bool> tta;            // false: no mirroring; true: the package's mirror_axes (all three if none)
-  std::optional<Size3> roi_size;      // overrides inference.roi_size (model axis order)
   ProgressCallback progress;          // tiles done / total
 };
 
@@ -34,7 +33,9 @@ struct SegmentationResult {
   std::vector<LabelStats> stats;      // per label, measured on the input image
   SlidingWindowStats window;          // tiles, predicted and measured accumulator bytes
   Size3 model_grid{};                 // size of the preprocessed grid (model axis order)
-  double seconds_preprocess = 0, seconds_inference = 0, seconds_postprocess = 0;
+  double seconds_preprocess = 0;      // included in seconds_postprocess (not separated yet)
+  double seconds_inference = 0;       // time inside the network
+  double seconds_postprocess = 0;     // everything else: preprocessing, blending, resampling, postprocessing
 };
 
 class SegmentationPipeline {
