@@ -24,13 +24,14 @@ inline Tap tap(double x, std::int64_t n) {
   if (std::abs(x - r) < 1e-6) x = r;
   const double q = std::clamp(x, 0.0, static_cast<double>(n - 1));
   const auto i0 = static_cast<std::int64_t>(std::floor(q));
-  return {i0, std::min(i0 + 1, n - 1), static_cast<float>(q - static_cast<double>(i0))};
+  const auto w = static_cast<float>(q - static_cast<double>(i0));
+  // Without weight the upper neighbour is not read: its plane may not have arrived yet.
+  return {i0, w > 0.f ? std::min(i0 + 1, n - 1) : i0, w};
 }
 
 // The highest plane a sample needs along an axis.
 inline std::int64_t needed_plane(double x, std::int64_t n) {
-  const Tap t = tap(x, n);
-  return t.w > 0.f ? t.i1 : t.i0;
+  return tap(x, n).i1;
 }
 
 inline float lerp(float a, float b, float w) { return w == 0.f ? a : (1.f - w) * a + w * b; }
