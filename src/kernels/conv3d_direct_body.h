@@ -60,10 +60,42 @@ inline typename T::V activate(const RowCtx& c, typename T::V v, std::int64_t ob)
 template <int B, class F>
 inline void ic_loop(int n, F&& f) {
   if (n == B) {
-#pragma GCC unroll 16
+#pragma GCC unroll 2
     for (int i = 0; i < B; ++i) f(i);
   } else {
     for (int i = 0; i < n; ++i) f(i);
+  }
+}
+
+// acc[j][u] += w[j] * src[u] for one input channel: si points at pixel 0 (pixels `stride`
+// floats apart), wi at the NB weight vectors. The operation order is chosen so that
+// accumulators, weights and broadcasts fit the register file: a spilled accumulator would
+// put a store-to-load round trip on the FMA chain.
+template <class T, int NB, int UR, std::int64_t Stride>
+inline void fma_step(typename T::V (&acc)[NB][UR], const float* si, const float* wi) {
+  using V = typename T::V;
+  constexpr int B = T::B;
+  if constexpr (NB * UR + NB + 1 <= T::kRegs) {
+    V wv[NB];
+#pragma GCC unroll 8
+    for (int j = 0; j < NB; ++j) wv[j] = T::load(wi + j * B);
+#pragma GCC unroll 32
+    for (int u = 0; u < UR; ++u) {
+      const V x = T::bcast(si + u * Stride);
+#pragma GCC unroll 8
+      for (int j = 0; j < NB; ++j) acc[j][u] = T::fma(wv[j], x, acc[j][u]);
+    }
+  } else {
+    // Broadcasts first, then one weight vector at a time (AVX2 with 4 x 3 tiles: 3 + 1 + 12).
+    V x[UR];
+#pragma GCC unroll 32
+    for (int u = 0; u < UR; ++u) x[u] = T::bcast(si + u * Stride);
+#pragma GCC unroll 8
+    for (int j = 0; j < NB; ++j) {
+      const V w = T::load(wi + j * B);
+#pragma GCC unroll 32
+      for (int u = 0; u < UR; ++u) acc[j][u] = T::fma(w, x[u], acc[j][u]);
+    }
   }
 }
 
@@ -95,24 +127,24 @@ void tile(const RowCtx& c, std::int64_t ow0, int ur) {
         const std::int64_t h = c.h0 + kh * c.dh;
         const float* srow = sblk + (d * c.ih + h) * c.iw * WS;
         const float* wrow = wicb + (kd * c.kh + kh) * c.kw * c.w_tap;
+        if constexpr (PLAIN && !MASKED) {
+          // First layers: a tap has only 1-4 input channels, so unroll over the taps of the
+          // row and the channels together to keep the loop overhead off the FMAs.
+          const float* s = srow + iw_base * WS;
+          const float* wi = wrow;  // taps then channels, as packed
+          for (std::int64_t kw = 0; kw < c.kw_n; ++kw) {
+            const float* skw = s + kw * c.dw;
+#pragma GCC unroll 4
+            for (int i = 0; i < nic; ++i, wi += NB * B) fma_step<T, NB, UR, SW * WS>(acc, skw + i * ics, wi);
+          }
+          continue;
+        }
         for (std::int64_t kw = 0; kw < c.kw_n; ++kw) {
           const std::int64_t iw0 = iw_base + kw * c.dw;
           const float* w = wrow + kw * c.w_tap;
           if constexpr (!MASKED) {
             const float* s = srow + iw0 * WS;
-            ic_loop<B>(nic, [&](int i) {
-              const float* si = s + i * ics;
-              const float* wi = w + i * NB * B;
-              V wv[NB];
-#pragma GCC unroll 8
-              for (int j = 0; j < NB; ++j) wv[j] = T::load(wi + j * B);
-#pragma GCC unroll 32
-              for (int u = 0; u < UR; ++u) {
-                const V x = T::bcast(si + u * SW * WS);
-#pragma GCC unroll 8
-                for (int j = 0; j < NB; ++j) acc[j][u] = T::fma(wv[j], x, acc[j][u]);
-              }
-            });
+            ic_loop<B>(nic, [&](int i) { fma_step<T, NB, UR, SW * WS>(acc, s + i * ics, w + i * NB * B); });
           } else {
             unsigned valid = 0;
             for (int u = 0; u < ur; ++u) {
@@ -218,9 +250,10 @@ void conv_items(const Plan& p, const float* src, float* dst, const float* res, s
     const std::int64_t g = t / p.tiles_g;
     c.ob0 = g * p.ocb_g + (t % p.tiles_g) * NB;
     c.d0 = od * p.sd - p.pd;
-    c.kd_lo = 0, c.kd_hi = p.kd;
-    while (c.kd_lo < p.kd && c.d0 + c.kd_lo * p.dd < 0) ++c.kd_lo;
-    while (c.kd_hi > c.kd_lo && c.d0 + (c.kd_hi - 1) * p.dd >= p.id) --c.kd_hi;
+    std::int64_t kd_lo = 0, kd_hi = p.kd;
+    while (kd_lo < p.kd && c.d0 + kd_lo * p.dd < 0) ++kd_lo;
+    while (kd_hi > kd_lo && c.d0 + (kd_hi - 1) * p.dd >= p.id) --kd_hi;
+    const std::int64_t kd_passes = p.kd_split ? std::max<std::int64_t>(1, kd_hi - kd_lo) : 1;
     const float* src_g = src + n * src_n + (PLAIN ? 0 : g * p.icb * c.src_cs);
     const float* wei_t = p.wei + t * p.icb * c.w_icb;
     float* dst_t = dst + n * dst_n + c.ob0 * c.dst_cs + od * p.oh * p.ow * B;
@@ -228,19 +261,24 @@ void conv_items(const Plan& p, const float* src, float* dst, const float* res, s
     const std::int64_t oh_end = std::min(p.oh, (rg + 1) * p.rows);
     for (std::int64_t icb0 = 0; icb0 < p.icb; icb0 += p.icb_step) {
       c.nicb = std::min(p.icb_step, p.icb - icb0);
-      c.first = icb0 == 0;
-      c.last = icb0 + c.nicb == p.icb;
-      c.ic_tail = PLAIN ? static_cast<int>(p.ic) : (c.last ? static_cast<int>(p.icg - (p.icb - 1) * B) : B);
+      const bool last_icb = icb0 + c.nicb == p.icb;
+      c.ic_tail = PLAIN ? static_cast<int>(p.ic) : (last_icb ? static_cast<int>(p.icg - (p.icb - 1) * B) : B);
       c.src = src_g + icb0 * c.src_cs;
       c.wei = wei_t + icb0 * c.w_icb;
-      for (std::int64_t oh = rg * p.rows; oh < oh_end; ++oh) {
-        c.h0 = oh * p.sh - p.ph;
-        c.kh_lo = 0, c.kh_hi = p.kh;
-        while (c.kh_lo < p.kh && c.h0 + c.kh_lo * p.dh < 0) ++c.kh_lo;
-        while (c.kh_hi > c.kh_lo && c.h0 + (c.kh_hi - 1) * p.dh >= p.ih) --c.kh_hi;
-        c.dst = dst_t + oh * p.ow * B;
-        c.res = res_t ? res_t + oh * p.ow * B : nullptr;
-        row<T, NB, UR, SW, PLAIN>(c, p.ow, lo, hi);
+      for (std::int64_t q = 0; q < kd_passes; ++q) {
+        c.kd_lo = p.kd_split ? kd_lo + q : kd_lo;
+        c.kd_hi = p.kd_split ? std::min(kd_lo + q + 1, kd_hi) : kd_hi;
+        c.first = icb0 == 0 && q == 0;
+        c.last = last_icb && q + 1 == kd_passes;
+        for (std::int64_t oh = rg * p.rows; oh < oh_end; ++oh) {
+          c.h0 = oh * p.sh - p.ph;
+          c.kh_lo = 0, c.kh_hi = p.kh;
+          while (c.kh_lo < p.kh && c.h0 + c.kh_lo * p.dh < 0) ++c.kh_lo;
+          while (c.kh_hi > c.kh_lo && c.h0 + (c.kh_hi - 1) * p.dh >= p.ih) --c.kh_hi;
+          c.dst = dst_t + oh * p.ow * B;
+          c.res = res_t ? res_t + oh * p.ow * B : nullptr;
+          row<T, NB, UR, SW, PLAIN>(c, p.ow, lo, hi);
+        }
       }
     }
   }

@@ -73,7 +73,8 @@ struct Case {
     std::ostringstream s;
     s << (transposed ? "ConvTranspose " : "Conv ") << p.str() << " act=" << act_name(ep.act) << " bias=" << ep.bias
       << " residual=" << ep.residual << " slope_per_channel=" << ep.slope_per_channel << " tuning{nb=" << tuning.nb
-      << " icb_step=" << tuning.icb_step << " rows=" << tuning.rows << " plain_src=" << tuning.plain_src << "}";
+      << " icb_step=" << tuning.icb_step << " rows=" << tuning.rows << " plain_src=" << tuning.plain_src
+      << " kd_split=" << tuning.kd_split << "}";
     return s.str();
   }
 };
@@ -290,8 +291,13 @@ std::vector<Case> fixed_cases(int block) {
   for (int nb : {1, 2, 4})
     for (std::int64_t step : {1, 2, 0})
       for (std::int64_t rows : {1, 3})
-        add(conv_params(3 * b - 2, 4 * b, {4, 5, 19}, {3, 3, 3}, one, one, one, one), {Activation::leaky_relu, true, false},
-            {nb, step, rows, -1});
+        for (int kd_split : {0, 1})
+          add(conv_params(3 * b - 2, 4 * b, {4, 5, 19}, {3, 3, 3}, one, one, one, one),
+              {Activation::leaky_relu, true, false}, {nb, step, rows, -1, kd_split});
+  add(conv_params(b + 1, b, {6, 5, 9}, {3, 3, 3}, two, two, two, one), {Activation::relu, true, true}, {0, 0, 0, -1, 1});
+  add(conv_params(b, b, {2, 3, 7}, {5, 3, 3}, one, one, {3, 1, 1}, {3, 1, 1}), {Activation::clip, true, true},
+      {0, 0, 0, -1, 1});  // depth taps all outside for some outputs
+  add(conv_params(2, b, {5, 6, 9}, {3, 3, 3}, one, one, one, one), {Activation::relu, true, false}, {0, 0, 0, 1, 1});
   // First layers: plain src with 1..4 channels, and the same problems on blocked src.
   for (std::int64_t ic : {1, 2, 3, 4})
     for (int plain : {1, 0})
