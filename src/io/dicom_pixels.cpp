@@ -214,6 +214,8 @@ FileDecoder::FileDecoder(const FileHeader& header) : impl_(std::make_unique<Impl
   if (header.samples_per_pixel != 1)
     throw Error(ErrorCode::unsupported, what + ": color images (SamplesPerPixel " + std::to_string(header.samples_per_pixel) +
                                             ", " + header.photometric + ") are not supported");
+  if (header.photometric == "PALETTE COLOR")
+    throw Error(ErrorCode::unsupported, what + ": PALETTE COLOR images are not supported (only grayscale)");
   const E_TransferSyntax xfer = ds->getOriginalXfer();
   const DcmXfer x(xfer);
   DcmElement* element = nullptr;

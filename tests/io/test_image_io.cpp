@@ -248,6 +248,32 @@ TEST(ImageIo, ReadsNifti2QformAndBigEndian) {
   EXPECT_THROW(read_image(dir / "short.nii"), Error);
 }
 
+TEST(ImageIo, Nifti1HeaderClaiming2To40VoxelsIsRefusedBeforeAllocating) {
+  TempDir dir("imgio_huge1");
+  std::string h(352, '\0');
+  const std::int32_t size = 348;
+  std::memcpy(&h[0], &size, 4);
+  const std::int16_t dim[8] = {4, 1024, 1024, 1024, 1024, 1, 1, 1};  // 2^40 voxels
+  std::memcpy(&h[40], dim, sizeof dim);
+  const std::int16_t datatype = 2, bitpix = 8;
+  std::memcpy(&h[70], &datatype, 2);
+  std::memcpy(&h[72], &bitpix, 2);
+  const float pixdim[8] = {1, 1, 1, 1, 1, 0, 0, 0}, vox_offset = 352;
+  std::memcpy(&h[76], pixdim, sizeof pixdim);
+  std::memcpy(&h[108], &vox_offset, 4);
+  std::memcpy(&h[344], "n+1", 4);
+  std::ofstream(dir / "huge.nii", std::ios::binary) << h << "data";
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    read_image(dir / "huge.nii");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_input);
+    EXPECT_NE(std::string(e.what()).find("voxels"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.0);
+}
+
 TEST(ImageIo, ReadVolumeDispatchesByKind) {
   TempDir dir("imgio_dispatch");
   const Volume v = make_volume(1, 2, 3, 4, true);
