@@ -16,6 +16,9 @@ void add_bench_command(CLI::App& app);
 // cmd_segment.cpp: segment.
 void add_segment_command(CLI::App& app);
 
+// cmd_classify.cpp: classify.
+void add_classify_command(CLI::App& app);
+
 // cmd_volume.cpp: convert, and the volume side of `info`.
 void add_convert_command(CLI::App& app);
 void print_volume_info(const std::string& input, const std::string& series_uid, bool json);

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   voxinfer::cli::add_bench_command(app);
   voxinfer::cli::add_convert_command(app);
   voxinfer::cli::add_segment_command(app);
+  voxinfer::cli::add_classify_command(app);
 
   try {
     app.parse(argc, argv);
