@@ -13,6 +13,7 @@
 
 namespace voxinfer::kernels::direct {
 
+void conv3d_f32_nCdhw8c__generic(const Plan&, const float*, float*, const float*, std::int64_t, std::int64_t);
 #if defined(__x86_64__) || defined(_M_X64)
 void conv3d_f32_nCdhw8c__avx2_fma(const Plan&, const float*, float*, const float*, std::int64_t, std::int64_t);
 void conv3d_f32_nCdhw16c__avx512(const Plan&, const float*, float*, const float*, std::int64_t, std::int64_t);
@@ -20,20 +21,23 @@ void conv3d_f32_nCdhw16c__avx512(const Plan&, const float*, float*, const float*
 
 namespace {
 
-#if defined(__x86_64__) || defined(_M_X64)
 // Must match the switch in each ISA file. The first shape that divides the channel blocks
 // of a group is used: more channel blocks per tile measured faster on every U-Net layer.
 constexpr TileShape kShapesAvx2[] = {{4, 3}, {2, 6}, {1, 12}, {0, 0}};
 constexpr TileShape kShapesAvx512[] = {{4, 6}, {2, 12}, {1, 16}, {0, 0}};
+constexpr TileShape kShapesGeneric[] = {{2, 2}, {1, 4}, {0, 0}};
 
 // Best first: the first implementation that accepts a problem wins.
 constexpr Impl kImpls[] = {
+#if defined(__x86_64__) || defined(_M_X64)
     {"conv3d_f32_nCdhw16c__avx512", Isa::avx512, 16, false, conv3d_f32_nCdhw16c__avx512, kShapesAvx512},
     {"deconv3d_f32_nCdhw16c__avx512", Isa::avx512, 16, true, conv3d_f32_nCdhw16c__avx512, kShapesAvx512},
     {"conv3d_f32_nCdhw8c__avx2_fma", Isa::avx2, 8, false, conv3d_f32_nCdhw8c__avx2_fma, kShapesAvx2},
     {"deconv3d_f32_nCdhw8c__avx2_fma", Isa::avx2, 8, true, conv3d_f32_nCdhw8c__avx2_fma, kShapesAvx2},
-};
 #endif
+    {"conv3d_f32_nCdhw8c__generic", Isa::generic, 8, false, conv3d_f32_nCdhw8c__generic, kShapesGeneric},
+    {"deconv3d_f32_nCdhw8c__generic", Isa::generic, 8, true, conv3d_f32_nCdhw8c__generic, kShapesGeneric},
+};
 
 // Channels up to this count are read from plain NCDHW (first layers: CT, MR, 4-modality
 // MR), since padding 1-4 channels to a block of 8 or 16 would multiply the work.
@@ -87,13 +91,8 @@ class DirectConv final : public ConvKernel {
 }  // namespace
 
 const Impl* impls(std::size_t* count) {
-#if defined(__x86_64__) || defined(_M_X64)
   *count = sizeof(kImpls) / sizeof(kImpls[0]);
   return kImpls;
-#else
-  *count = 0;
-  return nullptr;
-#endif
 }
 
 std::unique_ptr<ConvKernel> create(const Impl& impl, const ConvParams& p, const float* wei, const Epilogue& ep,

@@ -22,7 +22,6 @@ std::unique_ptr<ConvKernel> make_conv_kernel(const ConvParams& p, const float* w
     }
     if (auto k = direct::create(impl, p, wei, ep, transposed, direct::Tuning{}, why)) return k;
   }
-  if (why && count == 0) *why += "no optimized convolution is built for this CPU architecture\n";
   return nullptr;
 }
 

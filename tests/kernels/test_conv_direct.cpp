@@ -247,8 +247,7 @@ TEST(ConvDirect, ListNamesTheIsaInEveryKernel) {
 #endif
   for (std::size_t i = 0; i < count; ++i) {
     const std::string name = list[i].name;
-    EXPECT_NE(name.find(std::string("__") + (list[i].isa == Isa::avx512 ? "avx512" : "avx2")), std::string::npos)
-        << name;
+    EXPECT_NE(name.find(std::string("__") + isa_name(list[i].isa)), std::string::npos) << name;
     EXPECT_NE(name.find(list[i].block == 16 ? "nCdhw16c" : "nCdhw8c"), std::string::npos) << name;
   }
 }
@@ -269,6 +268,9 @@ void sweep(bool transposed, const std::vector<Case>& cases, Isa isa, std::uint32
 TEST(ConvDirect, Avx2RandomSweep) {
   sweep(false, conv_sweep(8, 1234, 160), Isa::avx2, 100, 150);
 }
+TEST(ConvDirect, GenericRandomSweep) {
+  sweep(false, conv_sweep(8, 999, 80), Isa::generic, 300, 75);
+}
 TEST(ConvDirect, Avx512RandomSweep) {
   sweep(false, conv_sweep(16, 4321, 160), Isa::avx512, 200, 150);
 }
@@ -288,7 +290,7 @@ std::vector<Case> fixed_cases(int block) {
   for (std::int64_t w : {1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 17, 25, 26})
     add(conv_params(2 * b, 2 * b, {3, 2, w}, {3, 3, 3}, one, one, one, one), {Activation::relu, true, true});
   // Every tile shape and pass size on one problem.
-  for (int nb : {1, 2, 4})
+  for (int nb : {1, 2, 4})  // shapes an implementation lacks are rejected and skipped
     for (std::int64_t step : {1, 2, 0})
       for (std::int64_t rows : {1, 3})
         for (int kd_split : {0, 1})
@@ -327,10 +329,15 @@ void fixed(Isa isa, int block) {
   for (const direct::Impl* impl : impls_for(false)) {
     if (impl->isa != isa) continue;
     if (!cpu_has(impl->isa)) GTEST_SKIP() << impl->name << ": this CPU lacks " << isa_name(impl->isa);
-    for (std::size_t i = 0; i < cases.size(); ++i) check_case(*impl, cases[i], 7000 + static_cast<std::uint32_t>(i));
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      bool has_shape = cases[i].tuning.nb == 0;
+      for (const direct::TileShape* t = impl->shapes; t->nb; ++t) has_shape |= t->nb == cases[i].tuning.nb;
+      check_case(*impl, cases[i], 7000 + static_cast<std::uint32_t>(i), has_shape);
+    }
   }
 }
 
+TEST(ConvDirect, GenericFixedCases) { fixed(Isa::generic, 8); }
 TEST(ConvDirect, Avx2FixedCases) { fixed(Isa::avx2, 8); }
 TEST(ConvDirect, Avx512FixedCases) { fixed(Isa::avx512, 16); }
 
@@ -393,6 +400,7 @@ void deconv(Isa isa, int block) {
   }
 }
 
+TEST(ConvDirect, GenericTransposed) { deconv(Isa::generic, 8); }
 TEST(ConvDirect, Avx2Transposed) { deconv(Isa::avx2, 8); }
 TEST(ConvDirect, Avx512Transposed) { deconv(Isa::avx512, 16); }
 
@@ -424,8 +432,11 @@ TEST(ConvDirect, MakeConvKernelFollowsTheIsaCap) {
   const ConvParams p = conv_params(32, 32, {4, 4, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
   const std::vector<float> w(32 * 32 * 27, 0.5f);
   std::string why;
-  EXPECT_EQ(make_conv_kernel(p, w.data(), Epilogue{}, false, Isa::generic, &why), nullptr);
-  EXPECT_NE(why.find("needs avx2"), std::string::npos) << why;
+  auto g = make_conv_kernel(p, w.data(), Epilogue{}, false, Isa::generic, &why);
+  ASSERT_NE(g, nullptr) << why;
+  EXPECT_STREQ(g->name(), "conv3d_f32_nCdhw8c__generic");
+  EXPECT_NE(why.find("needs avx"), std::string::npos) << why;
+  why.clear();
   if (cpu_has(Isa::avx2)) {
     auto k = make_conv_kernel(p, w.data(), Epilogue{}, false, Isa::avx2, &why);
     ASSERT_NE(k, nullptr) << why;
