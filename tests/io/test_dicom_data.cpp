@@ -184,5 +184,20 @@ TEST(DicomReferences, MatchDcm2niixThroughTheAffine) {
   }
 }
 
+// Two Enhanced files of one series (two echoes) become two channels in echo order;
+// dcm2niix writes each echo to its own file.
+TEST(DicomReferences, TwoEchoesBecomeTwoChannels) {
+  VOXINFER_REQUIRE_SHARED("data/dcm_qa_xa30/In/8_gre_field_mapping");
+  const fs::path d = test::shared_dir() / "data/dcm_qa_xa30";
+  const Volume v = read_volume((d / "In/8_gre_field_mapping").string());
+  ASSERT_EQ(v.channels(), 2);
+  for (int echo = 0; echo < 2; ++echo) {
+    Volume one(1, v.nz(), v.ny(), v.nx(), v.geometry);
+    std::memcpy(one.channel(0), v.channel(echo), static_cast<std::size_t>(v.voxels()) * sizeof(float));
+    const Volume ref = read_image((d / ("Ref/8_gre_field_mapping_e" + std::to_string(echo + 1) + ".nii.gz")).string());
+    expect_matches_reference(one, ref, "echo " + std::to_string(echo + 1));
+  }
+}
+
 }  // namespace
 }  // namespace voxinfer
