@@ -237,7 +237,9 @@ void add_bench_command(CLI::App& app) {
   auto threads = std::make_shared<int>(0);
   auto runs = std::make_shared<int>(10);
   auto warmup = std::make_shared<int>(2);
+  auto profile = std::make_shared<bool>(false);
   cmd->add_option("MODEL", *model, "model file (.onnx or model.json)")->required();
+  cmd->add_flag("--profile", *profile, "print the time per operator type and the slowest nodes");
   cmd->add_option("--shape", *shapes, "input shape, e.g. 1,1,96,96,96 (once per input; default: the model's static shape)");
   cmd->add_option("--threads", *threads, "threads (default: VOXINFER_NUM_THREADS or all cores)");
   cmd->add_option("--runs", *runs, "timed runs")->check(CLI::PositiveNumber);
@@ -249,6 +251,7 @@ void add_bench_command(CLI::App& app) {
     if (*threads) set_num_threads(*threads);
     graph::SessionOptions opt;
     opt.threads = *threads;
+    opt.profile = *profile;
     auto session = graph::Session::from_file(*model, opt);
     const auto sh = plan_shapes(session.graph(), *shapes);
     if (sh.empty()) throw Error(ErrorCode::invalid_input, "the model has dynamic dimensions: give --shape");
@@ -268,6 +271,26 @@ void add_bench_command(CLI::App& app) {
       const auto t0 = std::chrono::steady_clock::now();
       session.run(in);
       times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    if (*profile) {
+      const auto prof = session.profile();
+      std::map<std::string, std::pair<double, std::int64_t>> by_op;
+      double total = 0;
+      for (const auto& p : prof) {
+        by_op[p.op + " [" + p.kernel + "]"].first += p.ms;
+        by_op[p.op + " [" + p.kernel + "]"].second += p.flops;
+        total += p.ms;
+      }
+      std::vector<std::pair<std::string, std::pair<double, std::int64_t>>> ops(by_op.begin(), by_op.end());
+      std::sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+      const double runs_total = static_cast<double>(*runs + *warmup);
+      std::printf("profile (per run, %d runs):\n", *runs + *warmup);
+      for (const auto& [name, v] : ops)
+        std::printf("  %-60s %9.2f ms %5.1f%%  %7.1f GFLOP/s\n", name.c_str(), v.first / runs_total, 100 * v.first / total,
+                    v.first > 0 ? static_cast<double>(v.second) * runs_total / (v.first * 1e6) : 0.0);
+      std::printf("slowest nodes:\n");
+      for (std::size_t i = 0; i < std::min<std::size_t>(8, prof.size()); ++i)
+        std::printf("  %-40s %-14s %9.2f ms\n", prof[i].node.c_str(), prof[i].op.c_str(), prof[i].ms / runs_total);
     }
     std::vector<double> sorted = times;
     std::sort(sorted.begin(), sorted.end());

@@ -75,46 +75,44 @@ class UnaryOp final : public Op {
     }
     const float* s = in[0]->data<float>();
     float* d = out[0]->data<float>();
-    const UnaryKind k = kind_;
     const float a = alpha_, b = beta_;
     const bool approx = approx_tanh_;
-    parallel_for(n, 16384, [=](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t i = begin; i < end; ++i) {
-        const float x = s[i];
-        float y = x;
-        switch (k) {
-          case UnaryKind::relu: y = x > 0 ? x : 0.f; break;
-          case UnaryKind::leaky_relu: y = x >= 0 ? x : a * x; break;
-          case UnaryKind::elu: y = x >= 0 ? x : a * (std::exp(x) - 1.f); break;
-          case UnaryKind::selu: y = x > 0 ? b * x : b * a * (std::exp(x) - 1.f); break;
-          case UnaryKind::sigmoid: y = 1.f / (1.f + std::exp(-x)); break;
-          case UnaryKind::hard_sigmoid: y = std::max(0.f, std::min(1.f, a * x + b)); break;
-          case UnaryKind::tanh: y = std::tanh(x); break;
-          case UnaryKind::erf: y = std::erf(x); break;
-          case UnaryKind::gelu:
-            y = approx ? 0.5f * x * (1.f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)))
-                       : 0.5f * x * (1.f + std::erf(x * 0.7071067811865476f));
-            break;
-          case UnaryKind::sqrt: y = std::sqrt(x); break;
-          case UnaryKind::exp: y = std::exp(x); break;
-          case UnaryKind::log: y = std::log(x); break;
-          case UnaryKind::abs: y = std::abs(x); break;
-          case UnaryKind::neg: y = -x; break;
-          case UnaryKind::reciprocal: y = 1.f / x; break;
-          case UnaryKind::floor: y = std::floor(x); break;
-          case UnaryKind::ceil: y = std::ceil(x); break;
-          case UnaryKind::round: y = std::nearbyint(x); break;
-          case UnaryKind::sign: y = static_cast<float>((x > 0) - (x < 0)); break;
-          case UnaryKind::sin: y = std::sin(x); break;
-          case UnaryKind::cos: y = std::cos(x); break;
-          case UnaryKind::softplus: y = x > 20.f ? x : std::log1p(std::exp(x)); break;
-          case UnaryKind::hard_swish: y = x * std::max(0.f, std::min(1.f, x / 6.f + 0.5f)); break;
-          case UnaryKind::clip: y = std::min(std::max(x, lo), hi); break;
-          case UnaryKind::identity_copy: y = x; break;
-        }
-        d[i] = y;
-      }
-    });
+    // One loop per kind, so that the compiler vectorises the simple ones.
+    auto apply = [&](auto f) {
+      parallel_for(n, 1 << 15, [&](std::int64_t begin, std::int64_t end) {
+        for (std::int64_t i = begin; i < end; ++i) d[i] = f(s[i]);
+      });
+    };
+    switch (kind_) {
+      case UnaryKind::relu: apply([](float x) { return x > 0 ? x : 0.f; }); break;
+      case UnaryKind::leaky_relu: apply([a](float x) { return x >= 0 ? x : a * x; }); break;
+      case UnaryKind::elu: apply([a](float x) { return x >= 0 ? x : a * (std::exp(x) - 1.f); }); break;
+      case UnaryKind::selu: apply([a, b](float x) { return x > 0 ? b * x : b * a * (std::exp(x) - 1.f); }); break;
+      case UnaryKind::sigmoid: apply([](float x) { return 1.f / (1.f + std::exp(-x)); }); break;
+      case UnaryKind::hard_sigmoid: apply([a, b](float x) { return std::max(0.f, std::min(1.f, a * x + b)); }); break;
+      case UnaryKind::tanh: apply([](float x) { return std::tanh(x); }); break;
+      case UnaryKind::erf: apply([](float x) { return std::erf(x); }); break;
+      case UnaryKind::gelu:
+        if (approx) apply([](float x) { return 0.5f * x * (1.f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x))); });
+        else apply([](float x) { return 0.5f * x * (1.f + std::erf(x * 0.7071067811865476f)); });
+        break;
+      case UnaryKind::sqrt: apply([](float x) { return std::sqrt(x); }); break;
+      case UnaryKind::exp: apply([](float x) { return std::exp(x); }); break;
+      case UnaryKind::log: apply([](float x) { return std::log(x); }); break;
+      case UnaryKind::abs: apply([](float x) { return std::abs(x); }); break;
+      case UnaryKind::neg: apply([](float x) { return -x; }); break;
+      case UnaryKind::reciprocal: apply([](float x) { return 1.f / x; }); break;
+      case UnaryKind::floor: apply([](float x) { return std::floor(x); }); break;
+      case UnaryKind::ceil: apply([](float x) { return std::ceil(x); }); break;
+      case UnaryKind::round: apply([](float x) { return std::nearbyint(x); }); break;
+      case UnaryKind::sign: apply([](float x) { return static_cast<float>((x > 0) - (x < 0)); }); break;
+      case UnaryKind::sin: apply([](float x) { return std::sin(x); }); break;
+      case UnaryKind::cos: apply([](float x) { return std::cos(x); }); break;
+      case UnaryKind::softplus: apply([](float x) { return x > 20.f ? x : std::log1p(std::exp(x)); }); break;
+      case UnaryKind::hard_swish: apply([](float x) { return x * std::max(0.f, std::min(1.f, x / 6.f + 0.5f)); }); break;
+      case UnaryKind::clip: apply([lo, hi](float x) { return std::min(std::max(x, lo), hi); }); break;
+      case UnaryKind::identity_copy: apply([](float x) { return x; }); break;
+    }
   }
 
  private:
@@ -237,16 +235,33 @@ class BinaryOp final : public Op {
       return;
     }
     T* pd = d.data<T>();
-    if (a.shape() == b.shape() && k == BinKind::add) {
-      parallel_for(d.numel(), 1 << 15, [&](std::int64_t s, std::int64_t e) {
-        for (std::int64_t i = s; i < e; ++i) pd[i] = pa[i] + pb[i];
-      });
-      return;
+    // One loop per operation and stride pattern, so that the common cases vectorise.
+    auto rows = [&](auto f) {
+      broadcast_binary_rows(d.shape(), a.shape(), b.shape(),
+                            [&](std::int64_t od, std::int64_t oa, std::int64_t sa, std::int64_t ob, std::int64_t sb, std::int64_t n) {
+                              T* q = pd + od;
+                              const T* x = pa + oa;
+                              const T* y = pb + ob;
+                              if (sa == 1 && sb == 1) {
+                                for (std::int64_t i = 0; i < n; ++i) q[i] = f(x[i], y[i]);
+                              } else if (sa == 1 && sb == 0) {
+                                const T yv = *y;
+                                for (std::int64_t i = 0; i < n; ++i) q[i] = f(x[i], yv);
+                              } else if (sa == 0 && sb == 1) {
+                                const T xv = *x;
+                                for (std::int64_t i = 0; i < n; ++i) q[i] = f(xv, y[i]);
+                              } else {
+                                for (std::int64_t i = 0; i < n; ++i) q[i] = f(x[i * sa], y[i * sb]);
+                              }
+                            });
+    };
+    switch (k) {
+      case BinKind::add: rows([](T x, T y) { return static_cast<T>(x + y); }); break;
+      case BinKind::sub: rows([](T x, T y) { return static_cast<T>(x - y); }); break;
+      case BinKind::mul: rows([](T x, T y) { return static_cast<T>(x * y); }); break;
+      case BinKind::prelu: rows([](T x, T y) { return x >= T(0) ? x : static_cast<T>(x * y); }); break;
+      default: rows([k, fm](T x, T y) { return arith<T>(k, x, y, fm); }); break;
     }
-    broadcast_binary_rows(d.shape(), a.shape(), b.shape(),
-                          [&](std::int64_t od, std::int64_t oa, std::int64_t sa, std::int64_t ob, std::int64_t sb, std::int64_t n) {
-                            for (std::int64_t i = 0; i < n; ++i) pd[od + i] = arith<T>(k, pa[oa + i * sa], pb[ob + i * sb], fm);
-                          });
   }
   void run_bool(const Tensor& a, const Tensor& b, Tensor& d) {
     const bool* pa = a.data<bool>();

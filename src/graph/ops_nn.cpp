@@ -3,6 +3,7 @@
 #include <Eigen/Dense>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "graph/ops_common.h"
@@ -765,40 +766,65 @@ class ResizeOp final : public Op {
         }
       }
     }
-    const auto ss = is.contiguous_strides();
-    const float* src = in[0]->data<float>();
-    float* dst = out[0]->data<float>();
-    const std::int64_t n = out[0]->numel();
-    parallel_for(n, 4096, [&](std::int64_t b0, std::int64_t e0) {
-      std::array<std::int64_t, Shape::kMaxRank> idx{};
-      for (std::int64_t i = b0; i < e0; ++i) {
-        std::int64_t rem = i;
-        for (int a = r - 1; a >= 0; --a) {
-          idx[static_cast<std::size_t>(a)] = rem % os[a];
-          rem /= os[a];
-        }
-        // Sum over the 2^r corners, skipping axes where both indices coincide.
-        double acc = 0;
-        const int corners = 1 << r;
-        for (int c = 0; c < corners; ++c) {
-          double w = 1;
-          std::int64_t off = 0;
-          bool skip = false;
-          for (int a = 0; a < r && !skip; ++a) {
-            const auto k = static_cast<std::size_t>(a);
-            const auto o = static_cast<std::size_t>(idx[k]);
-            const bool hi = (c >> a) & 1;
-            const float wa = w1[k][o];
-            if (hi && (i1[k][o] == i0[k][o])) { skip = true; break; }
-            const float ww = i1[k][o] == i0[k][o] ? 1.f : (hi ? wa : 1.f - wa);
-            w *= ww;
-            off += (hi ? i1[k][o] : i0[k][o]) * ss[k];
-          }
-          if (!skip) acc += w * src[off];
-        }
-        dst[i] = static_cast<float>(acc);
+    // Separable: one pass per resized axis (2 taps for linear, 1 for nearest), each a
+    // weighted copy along that axis. Axes are processed from the last to the first.
+    Tensor cur = *in[0];
+    Shape cur_shape = is;
+    for (int a = r - 1; a >= 0; --a) {
+      const auto k = static_cast<std::size_t>(a);
+      if (os[a] == cur_shape[a] && mode_ == "nearest") {
+        bool identity = true;
+        for (std::int64_t o = 0; o < os[a]; ++o) identity = identity && i0[k][static_cast<std::size_t>(o)] == o;
+        if (identity) continue;
       }
-    });
+      if (os[a] == cur_shape[a] && mode_ == "linear") {
+        bool identity = true;
+        for (std::int64_t o = 0; o < os[a]; ++o)
+          identity = identity && i0[k][static_cast<std::size_t>(o)] == o && (w1[k][static_cast<std::size_t>(o)] == 0.f || i1[k][static_cast<std::size_t>(o)] == o);
+        if (identity) continue;
+      }
+      Shape next_shape = cur_shape;
+      next_shape[a] = os[a];
+      const bool last = [&] {
+        for (int b = a - 1; b >= 0; --b) {
+          const auto kb = static_cast<std::size_t>(b);
+          if (os[b] != cur_shape[b]) return false;
+          for (std::int64_t o = 0; o < os[b]; ++o)
+            if (i0[kb][static_cast<std::size_t>(o)] != o || (mode_ == "linear" && w1[kb][static_cast<std::size_t>(o)] != 0.f && i1[kb][static_cast<std::size_t>(o)] != o)) return false;
+        }
+        return true;
+      }();
+      Tensor next = last ? *out[0] : Tensor(next_shape, DType::f32);
+      std::int64_t outer = 1, inner = 1;
+      for (int b = 0; b < a; ++b) outer *= cur_shape[b];
+      for (int b = a + 1; b < r; ++b) inner *= cur_shape[b];
+      const std::int64_t nin = cur_shape[a], nout = os[a];
+      const float* src = cur.data<float>();
+      float* dst = next.data<float>();
+      const auto& I0 = i0[k];
+      const auto& I1 = i1[k];
+      const auto& W = w1[k];
+      parallel_for(outer * nout, std::max<std::int64_t>(1, 8192 / std::max<std::int64_t>(inner, 1)), [&](std::int64_t b0, std::int64_t e0) {
+        for (std::int64_t row = b0; row < e0; ++row) {
+          const std::int64_t o = row / nout, x = row % nout;
+          const float w = W[static_cast<std::size_t>(x)];
+          const float* p0 = src + (o * nin + I0[static_cast<std::size_t>(x)]) * inner;
+          const float* p1 = src + (o * nin + I1[static_cast<std::size_t>(x)]) * inner;
+          float* q = dst + row * inner;
+          if (w == 0.f) {
+            std::memcpy(q, p0, static_cast<std::size_t>(inner) * sizeof(float));
+          } else {
+            const float w0 = 1.f - w;
+            for (std::int64_t i = 0; i < inner; ++i) q[i] = w0 * p0[i] + w * p1[i];
+          }
+        }
+      });
+      cur = next;
+      cur_shape = next_shape;
+      if (last) return;
+    }
+    // Nothing was resized (or the last pass was not the final one): copy.
+    if (cur.raw() != out[0]->raw()) std::memcpy(out[0]->raw(), cur.raw(), out[0]->nbytes());
   }
 
  private:

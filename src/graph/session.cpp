@@ -2,6 +2,8 @@
 // operators, lay out one arena from liveness), then runs the remaining steps.
 #include "voxinfer/graph/session.h"
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <mutex>
 #include <set>
@@ -45,6 +47,9 @@ struct Slot {
 struct Step {
   std::unique_ptr<Op> op;
   std::vector<int> in, out;  // slot indices, -1 when omitted
+  std::int64_t flops = 0;
+  double ms = 0;  // accumulated when profiling
+  int runs = 0;
 };
 
 }  // namespace
@@ -65,6 +70,7 @@ struct Session::Impl {
   Graph graph;
   SessionOptions options;
   std::map<std::vector<std::vector<std::int64_t>>, std::shared_ptr<Plan>> plans;
+  std::shared_ptr<Plan> last_plan;
   std::mutex mutex;
 
   std::shared_ptr<Plan> plan_for(const std::vector<Shape>& shapes, const std::vector<DType>& dtypes);
@@ -217,7 +223,8 @@ std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, con
     st.flops += op->flops(in, out);
     st.kernels[op->kernel_name()]++;
     st.ops[node.op_type]++;
-    plan->steps.push_back({std::move(op), in_idx, out_idx});
+    const std::int64_t step_flops = op->flops(in, out);
+    plan->steps.push_back({std::move(op), in_idx, out_idx, step_flops});
   }
   for (const auto& o : graph.outputs) {
     const Slot& s = plan->slots[static_cast<std::size_t>(index.at(o.name))];
@@ -341,6 +348,15 @@ const Graph& Session::graph() const { return impl_->graph; }
 const std::vector<ValueInfo>& Session::inputs() const { return impl_->graph.inputs; }
 const std::vector<ValueInfo>& Session::outputs() const { return impl_->graph.outputs; }
 
+std::vector<StepProfile> Session::profile() const {
+  std::vector<StepProfile> v;
+  if (!impl_->last_plan) return v;
+  for (const auto& s : impl_->last_plan->steps)
+    v.push_back({s.op->node().name, s.op->node().op_type, s.op->kernel_name(), s.ms, s.flops, s.runs});
+  std::sort(v.begin(), v.end(), [](const StepProfile& a, const StepProfile& b) { return a.ms > b.ms; });
+  return v;
+}
+
 PlanStats Session::plan_stats(const std::vector<Shape>& shapes) {
   std::vector<DType> dtypes;
   for (std::size_t i = 0; i < shapes.size() && i < impl_->graph.inputs.size(); ++i) dtypes.push_back(impl_->graph.inputs[i].dtype);
@@ -383,8 +399,16 @@ std::vector<Tensor> Session::run(const std::vector<Tensor>& inputs_in) {
     out.clear();
     for (int k : step.in) in.push_back(k >= 0 ? &vals[static_cast<std::size_t>(k)] : nullptr);
     for (int k : step.out) out.push_back(k >= 0 ? &vals[static_cast<std::size_t>(k)] : nullptr);
-    step.op->run(in, out, plan->workspace.get());
+    if (impl_->options.profile) {
+      const auto t0 = std::chrono::steady_clock::now();
+      step.op->run(in, out, plan->workspace.get());
+      step.ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      step.runs++;
+    } else {
+      step.op->run(in, out, plan->workspace.get());
+    }
   }
+  impl_->last_plan = plan;
   for (std::size_t k = 0; k < plan->slots.size(); ++k) {
     const Slot& s = plan->slots[k];
     if (s.graph_output < 0) continue;

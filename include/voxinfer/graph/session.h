@@ -17,6 +17,15 @@ namespace voxinfer::graph {
 struct SessionOptions {
   int threads = 0;        // 0: VOXINFER_NUM_THREADS or all cores
   bool optimize = true;   // run the graph passes (BN folding, activation fusion, ...)
+  bool profile = false;   // time every step (see Session::profile())
+};
+
+// Accumulated time per node while profiling.
+struct StepProfile {
+  std::string node, op, kernel;
+  double ms = 0;
+  std::int64_t flops = 0;
+  int runs = 0;
 };
 
 struct PlanStats {
@@ -53,6 +62,10 @@ class Session {
   // Throws invalid_input naming the input when a name, rank, dtype or dimension is wrong.
   std::vector<Tensor> run(const std::vector<Tensor>& inputs);
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs);
+
+  // Per-step times accumulated over the runs since profiling was enabled (empty unless
+  // SessionOptions::profile), slowest first.
+  std::vector<StepProfile> profile() const;
 
   // Plans (or reuses the plan) for these input shapes and reports its statistics.
   PlanStats plan_stats(const std::vector<Shape>& input_shapes);
