@@ -56,7 +56,8 @@ inline typename T::V activate(const RowCtx& c, typename T::V v, std::int64_t ob)
   return v;
 }
 
-// Runs f(i) for i in [0, n): fully unrolled when n is the whole block.
+// Runs f(i) for i in [0, n), unrolled by 2 when n is the whole block (a full unroll made
+// GCC spill accumulators at the end of the body).
 template <int B, class F>
 inline void ic_loop(int n, F&& f) {
   if (n == B) {
@@ -71,8 +72,9 @@ inline void ic_loop(int n, F&& f) {
 // floats apart), wi at the NB weight vectors. The operation order is chosen so that
 // accumulators, weights and broadcasts fit the register file: a spilled accumulator would
 // put a store-to-load round trip on the FMA chain.
-template <class T, int NB, int UR, std::int64_t Stride>
-inline void fma_step(typename T::V (&acc)[NB][UR], const float* si, const float* wi) {
+// pixel(u) gives the address of the input value of pixel u.
+template <class T, int NB, int UR, class Pixel>
+inline void fma_step_at(typename T::V (&acc)[NB][UR], Pixel&& pixel, const float* wi) {
   using V = typename T::V;
   constexpr int B = T::B;
   if constexpr (NB * UR + NB + 1 <= T::kRegs) {
@@ -81,7 +83,7 @@ inline void fma_step(typename T::V (&acc)[NB][UR], const float* si, const float*
     for (int j = 0; j < NB; ++j) wv[j] = T::load(wi + j * B);
 #pragma GCC unroll 32
     for (int u = 0; u < UR; ++u) {
-      const V x = T::bcast(si + u * Stride);
+      const V x = T::bcast(pixel(u));
 #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) acc[j][u] = T::fma(wv[j], x, acc[j][u]);
     }
@@ -89,7 +91,7 @@ inline void fma_step(typename T::V (&acc)[NB][UR], const float* si, const float*
     // Broadcasts first, then one weight vector at a time (AVX2 with 4 x 3 tiles: 3 + 1 + 12).
     V x[UR];
 #pragma GCC unroll 32
-    for (int u = 0; u < UR; ++u) x[u] = T::bcast(si + u * Stride);
+    for (int u = 0; u < UR; ++u) x[u] = T::bcast(pixel(u));
 #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
       const V w = T::load(wi + j * B);
@@ -98,6 +100,15 @@ inline void fma_step(typename T::V (&acc)[NB][UR], const float* si, const float*
     }
   }
 }
+
+// Pixels `Stride` floats apart from si.
+template <class T, int NB, int UR, std::int64_t Stride>
+inline void fma_step(typename T::V (&acc)[NB][UR], const float* si, const float* wi) {
+  fma_step_at<T, NB, UR>(acc, [si](int u) { return si + u * Stride; }, wi);
+}
+
+// Read instead of input pixels that fall in the padding (or past the end of a partial tile).
+inline constexpr float kZeroBlock[16] = {};
 
 // One register tile: NB output-channel blocks x `ur` pixels starting at ow0. MASKED tiles
 // check every pixel against the input row (W padding) and against ur < UR; full tiles
@@ -152,6 +163,15 @@ void tile(const RowCtx& c, std::int64_t ow0, int ur) {
               if (x >= 0 && x < c.iw) valid |= 1u << u;
             }
             if (!valid) continue;
+            if constexpr (!PLAIN) {
+              // Same FMAs as a full tile, with padding pixels read from a block of zeros: a
+              // partial or edge tile then costs what a full one does.
+              const float* sp[UR];
+#pragma GCC unroll 32
+              for (int u = 0; u < UR; ++u) sp[u] = (valid >> u) & 1u ? srow + (iw0 + u * SW) * WS : kZeroBlock;
+              ic_loop<B>(nic, [&](int i) { fma_step_at<T, NB, UR>(acc, [&](int u) { return sp[u] + i; }, w + i * NB * B); });
+              continue;
+            }
             ic_loop<B>(nic, [&](int i) {
               const float* wi = w + i * NB * B;
               V wv[NB];
@@ -197,19 +217,15 @@ void tile(const RowCtx& c, std::int64_t ow0, int ur) {
 }
 
 // Sweeps one output row with full tiles where no W padding is read, masked tiles elsewhere.
+// Tiles start at multiples of UR, so edge pixels share a tile with interior ones.
 template <class T, int NB, int UR, int SW, bool PLAIN>
 void row(const RowCtx& c, std::int64_t ow, std::int64_t lo, std::int64_t hi) {
-  std::int64_t x = 0;
-  while (x < lo) {
-    const int ur = static_cast<int>(std::min<std::int64_t>(UR, lo - x));
-    tile<T, NB, UR, SW, PLAIN, true>(c, x, ur);
-    x += ur;
-  }
-  for (; x + UR <= hi; x += UR) tile<T, NB, UR, SW, PLAIN, false>(c, x, UR);
-  while (x < ow) {
-    const int ur = static_cast<int>(std::min<std::int64_t>(UR, (x < hi ? hi : ow) - x));
-    tile<T, NB, UR, SW, PLAIN, true>(c, x, ur);
-    x += ur;
+  for (std::int64_t x = 0; x < ow; x += UR) {
+    if (x >= lo && x + UR <= hi) {
+      tile<T, NB, UR, SW, PLAIN, false>(c, x, UR);
+    } else {
+      tile<T, NB, UR, SW, PLAIN, true>(c, x, static_cast<int>(std::min<std::int64_t>(UR, ow - x)));
+    }
   }
 }
 

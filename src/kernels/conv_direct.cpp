@@ -158,9 +158,9 @@ std::unique_ptr<ConvKernel> create(const Impl& impl, const ConvParams& p, const 
   const std::int64_t pass_bytes = taps * plan.icblk * nb * B * static_cast<std::int64_t>(sizeof(float));
   plan.icb_step = tuning.icb_step > 0 ? std::min(tuning.icb_step, plan.icb)
                                       : std::clamp<std::int64_t>(kWeightPassBytes / pass_bytes, 1, plan.icb);
-  // When the weights of one pass still overflow L1, split the pass by depth tap as well.
-  plan.kd_split = !transposed && p.kd > 1 &&
-                  (tuning.kd_split >= 0 ? tuning.kd_split == 1 : plan.icb_step * pass_bytes > kWeightPassBytes);
+  // Off unless asked for: one pass per depth tap measured slower on the U-Net layers, where
+  // the extra passes over the output rows cost more than the L1 misses they save.
+  plan.kd_split = !transposed && p.kd > 1 && tuning.kd_split == 1;
   const std::int64_t row_len = p.ow, nrows = p.oh;
   plan.rows = tuning.rows > 0 ? std::min(tuning.rows, nrows)
                               : std::clamp<std::int64_t>((kItemPixels + row_len - 1) / row_len, 1, nrows);
