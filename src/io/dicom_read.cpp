@@ -96,6 +96,17 @@ Tensor uninitialized_f32(const Shape& shape) {
   return Tensor::wrap(p, shape, DType::f32, std::shared_ptr<void>(p, [](void* q) { std::free(q); }));
 }
 
+// The shortest decimal that reads back as the same double (a DS value parsed from the
+// file comes back as its own digits, within the 16 characters DS allows).
+std::string shortest_decimal(double v) {
+  char buf[32];
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  return buf;
+}
+
 std::string join(const std::vector<std::string>& v) {
   std::string r;
   for (std::size_t i = 0; i < v.size(); ++i) r += (i ? "\\" : "") + v[i];
@@ -221,16 +232,20 @@ Volume read_dicom(const std::string& path, const ReadOptions& options) {
   vol.metadata["SOPClassUID"] = first.sop_class_uid;
   vol.metadata["TransferSyntaxUID"] = first.transfer_syntax;
   vol.metadata["source_format"] = "DICOM";
-  std::vector<std::string> sops, frame_numbers;
+  std::vector<std::string> sops, frame_numbers, positions;
   bool multiframe = false;
   for (const auto& slice : plan.slices) {
     const dicom::Frame& f = s.frames[static_cast<std::size_t>(first_present(slice))];
     const dicom::FileHeader& h = s.files[static_cast<std::size_t>(f.file)];
     sops.push_back(h.sop_instance_uid);
+    for (int i = 0; i < 3; ++i) positions.push_back(shortest_decimal(f.position[i]));
     frame_numbers.push_back(std::to_string(f.index + 1));
     multiframe = multiframe || h.frames > 1;
   }
   vol.metadata["SOPInstanceUIDs"] = join(sops);
+  // Exact ImagePositionPatient of each slice (x\y\z per slice, Z order), for DICOM SEG frames.
+  if (plan.has_geometry) vol.metadata["ImagePositionPatients"] = join(positions);
+  if (first.slice_thickness > 0) vol.metadata["SliceThickness"] = shortest_decimal(first.slice_thickness);
   if (multiframe) vol.metadata["ReferencedFrameNumbers"] = join(frame_numbers);
   if (!plan.segments.empty()) {
     std::vector<std::string> numbers;
@@ -245,6 +260,7 @@ Volume read_dicom(const std::string& path, const ReadOptions& options) {
     Volume out = resample_even(vol, plan.positions);
     out.metadata.erase("SOPInstanceUIDs");
     out.metadata.erase("ReferencedFrameNumbers");
+    out.metadata.erase("ImagePositionPatients");
     out.metadata["warning"] = plan.problem + "; resampled by linear interpolation to " +
                               std::to_string(out.geometry.spacing[2]) + " mm slices";
     return out;
