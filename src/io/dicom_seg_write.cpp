@@ -15,6 +15,7 @@
 #include <dcmtk/dcmseg/segment.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -215,8 +216,10 @@ void write_dicom_seg(const std::string& path, const Volume& labels, const std::m
                    path + ": label value " + std::to_string(v) + " is listed twice");
   }
 
-  // Which segments each slice holds (one pass over the volume, slices in parallel).
+  // Which segments each slice holds, and between which rows (one pass over the volume,
+  // slices in parallel); masks are then built over those rows only.
   std::vector<std::vector<std::uint8_t>> present(static_cast<std::size_t>(nz), std::vector<std::uint8_t>(nseg, 0));
+  std::vector<std::array<std::int64_t, 2>> row_span(static_cast<std::size_t>(nz) * nseg, std::array<std::int64_t, 2>{ny, 0});
   std::vector<std::string> problems(static_cast<std::size_t>(nz));
   parallel_for(nz, 1, [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t k = b; k < e; ++k) {
@@ -238,17 +241,27 @@ void write_dicom_seg(const std::string& path, const Volume& labels, const std::m
         continue;
       }
       const float* src_plane = labels.channel(0) + k * plane;
+      auto* span = row_span.data() + static_cast<std::size_t>(k) * nseg;
       float last = 0;  // runs of one value are common: look it up once
-      for (std::int64_t i = 0; i < plane; ++i) {
-        const float v = src_plane[i];
-        if (v == 0.f || v == last) continue;
-        last = v;
-        const auto it = segment_of.find(static_cast<int>(v));
-        if (it == segment_of.end() || static_cast<float>(it->first) != v) {
-          problems[static_cast<std::size_t>(k)] = "label value " + decimal(v) + " in slice " + std::to_string(k) + " has no segment";
-          return;
+      std::size_t last_segment = 0;
+      for (std::int64_t y = 0; y < ny; ++y) {
+        const float* src_row = src_plane + y * nx;
+        for (std::int64_t x = 0; x < nx; ++x) {
+          const float v = src_row[x];
+          if (v == 0.f) continue;
+          if (v != last) {
+            const auto it = segment_of.find(static_cast<int>(v));
+            if (it == segment_of.end() || static_cast<float>(it->first) != v) {
+              problems[static_cast<std::size_t>(k)] = "label value " + decimal(v) + " in slice " + std::to_string(k) + " has no segment";
+              return;
+            }
+            last = v;
+            last_segment = it->second - 1u;
+          }
+          pr[last_segment] = 1;
+          span[last_segment][0] = std::min(span[last_segment][0], y);
+          span[last_segment][1] = std::max(span[last_segment][1], y + 1);
         }
-        pr[it->second - 1u] = 1;
       }
     }
   });
@@ -365,7 +378,11 @@ void write_dicom_seg(const std::string& path, const Volume& labels, const std::m
         } else {
           const float* p = labels.channel(0) + job.slice * plane;
           const auto value = static_cast<float>(options.segments[job.segment - 1u].value);
-          for (std::int64_t i = 0; i < plane; ++i) dst[i] = p[i] == value ? 1 : 0;
+          const auto& span = row_span[static_cast<std::size_t>(job.slice) * nseg + job.segment - 1u];
+          std::memset(dst, 0, static_cast<std::size_t>(plane));
+          for (std::int64_t i = span[0] * nx; i < span[1] * nx; ++i) dst[i] = p[i] == value ? 1 : 0;
+          // Whole-byte frames own their bytes of the pixel data: pack them here, in parallel.
+          if (plane % 8 == 0) pack_bits(dst, plane, (first + static_cast<std::size_t>(j)) * static_cast<std::uint64_t>(plane), packed.data());
         }
       }
     });
@@ -395,7 +412,7 @@ void write_dicom_seg(const std::string& path, const Volume& labels, const std::m
       groups.push_back(&frame_content);
       groups.push_back(&derivation);
       check(seg->addFrame(masks[j].data(), job.segment, groups), path, "frame " + std::to_string(first + j + 1));
-      if (!options.fractional) pack_bits(masks[j].data(), plane, (first + j) * static_cast<std::uint64_t>(plane), packed.data());
+      if (!options.fractional && plane % 8 != 0) pack_bits(masks[j].data(), plane, (first + j) * static_cast<std::uint64_t>(plane), packed.data());
     }
   }
 
