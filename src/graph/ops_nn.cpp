@@ -2,9 +2,11 @@
 // normalizations, pooling, Softmax, MatMul/Gemm, Resize/Upsample, reductions, ArgMax.
 #include <Eigen/Dense>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
 
 #include "graph/ops_common.h"
 #include "voxinfer/core/cpu.h"
@@ -950,6 +952,119 @@ class ArgMaxOp final : public Op {
   int axis_ = 0;
 };
 
+// ------------------------------------------------------------------ Einsum
+
+// General Einsum over any number of inputs (the contractions attention blocks export, such
+// as "bhid,bhjd->bhij"): each output element sums the product of the inputs over the
+// indices that do not appear in the output. Ellipsis is not supported.
+class EinsumOp final : public Op {
+ public:
+  using Op::Op;
+  void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
+    std::string eq = node_.get_string("equation", "");
+    eq.erase(std::remove(eq.begin(), eq.end(), ' '), eq.end());
+    if (eq.find("...") != std::string::npos) fail_unsupported("Einsum with an ellipsis");
+    const auto arrow = eq.find("->");
+    std::string lhs = arrow == std::string::npos ? eq : eq.substr(0, arrow);
+    terms_.clear();
+    std::size_t pos = 0;
+    while (true) {
+      const auto comma = lhs.find(',', pos);
+      terms_.push_back(lhs.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+      if (comma == std::string::npos) break;
+      pos = comma + 1;
+    }
+    if (terms_.size() != in.size()) fail_model("equation '" + eq + "' has " + std::to_string(terms_.size()) + " operands for " + std::to_string(in.size()) + " inputs");
+    std::map<char, std::int64_t> size;
+    for (std::size_t t = 0; t < terms_.size(); ++t) {
+      if (static_cast<int>(terms_[t].size()) != in[t].shape.rank()) fail_input("operand " + std::to_string(t) + " has rank " + std::to_string(in[t].shape.rank()) + ", the equation says " + std::to_string(terms_[t].size()));
+      if (in[t].dtype != DType::f32) fail_unsupported("only f32 Einsum");
+      for (std::size_t i = 0; i < terms_[t].size(); ++i) {
+        const char c = terms_[t][i];
+        const std::int64_t d = in[t].shape[static_cast<int>(i)];
+        auto [it, ins] = size.emplace(c, d);
+        if (!ins && it->second != d) {
+          if (it->second == 1) it->second = d;
+          else if (d != 1) fail_input(std::string("index '") + c + "' has sizes " + std::to_string(it->second) + " and " + std::to_string(d));
+        }
+      }
+    }
+    if (arrow != std::string::npos) {
+      out_ = eq.substr(arrow + 2);
+    } else {  // implicit: indices appearing once, alphabetical
+      out_.clear();
+      for (const auto& [c, n] : size) {
+        int count = 0;
+        for (const auto& t : terms_) count += static_cast<int>(std::count(t.begin(), t.end(), c));
+        if (count == 1) out_ += c;
+      }
+    }
+    sum_.clear();
+    for (const auto& [c, n] : size)
+      if (out_.find(c) == std::string::npos) sum_ += c;
+    sizes_ = size;
+    std::vector<std::int64_t> od;
+    for (char c : out_) {
+      if (!size.count(c)) fail_model(std::string("output index '") + c + "' does not appear in any operand");
+      od.push_back(size[c]);
+    }
+    out[0].shape = Shape(od);
+    out[0].dtype = DType::f32;
+  }
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    // Strides of every operand per index letter (0 where absent or broadcast).
+    const std::string all = out_ + sum_;
+    const std::size_t n = all.size(), nt = in.size();
+    std::vector<std::int64_t> dims(n);
+    for (std::size_t i = 0; i < n; ++i) dims[i] = sizes_[all[i]];
+    std::vector<std::vector<std::int64_t>> st(nt, std::vector<std::int64_t>(n, 0));
+    for (std::size_t t = 0; t < nt; ++t) {
+      const auto cs = in[t]->shape().contiguous_strides();
+      for (std::size_t i = 0; i < terms_[t].size(); ++i) {
+        const std::size_t k = all.find(terms_[t][i]);
+        if (in[t]->shape()[static_cast<int>(i)] != 1) st[t][k] += cs[i];
+      }
+    }
+    std::int64_t sum_count = 1;
+    for (std::size_t i = out_.size(); i < n; ++i) sum_count *= dims[i];
+    float* d = out[0]->data<float>();
+    const std::int64_t on = out[0]->numel();
+    const std::size_t no = out_.size();
+    parallel_for(on, 64, [&](std::int64_t b0, std::int64_t e0) {
+      std::vector<std::int64_t> base(nt);
+      for (std::int64_t o = b0; o < e0; ++o) {
+        std::int64_t rem = o;
+        std::fill(base.begin(), base.end(), 0);
+        for (std::size_t i = no; i-- > 0;) {
+          const std::int64_t idx = rem % dims[i];
+          rem /= dims[i];
+          for (std::size_t t = 0; t < nt; ++t) base[t] += idx * st[t][i];
+        }
+        double acc = 0;
+        for (std::int64_t s = 0; s < sum_count; ++s) {
+          std::int64_t r2 = s;
+          double prod = 1;
+          for (std::size_t t = 0; t < nt; ++t) {
+            std::int64_t off = base[t], r3 = r2;
+            for (std::size_t i = n; i-- > no;) {
+              off += (r3 % dims[i]) * st[t][i];
+              r3 /= dims[i];
+            }
+            prod *= in[t]->data<float>()[off];
+          }
+          acc += prod;
+        }
+        d[o] = static_cast<float>(acc);
+      }
+    });
+  }
+
+ private:
+  std::vector<std::string> terms_;
+  std::string out_, sum_;
+  std::map<char, std::int64_t> sizes_;
+};
+
 }  // namespace
 
 void register_nn_ops() {
@@ -977,6 +1092,7 @@ void register_nn_ops() {
   register_op("ReduceL2", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ReduceOp>(n, o, Reduce::l2); });
   register_op("ReduceSumSquare", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ReduceOp>(n, o, Reduce::sumsquare); });
   register_op("ArgMax", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ArgMaxOp>(n, o, false); });
+  register_op("Einsum", make_op<EinsumOp>);
   register_op("ArgMin", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ArgMaxOp>(n, o, true); });
 }
 

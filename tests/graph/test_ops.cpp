@@ -600,6 +600,28 @@ TEST(MatMulGemm, BatchBroadcastAndTransposes) {
     }
 }
 
+TEST(Einsum, AttentionContractionsAndImplicitOutput) {
+  const Tensor q = test::random_tensor(Shape{2, 3, 4, 5}, 121), k = test::random_tensor(Shape{2, 3, 6, 5}, 122);
+  const Tensor y = OneOp("Einsum", 12).input(q).input(k).attr("equation", test::s("bhid,bhjd->bhij")).run1();
+  ASSERT_EQ(y.shape(), (Shape{2, 3, 4, 6}));
+  for (int b = 0; b < 2; ++b)
+    for (int h = 0; h < 3; ++h)
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 6; ++j) {
+          double acc = 0;
+          for (int d = 0; d < 5; ++d) acc += q.at<float>(b, h, i, d) * k.at<float>(b, h, j, d);
+          ASSERT_NEAR(y.at<float>(b, h, i, j), acc, 1e-5);
+        }
+  // Implicit output (indices appearing once, alphabetical): "ij,jk" -> "ik"; and a trace.
+  const Tensor a = test::random_tensor(Shape{3, 4}, 123), b = test::random_tensor(Shape{4, 2}, 124);
+  const Tensor m = OneOp("Einsum", 12).input(a).input(b).attr("equation", test::s("ij,jk")).run1();
+  ASSERT_EQ(m.shape(), (Shape{3, 2}));
+  EXPECT_NEAR(m.at<float>(2, 1), a.at<float>(2, 0) * b.at<float>(0, 1) + a.at<float>(2, 1) * b.at<float>(1, 1) + a.at<float>(2, 2) * b.at<float>(2, 1) + a.at<float>(2, 3) * b.at<float>(3, 1), 1e-5);
+  const Tensor sq = test::random_tensor(Shape{3, 3}, 125);
+  const Tensor tr = OneOp("Einsum", 12).input(sq).attr("equation", test::s("ii->")).run1();
+  EXPECT_NEAR(tr.data<float>()[0], sq.at<float>(0, 0) + sq.at<float>(1, 1) + sq.at<float>(2, 2), 1e-5);
+}
+
 TEST(Misc, CastRangeConstantOfShape) {
   const Tensor c = OneOp("Cast").input(f32(Shape{3}, {1.7f, -2.2f, 0})).attr("to", test::i(7)).run1();
   EXPECT_EQ(c.dtype(), DType::i64);
