@@ -202,7 +202,7 @@ void add_classify_command(CLI::App& app) {
         for (std::int64_t i = 0; i < m.voxels(); ++i) hi = std::max(hi, m.channel(0)[i]);
         Volume bins(1, m.nz(), m.ny(), m.nx(), m.geometry);
         std::vector<LabelSpec> legend;
-        for (int b = 1; b <= 10; ++b) {
+        for (int b = 1; b <= (hi > 0 ? 10 : 0); ++b) {
           LabelSpec s;
           s.value = b;
           char name[64];
@@ -215,6 +215,13 @@ void add_classify_command(CLI::App& app) {
         for (std::int64_t i = 0; i < m.voxels(); ++i) {
           const float v = m.channel(0)[i];
           bins.channel(0)[i] = (hi > 0 && v > 0.05f * hi) ? static_cast<float>(std::min(10, 1 + static_cast<int>(10 * v / hi))) : 0.f;
+        }
+        if (legend.empty()) {
+          LabelSpec none;
+          none.value = 1;
+          none.name = "no occlusion lowered the probability";
+          none.color = std::array<int, 3>{80, 80, 80};
+          legend.push_back(none);
         }
         const RgbImage img = render_preview(vols[0], bins, legend);
         write_png(a->explain_preview, img.width, img.height, 3, img.rgb.data());

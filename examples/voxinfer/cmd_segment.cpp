@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "commands.h"
+#include "dicom_seg_output.h"
 #include "voxinfer/core/error.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/io/image_io.h"
@@ -80,6 +81,8 @@ void add_segment_command(CLI::App& app) {
     int threads = 0;
     double overlap = -1;
     bool tta = false, no_tta = false, allow_uneven = false;
+    std::string dicom_seg, dicom_reference;
+    bool dicom_seg_keep_empty = false;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--model,-m", a->model, "model package folder (pipeline.json + model)")->required();
@@ -92,6 +95,9 @@ void add_segment_command(CLI::App& app) {
   cmd->add_option("--overlap", a->overlap, "sliding-window overlap in [0, 1) (default: the package's)");
   cmd->add_flag("--tta", a->tta, "mirror test-time augmentation (the package's mirror axes, or all three)");
   cmd->add_flag("--no-tta", a->no_tta, "no test-time augmentation");
+  cmd->add_option("--dicom-seg", a->dicom_seg, "also write the labels as a DICOM SEG referencing the input series");
+  cmd->add_option("--dicom-reference", a->dicom_reference, "DICOM series folder the SEG references when the input is not DICOM");
+  cmd->add_flag("--dicom-seg-keep-empty", a->dicom_seg_keep_empty, "write empty SEG frames too (default: only frames with a segment)");
   cmd->add_flag("--allow-uneven", a->allow_uneven, "resample DICOM series with uneven slice spacing instead of refusing them");
   cmd->footer("Example: voxinfer segment --model examples/models/meshnet_gwm --input examples/data/t1_crop.nii.gz \\\n"
               "           --output labels.nii.gz --stats stats.json --preview preview.png");
@@ -113,6 +119,8 @@ void add_segment_command(CLI::App& app) {
     ro.series_uid = a->series;
     ro.allow_uneven = a->allow_uneven;
     const Volume input = read_volume(a->input, ro);
+    // Checked before inference: a SEG needs the source series' identifiers.
+    const auto seg_source = a->dicom_seg.empty() ? DicomSegSource{} : dicom_seg_source(input, a->dicom_reference, a->series);
     SegmentationResult r = pipeline.run(input);
 
     float max_label = 0;
@@ -122,6 +130,10 @@ void add_segment_command(CLI::App& app) {
     write_image(a->output, r.labels, wo);
     std::fprintf(stderr, "label map  %s (%lldx%lldx%lld, %s)\n", a->output.c_str(), static_cast<long long>(r.labels.nx()),
                  static_cast<long long>(r.labels.ny()), static_cast<long long>(r.labels.nz()), pixel_type_name(wo.pixel_type));
+    if (!a->dicom_seg.empty()) {
+      write_segment_dicom_seg(a->dicom_seg, r.labels, seg_source, pipeline.spec(), fs::path(a->model).filename().string(), a->dicom_seg_keep_empty);
+      std::fprintf(stderr, "DICOM SEG  %s\n", a->dicom_seg.c_str());
+    }
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!a->stats.empty()) {
       nlohmann::json j = nlohmann::json::parse(to_json(r.stats));  // {"labels": [...]}
@@ -148,6 +160,7 @@ void add_segment_command(CLI::App& app) {
     }
     for (const auto& s : r.stats)
       std::printf("%3d %-24s %10lld voxels %10.2f mL\n", s.value, s.name.c_str(), static_cast<long long>(s.voxels), s.volume_ml);
+    std::fflush(stdout);
     std::fprintf(stderr, "done in %.2f s (inference %.2f s, %lld tiles), peak memory %.0f MiB\n", total, r.seconds_inference,
                  static_cast<long long>(r.window.tiles), static_cast<double>(peak_rss()) / (1 << 20));
   });
