@@ -8,8 +8,10 @@
 #include <sstream>
 
 #include "commands.h"
+#include "dicom_seg_output.h"
 #include "voxinfer/core/error.h"
 #include "voxinfer/io/dicom.h"
+#include "voxinfer/io/dicom_seg.h"
 #include "voxinfer/io/image_io.h"
 
 namespace voxinfer::cli {
@@ -74,6 +76,8 @@ void add_convert_command(CLI::App& app) {
   auto series = std::make_shared<std::string>();
   auto type = std::make_shared<std::string>("auto");
   auto allow_uneven = std::make_shared<bool>(false);
+  auto reference = std::make_shared<std::string>();
+  cmd->add_option("--dicom-reference", *reference, "for a DICOM SEG input: the DICOM series whose grid the label map takes");
   cmd->add_option("INPUT", *input, "DICOM folder or file, or a NIfTI/NRRD/MHA file")->required();
   cmd->add_option("OUTPUT", *output, "output .nii, .nii.gz, .nrrd or .mha")->required();
   cmd->add_option("--series", *series, "DICOM SeriesInstanceUID to convert (default: the largest 3D series)");
@@ -89,7 +93,8 @@ void add_convert_command(CLI::App& app) {
       ReadOptions ro;
       ro.series_uid = *series;
       ro.allow_uneven = *allow_uneven;
-      const Volume v = read_volume(*input, ro);
+      // A DICOM SEG becomes a label map placed by its frames' positions.
+      const Volume v = is_dicom_seg_file(*input) ? read_dicom_seg_labels(*input, *reference, *series) : read_volume(*input, ro);
       print_warning(v);
       write_volume(*output, v, wo);
       return 0;

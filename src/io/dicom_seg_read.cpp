@@ -179,6 +179,22 @@ Volume read_dicom_seg(const std::string& path, const DicomSegReadOptions& option
   Volume out(1, nz, rows, columns, g);
   float* dst = out.channel(0);
   const std::int64_t plane = static_cast<std::int64_t>(rows) * columns;
+  // Label value of each segment: the caller's, else the one voxinfer wrote in the segment's
+  // description, else the segment number.
+  std::map<int, int> values = options.segment_values;
+  std::map<int, int> recorded;
+  for (std::size_t n = 1; n <= seg->getNumberOfSegments(); ++n) {
+    DcmSegment* segment = seg->getSegment(n);
+    OFString d;
+    if (!segment || segment->getSegmentDescription(d).bad()) continue;
+    const std::string text = d.c_str();
+    const std::string prefix = "label value ";
+    if (text.rfind(prefix, 0) == 0 && text.size() > prefix.size() &&
+        text.find_first_not_of("0123456789", prefix.size()) == std::string::npos && text.size() - prefix.size() < 9) {
+      recorded[static_cast<int>(n)] = std::stoi(text.substr(prefix.size()));
+      values.emplace(static_cast<int>(n), recorded[static_cast<int>(n)]);
+    }
+  }
   // Frames in segment order, so that where segments overlap the higher number wins.
   std::vector<Uint32> order(nframes);
   std::iota(order.begin(), order.end(), 0u);
@@ -194,8 +210,8 @@ Volume read_dicom_seg(const std::string& path, const DicomSegReadOptions& option
                        std::to_string(k) + " of " + std::to_string(nz) + ")");
     frames[i].slice = k;
     const Uint16 number = frames[i].segment;
-    const auto mapped = options.segment_values.find(number);
-    const auto value = static_cast<float>(mapped == options.segment_values.end() ? number : mapped->second);
+    const auto mapped = values.find(number);
+    const auto value = static_cast<float>(mapped == values.end() ? number : mapped->second);
     const auto first_bit = static_cast<std::uint64_t>(i) * static_cast<std::uint64_t>(plane) * (fractional ? 8u : 1u);
     const auto last_bit = first_bit + static_cast<std::uint64_t>(plane) * (fractional ? 8u : 1u);
     VOXINFER_CHECK(last_bit <= static_cast<std::uint64_t>(pixel_bytes) * 8u, invalid_input, frame + ": the pixel data is truncated");
@@ -233,6 +249,7 @@ Volume read_dicom_seg(const std::string& path, const DicomSegReadOptions& option
       if (!segment) continue;
       DicomSegSegment d;
       d.value = static_cast<int>(n);
+      if (recorded.count(d.value)) d.label_value = recorded[d.value];
       OFString v;
       if (segment->getSegmentLabel(v).good()) d.name = v.c_str();
       d.category = code_of(segment->getSegmentedPropertyCategoryCode());

@@ -325,6 +325,8 @@ void write_dicom_seg(const std::string& path, const Volume& labels, const std::m
     check(DcmSegment::create(segment, label.c_str(), to_macro(category), to_macro(type), DcmSegTypes::SAT_AUTOMATIC, algorithm.c_str()),
           path, "segment " + std::to_string(i + 1));
     std::unique_ptr<DcmSegment> owned(segment);
+    // Segment numbers run 1..N; the label value (which may skip numbers) is kept in words.
+    check(segment->setSegmentDescription(("label value " + std::to_string(d.value)).c_str()), path, "SegmentDescription");
     if (d.color) {
       double l = 0, a = 0, b = 0;
       IODCIELabUtil::rgb2DicomLab(l, a, b, (*d.color)[0] / 255.0, (*d.color)[1] / 255.0, (*d.color)[2] / 255.0);

@@ -127,6 +127,10 @@ TEST(DicomSeg, SyntheticSeriesRoundTripsThroughFramePositions) {
   EXPECT_EQ(info.series_description, "Segmentation by test-model 2.1");
   EXPECT_EQ(info.referenced_series_uid, src.metadata.at("SeriesInstanceUID"));
 
+  // The label values 1, 3, 7 come back from the SEG itself (segments are numbered 1, 2, 3).
+  const Volume by_description = read_dicom_seg(out.string(), DicomSegReadOptions{&src.geometry, src.nz(), {}});
+  EXPECT_EQ(differing_voxels(by_description, labels), 0);
+
   // Each frame references the source image of its own slice.
   const std::string sops = src.metadata.at("SOPInstanceUIDs");
   std::vector<std::string> uids;
@@ -148,6 +152,7 @@ TEST(DicomSeg, SyntheticSeriesRoundTripsThroughFramePositions) {
   EXPECT_EQ(info.segments[2].category->value, dicom_seg_tissue_code().value);
   EXPECT_EQ(info.segments[1].algorithm_type, "AUTOMATIC");
   EXPECT_EQ(info.segments[1].algorithm_name, "test-model 2.1");
+  EXPECT_EQ(info.segments[1].label_value, 3);
   ASSERT_TRUE(info.segments[0].color.has_value());
   for (int c = 0; c < 3; ++c) EXPECT_NEAR((*info.segments[0].color)[c], (*o.segments[0].color)[c], 1);
   EXPECT_FALSE(info.segments[2].color.has_value());

@@ -30,6 +30,7 @@ struct DicomSegSegment {
   std::optional<DicomSegCode> type;          // SegmentedPropertyTypeCodeSequence (default: Tissue)
   std::string algorithm_type;                // reading only: AUTOMATIC, SEMIAUTOMATIC, MANUAL
   std::string algorithm_name;                // reading only
+  int label_value = 0;                       // reading only: the label value the SEG records (0: none)
 };
 
 // The generic code written when a segment has no category or type: SCT 85756007 "Tissue".
@@ -65,7 +66,8 @@ struct DicomSegReadOptions {
   // declares (SpacingBetweenSlices, else SliceThickness, else the smallest gap).
   const Geometry* grid = nullptr;
   std::int64_t grid_slices = 0;  // nz of `grid`
-  // Label value per segment number (default: the segment number).
+  // Label value per segment number (default: the value voxinfer records in the segment's
+  // description, "label value N", else the segment number).
   std::map<int, int> segment_values;
 };
 

@@ -1,0 +1,80 @@
+// DICOM SEG output of `voxinfer segment` (see dicom_seg_output.h).
+#include "dicom_seg_output.h"
+
+#include <set>
+
+#include "voxinfer/core/error.h"
+#include "voxinfer/io/dicom.h"
+#include "voxinfer/io/dicom_seg.h"
+#include "voxinfer/pipeline/preview.h"
+
+namespace voxinfer::cli {
+
+DicomSegSource dicom_seg_source(const Volume& input, const std::string& reference_folder, const std::string& series_uid) {
+  if (reference_folder.empty()) {
+    const auto it = input.metadata.find("source_format");
+    if (it == input.metadata.end() || it->second != "DICOM" || !input.metadata.count("SOPInstanceUIDs"))
+      throw Error(ErrorCode::invalid_input,
+                  "--dicom-seg: a DICOM SEG references the DICOM images it was made from, and the input is not a DICOM "
+                  "series (or was resampled); give the series it lies on with --dicom-reference FOLDER");
+    return {input.metadata, input.geometry};
+  }
+  ReadOptions ro;
+  ro.series_uid = series_uid;
+  const Volume ref = read_dicom(reference_folder, ro);
+  const Geometry& a = ref.geometry;
+  const Geometry& b = input.geometry;
+  const bool same = ref.nx() == input.nx() && ref.ny() == input.ny() && ref.nz() == input.nz() &&
+                    (a.origin - b.origin).norm() < 0.01 && (a.spacing - b.spacing).cwiseAbs().maxCoeff() < 1e-4 &&
+                    (a.direction - b.direction).cwiseAbs().maxCoeff() < 1e-4;
+  if (!same)
+    throw Error(ErrorCode::invalid_input, "--dicom-reference " + reference_folder +
+                                              ": the series does not have the input's grid (size, origin, spacing and "
+                                              "direction must match); a SEG's frames must lie on its images");
+  return {ref.metadata, ref.geometry};
+}
+
+void write_segment_dicom_seg(const std::string& path, const Volume& labels_in, const DicomSegSource& source,
+                             const PipelineSpec& spec, const std::string& package_name, bool keep_empty) {
+  Volume labels = labels_in;  // shares the voxels; takes the series' exact geometry
+  labels.geometry = source.geometry;
+  std::set<int> values;
+  for (const LabelSpec& l : spec.labels) values.insert(l.value);
+  const float* p = labels.channel(0);
+  float last = 0;
+  for (std::int64_t i = 0; i < labels.voxels(); ++i)
+    if (p[i] != 0.f && p[i] != last) values.insert(static_cast<int>(last = p[i]));
+  DicomSegWriteOptions o;
+  for (int v : values) {
+    if (v <= 0) continue;
+    DicomSegSegment s;
+    s.value = v;
+    const LabelSpec* l = spec.find_label(v);
+    s.name = l && !l->name.empty() ? l->name : "label " + std::to_string(v);
+    s.color = label_color(v, spec.labels);
+    if (l && l->code) s.type = DicomSegCode{l->code->scheme, l->code->value, l->code->meaning};
+    o.segments.push_back(s);
+  }
+  if (o.segments.empty()) throw Error(ErrorCode::invalid_input, path + ": the package lists no labels and the label map is empty");
+  o.algorithm_name = spec.name.empty() ? package_name : spec.name;
+  o.algorithm_version = spec.version;
+  o.series_description = ("voxinfer " + o.algorithm_name + (spec.version.empty() ? "" : " " + spec.version)).substr(0, 64);
+  o.keep_empty_frames = keep_empty;
+  write_dicom_seg(path, labels, source.metadata, o);
+}
+
+Volume read_dicom_seg_labels(const std::string& path, const std::string& reference, const std::string& series_uid) {
+  if (reference.empty()) return read_dicom_seg(path);
+  ReadOptions ro;
+  ro.series_uid = series_uid;
+  const Volume ref = read_dicom(reference, ro);
+  DicomSegReadOptions o;
+  o.grid = &ref.geometry;
+  o.grid_slices = ref.nz();
+  Volume v = read_dicom_seg(path, o);
+  if (v.nx() != ref.nx() || v.ny() != ref.ny())
+    throw Error(ErrorCode::invalid_input, path + ": the SEG's frames are not the size of the reference series' images");
+  return v;
+}
+
+}  // namespace voxinfer::cli
