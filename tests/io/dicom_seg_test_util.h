@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -75,6 +76,57 @@ inline std::int64_t differing_voxels(const Volume& a, const Volume& b) {
   std::int64_t n = 0;
   for (std::int64_t i = 0; i < a.data.numel(); ++i) n += a.data.data<float>()[i] != b.data.data<float>()[i];
   return n;
+}
+
+// A Python that has pydicom (Debian: python3-pydicom), or empty.
+inline std::string python_with_pydicom() {
+  for (const char* py : {"python3", "/usr/bin/python3"})
+    if (std::system((std::string(py) + " -c 'import pydicom, numpy' > /dev/null 2>&1").c_str()) == 0) return py;
+  return {};
+}
+
+// Decodes a BINARY SEG with pydicom (tests/io/seg_pydicom_frames.py) and requires every frame
+// to lie on a slice of `labels`' grid and to hold exactly the voxels of its segment's label
+// value there (`values`: segment number -> label value). Skips with a message without pydicom.
+inline void expect_pydicom_agrees(const std::filesystem::path& seg, const Volume& labels, const std::map<int, int>& values) {
+  const std::string py = python_with_pydicom();
+  if (py.empty()) {
+    std::printf("pydicom not installed (Debian package python3-pydicom): %s not read back with it\n", seg.string().c_str());
+    return;
+  }
+  const auto script = std::filesystem::path(VOXINFER_TEST_DATA_DIR).parent_path() / "io" / "seg_pydicom_frames.py";
+  const std::string cmd = py + " '" + script.string() + "' '" + seg.string() + "' 2>&1";
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
+  ASSERT_TRUE(pipe) << cmd;
+  std::string out;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, pipe.get())) out += buf;
+  std::istringstream lines(out);
+  std::string line;
+  std::int64_t frames = 0;
+  const std::int64_t plane = labels.ny() * labels.nx();
+  for (; std::getline(lines, line); ++frames) {
+    std::istringstream f(line);
+    int segment = 0;
+    double x = 0, y = 0, z = 0;
+    std::int64_t count = -1, sum = -1;
+    ASSERT_TRUE(static_cast<bool>(f >> segment >> x >> y >> z >> count >> sum)) << "pydicom: " << out;
+    const Eigen::Vector3d index = labels.geometry.physical_to_index(Eigen::Vector3d(x, y, z));
+    const auto k = static_cast<std::int64_t>(std::llround(index[2]));
+    ASSERT_LT(std::abs(index[0]) + std::abs(index[1]) + std::abs(index[2] - static_cast<double>(k)), 1e-3) << line;
+    ASSERT_TRUE(k >= 0 && k < labels.nz()) << line;
+    ASSERT_TRUE(values.count(segment)) << line;
+    const auto value = static_cast<float>(values.at(segment));
+    std::int64_t want_count = 0, want_sum = 0;
+    for (std::int64_t i = 0; i < plane; ++i)
+      if (labels.channel(0)[k * plane + i] == value) {
+        ++want_count;
+        want_sum += i;
+      }
+    EXPECT_EQ(count, want_count) << "frame " << frames + 1 << " (segment " << segment << ", slice " << k << ")";
+    EXPECT_EQ(sum, want_sum) << "frame " << frames + 1 << " (segment " << segment << ", slice " << k << ")";
+  }
+  EXPECT_GT(frames, 0) << "pydicom read no frames: " << out;
 }
 
 }  // namespace voxinfer::test

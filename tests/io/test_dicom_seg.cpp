@@ -23,6 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::differing_voxels;
+using test::expect_pydicom_agrees;
 using test::expect_same_geometry;
 using test::expect_valid_dicom;
 using test::expected_frames;
@@ -170,6 +171,7 @@ TEST(DicomSeg, SyntheticSeriesRoundTripsThroughFramePositions) {
   EXPECT_EQ(diff, 0);
 
   expect_valid_dicom(out);
+  expect_pydicom_agrees(out, labels, values_of(o.segments));  // 13 x 9 frames: not whole bytes
 }
 
 TEST(DicomSeg, KeepEmptyFramesWritesEverySliceOfEverySegment) {

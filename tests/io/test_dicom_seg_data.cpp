@@ -14,6 +14,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::differing_voxels;
+using test::expect_pydicom_agrees;
 using test::expect_same_geometry;
 using test::expect_valid_dicom;
 using test::expected_frames;
@@ -60,6 +61,7 @@ TEST(DicomSegData, LiverWrittenFromTheCtMatchesDcmqisFrames) {
   EXPECT_EQ(differing_voxels(mine, theirs), 0);
   EXPECT_EQ(differing_voxels(mine, labels), 0);
   expect_valid_dicom(out);
+  expect_pydicom_agrees(out, labels, {{1, 1}});
 }
 
 TEST(DicomSegData, DcmqiPartialOverlapsReportsOverlap) {
@@ -99,6 +101,7 @@ TEST(DicomSegData, PhilipsCtSeriesRoundTrip) {
   EXPECT_EQ(info.frames, expected_frames(labels));
   EXPECT_LT(info.frames, 2 * ct.nz());  // empty frames were dropped
   expect_valid_dicom(out);
+  expect_pydicom_agrees(out, labels, {{1, 1}, {2, 2}});
 }
 
 }  // namespace
