@@ -7,7 +7,7 @@
 // weight packing happen before timing, as in the oneDNN anchor).
 //
 // Also: --spec op=conv,cin=32,cout=32,k=3,s=1,p=1,size=128 [--threads N] [--runs N]
-// [--warmup N] [--isa avx2|avx512] [--nb N --icb-step N --rows N --kd-split 0|1] times one layer and prints
+// [--warmup N] [--isa avx2|avx512] [--nb N --icb-step N --rows N --kd-split 0|1 --plane 0|1] times one layer and prints
 // "engine median_ms=... min_ms=... gflops=... times_ms=t1;t2;...", the line the anchor
 // drivers (run_suite.py --engine-cmd) read.
 #include <benchmark/benchmark.h>
@@ -279,6 +279,7 @@ int run_spec(int argc, char** argv) {
     else if (a == "--icb-step") tuning.icb_step = std::stoll(v), tuned = true;
     else if (a == "--rows") tuning.rows = std::stoll(v), tuned = true;
     else if (a == "--kd-split") tuning.kd_split = std::stoi(v), tuned = true;
+    else if (a == "--plane") tuning.plane = std::stoi(v), tuned = true;
   }
   if (spec.op != "conv" && spec.op != "deconv") {
     std::fprintf(stderr, "unsupported op '%s' (conv, deconv)\n", spec.op.c_str());

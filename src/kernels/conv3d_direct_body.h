@@ -30,6 +30,7 @@ struct RowCtx {
   std::int64_t dd = 1, dh = 1, dw = 1;
   std::int64_t kh = 1, kw = 1;  // tap layout of the packed weights
   std::int64_t ih = 1, iw = 1;  // input rows per plane, pixels per row
+  std::int64_t ow_n = 1, sh = 1, ph = 0;  // output row length, H stride and pad (plane tiles)
   std::int64_t src_cs = 0;      // floats between input-channel blocks (blocked src)
   std::int64_t src_ics = 1;     // floats between input channels (plain src)
   std::int64_t w_tap = 0, w_icb = 0;    // floats per tap and per input-channel block of packed weights
@@ -110,11 +111,17 @@ inline void fma_step(typename T::V (&acc)[NB][UR], const float* si, const float*
 // Read instead of input pixels that fall in the padding (or past the end of a partial tile).
 inline constexpr float kZeroBlock[16] = {};
 
-// One register tile: NB output-channel blocks x `ur` pixels starting at ow0. MASKED tiles
-// check every pixel against the input row (W padding) and against ur < UR; full tiles
-// read without checks.
-template <class T, int NB, int UR, int SW, bool PLAIN, bool MASKED>
+// Tile modes: full tiles read a row without checks; masked tiles check every pixel against
+// the input row (W padding) and against ur < UR; plane tiles take UR consecutive pixels of
+// the flattened (oh, ow) plane, each with its own address and H and W padding checks, so
+// that narrow rows (8 or 4 pixels in the deepest U-Net stages) still fill the registers.
+inline constexpr int kFull = 0, kMasked = 1, kPlane = 2;
+
+// One register tile: NB output-channel blocks x `ur` pixels starting at ow0 (plane tiles:
+// at flattened pixel ow0 of the plane c.dst points at).
+template <class T, int NB, int UR, int SW, bool PLAIN, int MODE>
 void tile(const RowCtx& c, std::int64_t ow0, int ur) {
+  constexpr bool MASKED = MODE != kFull;
   using V = typename T::V;
   constexpr int B = T::B;
   constexpr std::int64_t WS = PLAIN ? 1 : B;  // floats between neighbouring input pixels
@@ -127,9 +134,46 @@ void tile(const RowCtx& c, std::int64_t ow0, int ur) {
     for (int u = 0; u < UR; ++u)
       acc[j][u] = (c.first || (MASKED && u >= ur)) ? T::zero() : T::load(dst + j * c.dst_cs + u * c.dst_ws);
 
+  if constexpr (MODE == kPlane) {
+    std::int64_t hb[UR], wb[UR];  // input h and w of tap 0 per pixel
+    for (int u = 0; u < UR; ++u) {
+      const std::int64_t pix = ow0 + u, oh = pix / c.ow_n;
+      hb[u] = u < ur ? oh * c.sh - c.ph : std::int64_t{-1} << 40;  // past the tile: never valid
+      wb[u] = (pix - oh * c.ow_n) * SW + c.w0;
+    }
+    const float* wicb = c.wei;
+    for (std::int64_t b = 0; b < c.nicb; ++b, wicb += c.w_icb) {
+      const int nic = b + 1 == c.nicb ? c.ic_tail : B;
+      const float* sblk = c.src + b * c.src_cs;
+      for (std::int64_t kd = c.kd_lo; kd < c.kd_hi; ++kd) {
+        const float* splane = sblk + (c.d0 + kd * c.dd) * c.ih * c.iw * WS;
+        for (std::int64_t kh = 0; kh < c.kh; ++kh)
+          for (std::int64_t kw = 0; kw < c.kw_n; ++kw) {
+            unsigned valid = 0;
+            const float* sp[UR];
+            for (int u = 0; u < UR; ++u) {
+              const std::int64_t h = hb[u] + kh * c.dh, x = wb[u] + kw * c.dw;
+              const bool ok = h >= 0 && h < c.ih && x >= 0 && x < c.iw;
+              sp[u] = ok ? splane + (h * c.iw + x) * WS : kZeroBlock;
+              valid |= static_cast<unsigned>(ok) << u;
+            }
+            if (!valid) continue;
+            const float* w = wicb + ((kd * c.kh + kh) * c.kw + kw) * c.w_tap;
+            if constexpr (!PLAIN) {
+              ic_loop<B>(nic, [&](int i) { fma_step_at<T, NB, UR>(acc, [&](int u) { return sp[u] + i; }, w + i * NB * B); });
+            } else {
+              for (int i = 0; i < nic; ++i)
+                fma_step_at<T, NB, UR>(
+                    acc, [&](int u) { return (valid >> u) & 1u ? sp[u] + i * ics : kZeroBlock; }, w + i * NB * B);
+            }
+          }
+      }
+    }
+  }
+
   const std::int64_t iw_base = ow0 * SW + c.w0;
   const float* wicb = c.wei;
-  for (std::int64_t b = 0; b < c.nicb; ++b, wicb += c.w_icb) {
+  for (std::int64_t b = 0; b < (MODE == kPlane ? 0 : c.nicb); ++b, wicb += c.w_icb) {
     const int nic = b + 1 == c.nicb ? c.ic_tail : B;
     const float* sblk = c.src + b * c.src_cs;
     for (std::int64_t kd = c.kd_lo; kd < c.kd_hi; ++kd) {
@@ -222,9 +266,9 @@ template <class T, int NB, int UR, int SW, bool PLAIN>
 void row(const RowCtx& c, std::int64_t ow, std::int64_t lo, std::int64_t hi) {
   for (std::int64_t x = 0; x < ow; x += UR) {
     if (x >= lo && x + UR <= hi) {
-      tile<T, NB, UR, SW, PLAIN, false>(c, x, UR);
+      tile<T, NB, UR, SW, PLAIN, kFull>(c, x, UR);
     } else {
-      tile<T, NB, UR, SW, PLAIN, true>(c, x, static_cast<int>(std::min<std::int64_t>(UR, ow - x)));
+      tile<T, NB, UR, SW, PLAIN, kMasked>(c, x, static_cast<int>(std::min<std::int64_t>(UR, ow - x)));
     }
   }
 }
@@ -252,6 +296,7 @@ void conv_items(const Plan& p, const float* src, float* dst, const float* res, s
   c.src_cs = PLAIN ? 0 : isp * B;
   c.src_ics = PLAIN ? isp : 1;
   c.dst_ws = B, c.dst_cs = osp * B;
+  c.ow_n = p.ow, c.sh = p.sh, c.ph = p.ph;
   const std::int64_t src_n = PLAIN ? p.ic * isp : (p.ic + B - 1) / B * isp * B;
   const std::int64_t dst_n = p.ocb * osp * B;
   const std::int64_t tiles = p.tiles();
@@ -286,6 +331,14 @@ void conv_items(const Plan& p, const float* src, float* dst, const float* res, s
         c.kd_hi = p.kd_split ? std::min(kd_lo + q + 1, kd_hi) : kd_hi;
         c.first = icb0 == 0 && q == 0;
         c.last = last_icb && q + 1 == kd_passes;
+        if (p.plane) {
+          c.dst = dst_t;
+          c.res = res_t;
+          const std::int64_t x_end = oh_end * p.ow;
+          for (std::int64_t x = rg * p.rows * p.ow; x < x_end; x += UR)
+            tile<T, NB, UR, SW, PLAIN, kPlane>(c, x, static_cast<int>(std::min<std::int64_t>(UR, x_end - x)));
+          continue;
+        }
         for (std::int64_t oh = rg * p.rows; oh < oh_end; ++oh) {
           c.h0 = oh * p.sh - p.ph;
           c.kh_lo = 0, c.kh_hi = p.kh;

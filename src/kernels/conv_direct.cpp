@@ -142,14 +142,14 @@ std::unique_ptr<ConvKernel> create(const Impl& impl, const ConvParams& p, const 
   plan.ocb_g = p.groups == 1 ? plan.ocb : ocg / B;
 
   // Output-channel blocks per tile: a listed shape that divides the blocks of a group.
-  int nb = 0;
+  int nb = 0, ur = 0;
   if (tuning.nb) {
     for (const TileShape* s = impl.shapes; s->nb; ++s)
-      if (s->nb == tuning.nb) nb = s->nb;
+      if (s->nb == tuning.nb) nb = s->nb, ur = s->ur;
     if (!nb || plan.ocb_g % nb) return no("tile of " + std::to_string(tuning.nb) + " channel blocks does not fit");
   } else {
     for (const TileShape* s = impl.shapes; s->nb && !nb; ++s)
-      if (plan.ocb_g % s->nb == 0) nb = s->nb;
+      if (plan.ocb_g % s->nb == 0) nb = s->nb, ur = s->ur;
   }
   if (!nb) return no("no tile shape divides " + std::to_string(plan.ocb_g) + " channel blocks");
   plan.nb = nb;
@@ -161,6 +161,10 @@ std::unique_ptr<ConvKernel> create(const Impl& impl, const ConvParams& p, const 
   // Off unless asked for: one pass per depth tap measured slower on the U-Net layers, where
   // the extra passes over the output rows cost more than the L1 misses they save.
   plan.kd_split = !transposed && p.kd > 1 && tuning.kd_split == 1;
+  // Plane tiles when whole-row tiles would leave many register slots idle (rows shorter
+  // than the tile, or a few tiles per row with a ragged end).
+  plan.plane = !transposed && (tuning.plane >= 0 ? tuning.plane == 1
+                                                 : p.ow < ur || (p.ow % ur != 0 && p.ow <= 4 * ur));
   const std::int64_t row_len = p.ow, nrows = p.oh;
   plan.rows = tuning.rows > 0 ? std::min(tuning.rows, nrows)
                               : std::clamp<std::int64_t>((kItemPixels + row_len - 1) / row_len, 1, nrows);

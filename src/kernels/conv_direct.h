@@ -41,6 +41,7 @@ struct Plan {
   std::int64_t tiles_g = 1; // tiles per group
   std::int64_t icb_step = 1;  // input-channel blocks accumulated per pass over the output rows
   bool kd_split = false;      // one pass per kernel depth tap too (smaller weights per pass)
+  bool plane = false;         // tiles over the flattened rows of a work item (narrow rows)
   std::int64_t rows = 1;      // output rows (oh; ConvTranspose: input rows) per work item
   std::int64_t row_groups = 1;
   std::int64_t ow_lo = 0, ow_hi = 0;  // outputs in [ow_lo, ow_hi) read no W padding
@@ -88,6 +89,7 @@ struct Tuning {
   std::int64_t rows = 0;       // force rows per work item (0: heuristic)
   int plain_src = -1;          // force plain (1) or blocked (0) src (-1: heuristic)
   int kd_split = -1;           // force one pass per depth tap (1) or not (0) (-1: heuristic)
+  int plane = -1;              // force plane tiles (1) or row tiles (0) (-1: heuristic)
 };
 
 // Creates the kernel of one implementation, or null with the reason appended to `why`.

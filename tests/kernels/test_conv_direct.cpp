@@ -74,7 +74,7 @@ struct Case {
     s << (transposed ? "ConvTranspose " : "Conv ") << p.str() << " act=" << act_name(ep.act) << " bias=" << ep.bias
       << " residual=" << ep.residual << " slope_per_channel=" << ep.slope_per_channel << " tuning{nb=" << tuning.nb
       << " icb_step=" << tuning.icb_step << " rows=" << tuning.rows << " plain_src=" << tuning.plain_src
-      << " kd_split=" << tuning.kd_split << "}";
+      << " kd_split=" << tuning.kd_split << " plane=" << tuning.plane << "}";
     return s.str();
   }
 };
@@ -300,6 +300,20 @@ std::vector<Case> fixed_cases(int block) {
   add(conv_params(b, b, {2, 3, 7}, {5, 3, 3}, one, one, {3, 1, 1}, {3, 1, 1}), {Activation::clip, true, true},
       {0, 0, 0, -1, 1});  // depth taps all outside for some outputs
   add(conv_params(2, b, {5, 6, 9}, {3, 3, 3}, one, one, one, one), {Activation::relu, true, false}, {0, 0, 0, 1, 1});
+  // Plane tiles (flattened rows) forced on and off over padding, strides, dilation, plain
+  // src, row groups and passes.
+  for (int plane : {1, 0}) {
+    add(conv_params(2 * b, 4 * b, {4, 8, 8}, {3, 3, 3}, one, one, one, one), {Activation::prelu, true, true},
+        {0, 1, 3, -1, -1, plane});
+    add(conv_params(b + 3, 2 * b, {5, 7, 4}, {3, 3, 3}, two, one, one, one), {Activation::relu, true, false},
+        {0, 0, 0, -1, -1, plane});
+    add(conv_params(b, b, {6, 9, 7}, {3, 3, 3}, one, two, two, two), {Activation::sigmoid, false, true},
+        {0, 0, 2, -1, -1, plane});
+    add(conv_params(1, 4 * b, {5, 5, 5}, {3, 5, 3}, one, one, {1, 2, 1}, {1, 2, 1}), {Activation::clip, true, false},
+        {0, 0, 0, 1, -1, plane});
+    add(conv_params(3 * b, b, {3, 3, 2}, {1, 1, 1}, one, one, zero, zero), {Activation::none, true, false},
+        {0, 0, 0, -1, -1, plane});
+  }
   // First layers: plain src with 1..4 channels, and the same problems on blocked src.
   for (std::int64_t ic : {1, 2, 3, 4})
     for (int plain : {1, 0})
