@@ -43,6 +43,7 @@ struct FrameGeometry {
   Uint16 segment = 0;
   std::int64_t slice = 0;
   std::string source;  // referenced SOPInstanceUID
+  int source_frame = 0;
 };
 
 }  // namespace
@@ -137,8 +138,11 @@ Volume read_dicom_seg(const std::string& path, const DicomSegReadOptions& option
     if (auto* der = OFstatic_cast(FGDerivationImage*, fg.get(i, DcmFGTypes::EFG_DERIVATIONIMAGE));
         der && !der->getDerivationImageItems().empty() && !der->getDerivationImageItems()[0]->getSourceImageItems().empty()) {
       OFString uid;
-      der->getDerivationImageItems()[0]->getSourceImageItems()[0]->getImageSOPInstanceReference().getReferencedSOPInstanceUID(uid);
+      ImageSOPInstanceReferenceMacro& ref = der->getDerivationImageItems()[0]->getSourceImageItems()[0]->getImageSOPInstanceReference();
+      ref.getReferencedSOPInstanceUID(uid);
       frames[i].source = uid.c_str();
+      OFVector<Uint16> numbers;
+      if (ref.getReferencedFrameNumber(numbers).good() && !numbers.empty()) frames[i].source_frame = numbers[0];
     }
   }
 
@@ -242,7 +246,7 @@ Volume read_dicom_seg(const std::string& path, const DicomSegReadOptions& option
     info->overlapping_voxels = overlaps;
     info->series_description = s.c_str();
     info->frame_list.clear();
-    for (const FrameGeometry& f : frames) info->frame_list.push_back({f.segment, f.slice, f.source});
+    for (const FrameGeometry& f : frames) info->frame_list.push_back({f.segment, f.slice, f.source, f.source_frame});
     info->segments.clear();
     for (std::size_t n = 1; n <= seg->getNumberOfSegments(); ++n) {
       DcmSegment* segment = seg->getSegment(n);

@@ -407,7 +407,7 @@ void write_dicom_seg(const std::string& path, const Volume& labels, const std::m
       check(ref.setReferencedSOPClassUID(src.sop_class_uid.c_str()), path, "ReferencedSOPClassUID");
       check(ref.setReferencedSOPInstanceUID(src.sops[k].c_str()), path, "ReferencedSOPInstanceUID");
       if (src.frame_numbers.size() == src.sops.size())
-        check(ref.setReferencedFrameNumber(OFVector<Uint16>(1, src.frame_numbers[k])), path, "ReferencedFrameNumber");
+        check(ref.addReferencedFrameNumber(src.frame_numbers[k]), path, "ReferencedFrameNumber");
       referenced.insert(job.slice);
       OFVector<FGBase*> groups;
       groups.push_back(&position);

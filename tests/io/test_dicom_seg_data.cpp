@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <sstream>
 
 #include "io/dicom_seg_test_util.h"
 #include "test_util.h"
@@ -102,6 +103,59 @@ TEST(DicomSegData, PhilipsCtSeriesRoundTrip) {
   EXPECT_LT(info.frames, 2 * ct.nz());  // empty frames were dropped
   expect_valid_dicom(out);
   expect_pydicom_agrees(out, labels, {{1, 1}, {2, 2}});
+}
+
+// Other writers' SEGs on the small 23x38x3 and 24x38x3 grids (23 x 38 = 874 pixels: 1-bit
+// frames that do not fill whole bytes), against their label maps.
+TEST(DicomSegData, VendorSegsMatchTheirLabelMaps) {
+  VOXINFER_REQUIRE_SHARED("data/dcmqi_seg/data/segmentations/23x38x3/seg/label.seg");
+  const fs::path d = test::shared_dir() / "data/dcmqi_seg/data/segmentations";
+  const std::pair<const char*, const char*> cases[] = {
+      {"23x38x3/seg/label.seg", "23x38x3/nrrd/label.nrrd"},
+      {"24x38x3/seg/label.seg", "24x38x3/nrrd/label.nrrd"},
+  };
+  for (const auto& [seg, nrrd] : cases) {
+    SCOPED_TRACE(seg);
+    const Volume truth = read_image((d / nrrd).string());
+    DicomSegInfo info;
+    const Volume v = read_dicom_seg((d / seg).string(), DicomSegReadOptions{&truth.geometry, truth.nz(), {}}, &info);
+    std::int64_t labelled = 0;
+    for (std::int64_t i = 0; i < truth.voxels(); ++i) labelled += truth.channel(0)[i] != 0;
+    EXPECT_GT(labelled, 0);
+    EXPECT_EQ(differing_voxels(v, truth), 0) << info.segments.size() << " segments, " << info.frames << " frames";
+  }
+}
+
+// An Enhanced multi-frame source: each SEG frame references its frame of the one source file.
+TEST(DicomSegData, MultiFrameSourceIsReferencedByFrameNumber) {
+  VOXINFER_REQUIRE_SHARED("data/dcmqi_seg/data/segmentations/24x38x3/multiframe/mf.dcm");
+  const fs::path d = test::shared_dir() / "data/dcmqi_seg/data/segmentations/24x38x3";
+  const Volume src = read_volume((d / "multiframe/mf.dcm").string());
+  ASSERT_EQ(src.metadata.count("ReferencedFrameNumbers"), 1u);
+  Volume labels = read_image((d / "nrrd/label.nrrd").string());
+  expect_same_geometry(labels.geometry, src.geometry);
+  labels.geometry = src.geometry;
+  DicomSegWriteOptions o;
+  o.segments.resize(1);
+  o.segments[0].value = 1;
+  o.segments[0].name = "label";
+  const fs::path out = fresh_dir("multiframe") / "seg.dcm";
+  write_dicom_seg(out.string(), labels, src.metadata, o);
+  DicomSegInfo info;
+  const Volume back = read_dicom_seg(out.string(), DicomSegReadOptions{&src.geometry, src.nz(), {}}, &info);
+  EXPECT_EQ(differing_voxels(back, labels), 0);
+  // The source's frames of slices 0, 1, 2 (read_dicom orders them by position).
+  std::vector<int> frame_of_slice;
+  std::istringstream numbers(src.metadata.at("ReferencedFrameNumbers"));
+  for (std::string n; std::getline(numbers, n, '\\');) frame_of_slice.push_back(std::stoi(n));
+  ASSERT_EQ(frame_of_slice.size(), 3u);
+  ASSERT_FALSE(info.frame_list.empty());
+  for (const DicomSegFrame& f : info.frame_list) {
+    EXPECT_EQ(src.metadata.at("SOPInstanceUIDs").rfind(f.referenced_sop_instance_uid + "\\", 0), 0u);  // the one file
+    EXPECT_EQ(f.referenced_frame_number, frame_of_slice[static_cast<std::size_t>(f.slice)]);
+  }
+  expect_valid_dicom(out);
+  expect_pydicom_agrees(out, labels, {{1, 1}});
 }
 
 }  // namespace

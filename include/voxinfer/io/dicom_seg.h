@@ -77,6 +77,7 @@ struct DicomSegFrame {
   int segment = 0;
   std::int64_t slice = 0;
   std::string referenced_sop_instance_uid;
+  int referenced_frame_number = 0;  // multi-frame sources (0: none)
 };
 
 struct DicomSegInfo {
