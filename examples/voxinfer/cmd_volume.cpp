@@ -156,6 +156,7 @@ void print_volume_info(const std::string& input, const std::string& series_uid, 
       }
     }
 
+    if (is_dicom_seg_file(input)) out["dicom_seg"] = dicom_seg_summary(input);
     if (json) {
       std::cout << out.dump(2) << "\n";
       return 0;
@@ -192,6 +193,7 @@ void print_volume_info(const std::string& input, const std::string& series_uid, 
         std::cout << "\n";
       }
     }
+    if (out.contains("dicom_seg")) std::cout << dicom_seg_summary_text(out["dicom_seg"]);
     return 0;
   });
 }

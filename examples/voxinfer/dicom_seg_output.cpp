@@ -2,6 +2,7 @@
 #include "dicom_seg_output.h"
 
 #include <set>
+#include <sstream>
 
 #include "voxinfer/core/error.h"
 #include "voxinfer/io/dicom.h"
@@ -75,6 +76,42 @@ Volume read_dicom_seg_labels(const std::string& path, const std::string& referen
   if (v.nx() != ref.nx() || v.ny() != ref.ny())
     throw Error(ErrorCode::invalid_input, path + ": the SEG's frames are not the size of the reference series' images");
   return v;
+}
+
+nlohmann::json dicom_seg_summary(const std::string& path) {
+  DicomSegInfo info;
+  read_dicom_seg(path, {}, &info);
+  auto code = [](const std::optional<DicomSegCode>& c) {
+    return c ? nlohmann::json{{"scheme", c->scheme}, {"value", c->value}, {"meaning", c->meaning}} : nlohmann::json();
+  };
+  nlohmann::json j = {{"type", info.type},
+                      {"frames", info.frames},
+                      {"referenced_series", info.referenced_series_uid},
+                      {"overlapping_voxels", info.overlapping_voxels},
+                      {"segments", nlohmann::json::array()}};
+  for (const DicomSegSegment& s : info.segments) {
+    nlohmann::json e = {{"number", s.value},          {"label", s.name},       {"category", code(s.category)},
+                        {"type", code(s.type)},        {"algorithm_type", s.algorithm_type},
+                        {"algorithm_name", s.algorithm_name}};
+    if (s.label_value) e["label_value"] = s.label_value;
+    if (s.color) e["color"] = *s.color;
+    j["segments"].push_back(e);
+  }
+  return j;
+}
+
+std::string dicom_seg_summary_text(const nlohmann::json& j) {
+  std::ostringstream o;
+  o << "DICOM SEG:    " << j["type"].get<std::string>() << ", " << j["frames"].get<std::int64_t>() << " frames, "
+    << j["segments"].size() << " segments, referencing series " << j["referenced_series"].get<std::string>() << "\n";
+  for (const auto& s : j["segments"]) {
+    o << "  " << s["number"].get<int>() << "  \"" << s["label"].get<std::string>() << "\"";
+    if (s.contains("label_value")) o << "  label value " << s["label_value"].get<int>();
+    if (s["type"].is_object()) o << "  " << s["type"]["scheme"].get<std::string>() << " " << s["type"]["value"].get<std::string>() << " \""
+                                 << s["type"]["meaning"].get<std::string>() << "\"";
+    o << "  " << s["algorithm_type"].get<std::string>() << "\n";
+  }
+  return o.str();
 }
 
 }  // namespace voxinfer::cli

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "voxinfer/core/volume.h"
@@ -30,5 +31,12 @@ void write_segment_dicom_seg(const std::string& path, const Volume& labels, cons
 // Reads a DICOM SEG as a label map: on the grid of the series in `reference` (a DICOM folder
 // or file) when given, else on the grid its frames span.
 Volume read_dicom_seg_labels(const std::string& path, const std::string& reference, const std::string& series_uid);
+
+// What `voxinfer info` shows of a DICOM SEG: type, frames, referenced series, overlap, and per
+// segment its number, label, recorded label value, codes, algorithm and colour.
+nlohmann::json dicom_seg_summary(const std::string& path);
+
+// The summary as text lines (`info` without --json).
+std::string dicom_seg_summary_text(const nlohmann::json& summary);
 
 }  // namespace voxinfer::cli
