@@ -129,6 +129,12 @@ std::unique_ptr<ConvKernel> create(const Impl& impl, const ConvParams& p, const 
     // Output sizes are free: taps outside the input are skipped, like the reference does.
     if (p.sw > 2) return no("stride along W " + std::to_string(p.sw) + " (only 1 and 2)");
   }
+  // Layers whose channels all fit a block of 8 (MeshNet's 5-channel stack) would fill a
+  // third of each 16-lane vector: the 8-channel kernels further down the list do half the
+  // work and keep the activations half the size. Asked for by name (tests), it still runs.
+  if (B > 8 && !tuning.any_width && plan.icg <= 8 && ocg <= 8)
+    return no("all channels fit a block of 8 (ic/groups=" + std::to_string(plan.icg) +
+              " oc/groups=" + std::to_string(ocg) + "): the 8-channel kernels waste less");
   if (p.groups > 1 && (plan.icg % B || ocg % B))
     return no("groups=" + std::to_string(p.groups) + " needs channels per group that are multiples of " +
               std::to_string(B) + ", got ic/groups=" + std::to_string(plan.icg) + " oc/groups=" + std::to_string(ocg));

@@ -90,6 +90,7 @@ struct Tuning {
   int plain_src = -1;          // force plain (1) or blocked (0) src (-1: heuristic)
   int kd_split = -1;           // force one pass per depth tap (1) or not (0) (-1: heuristic)
   int plane = -1;              // force plane tiles (1) or row tiles (0) (-1: heuristic)
+  bool any_width = false;      // accept layers whose channels all fit a narrower block
 };
 
 // Creates the kernel of one implementation, or null with the reason appended to `why`.

@@ -110,7 +110,9 @@ bool check_case(const direct::Impl& impl, const Case& cs, std::uint32_t seed, bo
   else conv3d_ref(p, src.data(), wei.data(), ep, ref.data());
 
   std::string why;
-  auto k = direct::create(impl, p, wei.data(), ep, cs.transposed, cs.tuning, &why);
+  direct::Tuning tuning = cs.tuning;
+  tuning.any_width = true;  // test every implementation on small channel counts too
+  auto k = direct::create(impl, p, wei.data(), ep, cs.transposed, tuning, &why);
   if (!k) {
     EXPECT_FALSE(expect_accept) << "rejected: " << why;
     return false;
@@ -428,8 +430,8 @@ TEST(ConvDirect, RejectionsSayWhy) {
               nullptr);
     EXPECT_NE(why.find("stride along W 3"), std::string::npos) << why;
     why.clear();
-    p = conv_params(6, 6, {5, 5, 9}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 3);
-    EXPECT_EQ(direct::create(*impl, p, std::vector<float>(6 * 2 * 27).data(), Epilogue{}, false, {}, &why), nullptr);
+    p = conv_params(36, 36, {5, 5, 9}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 3);
+    EXPECT_EQ(direct::create(*impl, p, std::vector<float>(36 * 12 * 27).data(), Epilogue{}, false, {}, &why), nullptr);
     EXPECT_NE(why.find("groups=3"), std::string::npos) << why;
   }
   for (const direct::Impl* impl : impls_for(true)) {
@@ -467,6 +469,15 @@ TEST(ConvDirect, MakeConvKernelFollowsTheIsaCap) {
     ASSERT_NE(k, nullptr) << why;
     EXPECT_STREQ(k->name(), "conv3d_f32_nCdhw16c__avx512");
     EXPECT_EQ(k->dst_layout(), Layout::nCdhw16c);
+  }
+  // Channels that all fit 8 lanes go to the 8-channel kernel even where AVX-512 is allowed.
+  const ConvParams small = conv_params(5, 5, {4, 4, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+  if (cpu_has(Isa::avx512)) {
+    why.clear();
+    auto k = make_conv_kernel(small, w.data(), Epilogue{}, false, Isa::avx512, &why);
+    ASSERT_NE(k, nullptr) << why;
+    EXPECT_STREQ(k->name(), "conv3d_f32_nCdhw8c__avx2_fma");
+    EXPECT_NE(why.find("fit a block of 8"), std::string::npos) << why;
   }
   // A first layer reads plain input.
   const ConvParams first = conv_params(1, 32, {4, 4, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
