@@ -38,6 +38,8 @@ namespace {
 constexpr double kPlaneToleranceMm = 0.01;
 // Frames whose masks are built in parallel before DCMTK (single-threaded) takes them.
 constexpr std::size_t kFrameBatch = 32;
+// Label values above this cannot name a segment (and are not converted to int).
+constexpr float kMaxLabelValue = 1e9f;
 // Characters in a DS (decimal string) value.
 constexpr std::size_t kMaxDecimalString = 16;
 
@@ -250,7 +252,8 @@ void write_dicom_seg(const std::string& path, const Volume& labels, const std::m
           const float v = src_row[x];
           if (v == 0.f) continue;
           if (v != last) {
-            const auto it = segment_of.find(static_cast<int>(v));
+            // Range first: a cast of NaN or a huge value to int is undefined.
+            const auto it = v >= 1.f && v <= kMaxLabelValue ? segment_of.find(static_cast<int>(v)) : segment_of.end();
             if (it == segment_of.end() || static_cast<float>(it->first) != v) {
               problems[static_cast<std::size_t>(k)] = "label value " + decimal(v) + " in slice " + std::to_string(k) + " has no segment";
               return;

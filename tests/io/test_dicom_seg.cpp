@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -236,6 +237,11 @@ TEST(DicomSeg, RefusesSourcesThatAreNotDicomAndLabelsWithoutSegments) {
   Volume with7 = labels;
   with7.at(0, 1, 0, 0) = 7;
   EXPECT_THROW(write_dicom_seg((dir / "b.dcm").string(), with7, src.metadata, o), Error);
+  Volume with_nan = labels;
+  with_nan.at(0, 1, 1, 1) = std::nanf("");
+  EXPECT_THROW(write_dicom_seg((dir / "b.dcm").string(), with_nan, src.metadata, o), Error);
+  with_nan.at(0, 1, 1, 1) = 1.5f;  // not an integer
+  EXPECT_THROW(write_dicom_seg((dir / "b.dcm").string(), with_nan, src.metadata, o), Error);
   // A label map on another grid (shifted by half a slice) is refused.
   Volume shifted = labels;
   shifted.geometry.origin += 0.5 * shifted.geometry.spacing[2] * shifted.geometry.direction.col(2);
