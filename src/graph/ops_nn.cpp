@@ -47,6 +47,24 @@ Activation parse_activation(const Node& n, float& alpha, float& beta) {
   throw Error(ErrorCode::invalid_model, n.label() + ": unknown fused activation '" + a + "'");
 }
 
+// A fused activation (Relu, LeakyRelu, Sigmoid) applied in place to n values.
+void apply_fused(const Epilogue& ep, float* x, std::int64_t n) {
+  switch (ep.act) {
+    case Activation::relu:
+      for (std::int64_t i = 0; i < n; ++i) x[i] = x[i] > 0 ? x[i] : 0.f;
+      break;
+    case Activation::leaky_relu: {
+      const float a = ep.alpha;
+      for (std::int64_t i = 0; i < n; ++i) x[i] = x[i] >= 0 ? x[i] : a * x[i];
+      break;
+    }
+    case Activation::sigmoid:
+      for (std::int64_t i = 0; i < n; ++i) x[i] = 1.f / (1.f + std::exp(-x[i]));
+      break;
+    default: break;
+  }
+}
+
 // Conv and ConvTranspose. Inputs: X, W, optional B; fused graphs add an optional PRelu
 // slope (input 3) and residual (input 4).
 class ConvOp final : public Op {
@@ -289,10 +307,13 @@ class BatchNormOp final : public Op {
     }
     const float* s = in[0]->data<float>();
     float* d = out[0]->data<float>();
+    Epilogue ep;
+    ep.act = parse_activation(node_, ep.alpha, ep.beta);
     parallel_for(n * c, 1, [&](std::int64_t b0, std::int64_t e0) {
       for (std::int64_t r = b0; r < e0; ++r) {
         const auto k = static_cast<std::size_t>(r % c);
         for (std::int64_t i = 0; i < sp; ++i) d[r * sp + i] = s[r * sp + i] * a[k] + b[k];
+        apply_fused(ep, d + r * sp, sp);
       }
     });
   }
@@ -333,6 +354,8 @@ class GroupNormOp final : public Op {
     const float eps = node_.get_float("epsilon", 1e-5f);
     const float *s = in[0]->data<float>(), *sc = in[1]->data<float>(), *bi = in[2]->data<float>();
     float* d = out[0]->data<float>();
+    Epilogue ep;
+    ep.act = parse_activation(node_, ep.alpha, ep.beta);
     parallel_for(n * groups_, 1, [&](std::int64_t b0, std::int64_t e0) {
       for (std::int64_t r = b0; r < e0; ++r) {
         const std::int64_t g = r % groups_;
@@ -346,6 +369,7 @@ class GroupNormOp final : public Op {
           const float* src = s + (r * cpg + ci) * sp;
           float* dst = d + (r * cpg + ci) * sp;
           for (std::int64_t i = 0; i < sp; ++i) dst[i] = src[i] * a + b;
+          apply_fused(ep, dst, sp);
         }
       }
     });

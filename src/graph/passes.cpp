@@ -127,12 +127,18 @@ PassReport fuse_activations(Graph& g) {
   std::set<std::size_t> drop;
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     Node& conv = g.nodes[i];
-    if ((conv.op_type != "Conv" && conv.op_type != "ConvTranspose") || conv.outputs.size() != 1 || conv.has("voxinfer.activation"))
+    const bool is_conv = conv.op_type == "Conv" || conv.op_type == "ConvTranspose";
+    const bool is_norm = conv.op_type == "InstanceNormalization" || conv.op_type == "BatchNormalization" ||
+                         conv.op_type == "GroupNormalization";
+    if ((!is_conv && !is_norm) || conv.outputs.empty() || conv.has("voxinfer.activation")) continue;
+    if (conv.outputs.size() > 1 && !std::all_of(conv.outputs.begin() + 1, conv.outputs.end(), [](const std::string& o) { return o.empty(); }))
       continue;
     const int c = single_consumer(g, conv.outputs[0]);
     if (c < 0) continue;
     Node& act = g.nodes[static_cast<std::size_t>(c)];
     if (act.inputs.empty() || act.inputs[0] != conv.outputs[0] || act.outputs.size() != 1) continue;
+    // Normalizations take the simple activations only (no PRelu slopes, no Clip inputs).
+    if (is_norm && act.op_type != "Relu" && act.op_type != "LeakyRelu" && act.op_type != "Sigmoid") continue;
     std::string kind;
     float alpha = 0, beta = 0;
     std::string slope;
