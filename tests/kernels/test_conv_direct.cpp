@@ -23,8 +23,9 @@
 namespace voxinfer::kernels {
 namespace {
 
-// Tighter than the project bound (1e-4) and holds with float accumulation over the
-// reductions of these sweeps.
+// Bound on max|err| / max(1, max|value before the activation|): tighter than the project
+// bound (1e-4 of the output) and holds with float accumulation over reductions of up to
+// ~11000 terms (64 channels x 5x7x5 taps), measured over 3000 random cases.
 constexpr double kTolerance = 2e-5;
 constexpr std::size_t kGuard = 64;
 constexpr std::uint32_t kSentinelBits = 0x7fc0beefu;  // a NaN nothing computes
@@ -105,9 +106,15 @@ bool check_case(const direct::Impl& impl, const Case& cs, std::uint32_t seed, bo
   ep.slope = slopes.data();
   ep.slope_per_channel = cs.ep.slope_per_channel;
 
-  std::vector<float> ref(res.size());
+  std::vector<float> ref(res.size()), pre(res.size());
   if (cs.transposed) conv_transpose3d_ref(p, src.data(), wei.data(), ep, ref.data());
   else conv3d_ref(p, src.data(), wei.data(), ep, ref.data());
+  // The rounding error of a float reduction scales with the sums before the activation; all
+  // activations here are 1-Lipschitz, so that scale also bounds the error after them.
+  Epilogue linear = ep;
+  linear.act = Activation::none;
+  if (cs.transposed) conv_transpose3d_ref(p, src.data(), wei.data(), linear, pre.data());
+  else conv3d_ref(p, src.data(), wei.data(), linear, pre.data());
 
   std::string why;
   direct::Tuning tuning = cs.tuning;
@@ -163,15 +170,16 @@ bool check_case(const direct::Impl& impl, const Case& cs, std::uint32_t seed, bo
 
   std::vector<float> out(ref.size());
   reorder_blocked_to_plain(dst1.data(), out.data(), p.n, p.oc, osp, block);
-  double max_err = 0, max_ref = 0;
+  double max_err = 0, max_pre = 0;
   std::size_t worst = 0;
   for (std::size_t i = 0; i < ref.size(); ++i) {
     const double e = std::abs(double(out[i]) - double(ref[i]));
     if (!(e <= max_err)) max_err = e, worst = i;  // NaN counts as the worst
-    max_ref = std::max(max_ref, std::abs(double(ref[i])));
+    max_pre = std::max(max_pre, std::abs(double(pre[i])));
   }
-  EXPECT_LE(max_err, kTolerance * std::max(1.0, max_ref))
-      << "at plain index " << worst << ": got " << out[worst] << " expected " << ref[worst];
+  EXPECT_LE(max_err, kTolerance * std::max(1.0, max_pre))
+      << "at plain index " << worst << ": got " << out[worst] << " expected " << ref[worst]
+      << " (largest value before the activation " << max_pre << ")";
   return true;
 }
 
