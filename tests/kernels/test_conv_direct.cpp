@@ -415,6 +415,45 @@ std::vector<Case> deconv_cases(int block) {
   return v;
 }
 
+// Random valid ConvTransposes: kernel 1-5, stride 1-3, padding below the kernel,
+// output_padding below the stride.
+std::vector<Case> deconv_sweep(int block, std::uint32_t seed, int count) {
+  std::mt19937 rng(seed);
+  auto uni = [&](std::int64_t lo, std::int64_t hi) { return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng); };
+  const std::int64_t b = block;
+  const std::int64_t chans[] = {1, 3, b - 1, b, b + 1, 2 * b + 3, 3 * b};
+  const Activation acts[] = {Activation::none, Activation::relu, Activation::leaky_relu,
+                             Activation::prelu, Activation::sigmoid, Activation::clip};
+  std::vector<Case> v;
+  while (static_cast<int>(v.size()) < count) {
+    Case c;
+    c.transposed = true;
+    c.p.ic = chans[uni(0, 6)], c.p.oc = chans[uni(0, 6)];
+    std::int64_t* in[3] = {&c.p.id, &c.p.ih, &c.p.iw};
+    std::int64_t* out[3] = {&c.p.od, &c.p.oh, &c.p.ow};
+    std::int64_t* k[3] = {&c.p.kd, &c.p.kh, &c.p.kw};
+    std::int64_t* st[3] = {&c.p.sd, &c.p.sh, &c.p.sw};
+    std::int64_t* pad[3] = {&c.p.pd, &c.p.ph, &c.p.pw};
+    for (int a = 0; a < 3; ++a) {
+      *k[a] = uni(1, 5), *st[a] = uni(1, 3), *pad[a] = uni(0, *k[a] - 1), *in[a] = uni(1, 7);
+      *out[a] = deconv_out(*in[a], *k[a], *st[a], *pad[a], uni(0, *st[a] - 1));
+    }
+    if (c.p.od < 1 || c.p.oh < 1 || c.p.ow < 1 || c.p.flops() > 4'000'000) continue;
+    c.ep.act = acts[v.size() % 6];
+    c.ep.bias = (v.size() / 6) % 2 == 0;
+    c.ep.residual = (v.size() / 3) % 2 == 0;
+    v.push_back(c);
+  }
+  return v;
+}
+
+TEST(ConvDirect, TransposedRandomSweep) {
+  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512}) {
+    const int block = isa == Isa::avx512 ? 16 : 8;
+    if (cpu_has(isa)) sweep(true, deconv_sweep(block, 31 + static_cast<std::uint32_t>(isa), 60), isa, 11000, 60);
+  }
+}
+
 void deconv(Isa isa, int block) {
   const auto cases = deconv_cases(block);
   for (const direct::Impl* impl : impls_for(true)) {
