@@ -343,12 +343,29 @@ class GroupNormOp final : public Op {
     groups_ = instance_ ? x[1] : node_.get_int("num_groups", 1);
     if (groups_ < 1 || x[1] % groups_) fail_model("num_groups " + std::to_string(groups_) + " does not divide " + std::to_string(x[1]) + " channels");
     per_channel_ = instance_ || in[1].shape.numel() == x[1];
+    rank5_ = x.rank() == 5 && in[0].dtype == DType::f32;
     if (!per_channel_ && in[1].shape.numel() != groups_) fail_model("scale has the wrong size");
     out[0].shape = x;
     out[0].dtype = DType::f32;
   }
   int inplace_input() const override { return 0; }
-  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+
+  // InstanceNormalization also runs on channel-blocked activations, so that chains of
+  // Conv -> InstanceNorm(+activation) -> Conv stay blocked (nnU-Net's building block).
+  Layout preferred_output_layout(int o) const override { return o == 0 && instance_ && rank5_ ? in_layout_ : Layout::plain; }
+  bool accepts_input_layout(int i, Layout l) const override {
+    return l == Layout::plain || (i == 0 && instance_ && rank5_ && !layout_is_weights(l));
+  }
+  void set_layouts(const std::vector<Layout>& in, const std::vector<Layout>& out) override {
+    in_layout_ = in.empty() ? Layout::plain : in[0];
+    out_layout_ = out.empty() ? Layout::plain : out[0];
+  }
+
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void* ws) override {
+    if (in_layout_ != Layout::plain || out_layout_ != Layout::plain) {
+      run_blocked(in, out, ws);
+      return;
+    }
     const Shape& x = in[0]->shape();
     const std::int64_t n = x[0], c = x[1], sp = x.numel() / (n * c), cpg = c / groups_;
     const float eps = node_.get_float("epsilon", 1e-5f);
@@ -376,9 +393,62 @@ class GroupNormOp final : public Op {
   }
 
  private:
+  // Instance normalization with either side blocked (nCdhw8c/16c): element (n, c, i) lives at
+  // n*Cp*sp + (c/b)*sp*b + i*b + c%b; padding lanes of a blocked output are written as 0.
+  void run_blocked(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) {
+    const Shape& x = in[0]->shape();
+    const std::int64_t n = x[0], c = x[1], sp = x.numel() / (n * c);
+    const int bi_ = layout_block(in_layout_), bo = layout_block(out_layout_);
+    const std::int64_t cpi = round_up(c, bi_), cpo = round_up(c, bo);
+    const float eps = node_.get_float("epsilon", 1e-5f);
+    const float *s = in[0]->data<float>(), *sc = in[1]->data<float>(), *bias = in[2]->data<float>();
+    float* d = out[0]->data<float>();
+    Epilogue ep;
+    ep.act = parse_activation(node_, ep.alpha, ep.beta);
+    auto at_in = [&](std::int64_t b, std::int64_t ch) { return s + b * cpi * sp + (ch / bi_) * sp * bi_ + ch % bi_; };
+    auto at_out = [&](std::int64_t b, std::int64_t ch) { return d + b * cpo * sp + (ch / bo) * sp * bo + ch % bo; };
+    const std::int64_t si = bi_, so = bo;  // element strides along the spatial index
+    parallel_for(n * c, 1, [&](std::int64_t b0, std::int64_t e0) {
+      for (std::int64_t r = b0; r < e0; ++r) {
+        const std::int64_t b = r / c, ch = r % c;
+        const float* src = at_in(b, ch);
+        double sum = 0;
+        for (std::int64_t i = 0; i < sp; ++i) sum += src[i * si];
+        const double mean = sum / static_cast<double>(sp);
+        double q = 0;
+        for (std::int64_t i = 0; i < sp; ++i) {
+          const double t = src[i * si] - mean;
+          q += t * t;
+        }
+        const double inv = 1.0 / std::sqrt(q / static_cast<double>(sp) + eps);
+        const float a = static_cast<float>(inv * sc[ch]);
+        const float bb = static_cast<float>(bias[ch] - mean * inv * sc[ch]);
+        float* dst = at_out(b, ch);
+        for (std::int64_t i = 0; i < sp; ++i) {
+          float v = src[i * si] * a + bb;
+          if (ep.act == Activation::relu) v = v > 0 ? v : 0.f;
+          else if (ep.act == Activation::leaky_relu) v = v >= 0 ? v : ep.alpha * v;
+          else if (ep.act == Activation::sigmoid) v = 1.f / (1.f + std::exp(-v));
+          dst[i * so] = v;
+        }
+      }
+    });
+    if (out_layout_ != Layout::plain && cpo != c) {  // zero the padding lanes of the last block
+      parallel_for(n * sp, 4096, [&](std::int64_t b0, std::int64_t e0) {
+        for (std::int64_t r = b0; r < e0; ++r) {
+          const std::int64_t b = r / sp, i = r % sp;
+          float* blk = d + b * cpo * sp + (cpo / bo - 1) * sp * bo + i * bo;
+          for (std::int64_t lane = c % bo; lane < bo; ++lane) blk[lane] = 0.f;
+        }
+      });
+    }
+  }
+
   bool instance_;
   std::int64_t groups_ = 1;
   bool per_channel_ = true;
+  bool rank5_ = false;
+  Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain;
 };
 
 class LayerNormOp final : public Op {

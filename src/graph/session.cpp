@@ -240,7 +240,12 @@ std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, con
     for (std::size_t i = 0; i < plan->steps.size(); ++i)
       for (std::size_t j = 0; j < plan->steps[i].in.size(); ++j)
         if (plan->steps[i].in[j] >= 0) consumers[static_cast<std::size_t>(plan->steps[i].in[j])].emplace_back(static_cast<int>(i), static_cast<int>(j));
-    for (auto& step : plan->steps)
+    for (auto& step : plan->steps) {
+      // The op learns its (already decided) input layouts first: its preferred output
+      // layout may follow them (InstanceNormalization keeps a blocked input blocked).
+      std::vector<Layout> li, lo(step.out.size(), Layout::plain);
+      for (int k : step.in) li.push_back(k >= 0 ? layout[static_cast<std::size_t>(k)] : Layout::plain);
+      step.op->set_layouts(li, lo);
       for (std::size_t o = 0; o < step.out.size(); ++o) {
         const int k = step.out[o];
         if (k < 0) continue;
@@ -253,6 +258,7 @@ std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, con
         for (const auto& [ci, cj] : cons) ok = ok && plan->steps[static_cast<std::size_t>(ci)].op->accepts_input_layout(cj, want);
         if (ok) layout[static_cast<std::size_t>(k)] = want;
       }
+    }
     for (auto& step : plan->steps) {
       std::vector<Layout> li, lo;
       for (int k : step.in) li.push_back(k >= 0 ? layout[static_cast<std::size_t>(k)] : Layout::plain);

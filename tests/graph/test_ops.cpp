@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "graph_builder.h"
+#include "voxinfer/core/cpu.h"
 #include "test_util.h"
 
 namespace voxinfer {
@@ -620,6 +621,51 @@ TEST(Einsum, AttentionContractionsAndImplicitOutput) {
   const Tensor sq = test::random_tensor(Shape{3, 3}, 125);
   const Tensor tr = OneOp("Einsum", 12).input(sq).attr("equation", test::s("ii->")).run1();
   EXPECT_NEAR(tr.data<float>()[0], sq.at<float>(0, 0) + sq.at<float>(1, 1) + sq.at<float>(2, 2), 1e-5);
+}
+
+// Conv -> InstanceNorm(+LeakyRelu) -> Conv with 12 channels (not a multiple of 8 or 16):
+// with optimized kernels the middle tensors stay blocked; the result must equal the plain
+// reference path's.
+TEST(LayoutPass, BlockedInstanceNormChainMatchesPlainPath) {
+  graph::Graph g;
+  g.opset = 13;
+  graph::ValueInfo vi;
+  vi.name = "x";
+  g.inputs.push_back(vi);
+  g.initializers["w1"] = test::random_tensor(Shape{12, 3, 3, 3, 3}, 131, -0.3f, 0.3f);
+  g.initializers["b1"] = test::random_tensor(Shape{12}, 132);
+  g.initializers["s"] = test::random_tensor(Shape{12}, 133, 0.5f, 1.5f);
+  g.initializers["t"] = test::random_tensor(Shape{12}, 134);
+  g.initializers["w2"] = test::random_tensor(Shape{5, 12, 3, 3, 3}, 135, -0.3f, 0.3f);
+  auto node = [&](const char* op, std::vector<std::string> in, std::string out, std::map<std::string, graph::Attribute> a = {}) {
+    graph::Node n;
+    n.op_type = op;
+    n.name = out;
+    n.inputs = std::move(in);
+    n.outputs = {out};
+    n.attrs = std::move(a);
+    g.nodes.push_back(n);
+  };
+  node("Conv", {"x", "w1", "b1"}, "c1", {{"pads", test::ints({1, 1, 1, 1, 1, 1})}});
+  node("InstanceNormalization", {"c1", "s", "t"}, "n1");
+  node("LeakyRelu", {"n1"}, "a1", {{"alpha", test::f(0.1f)}});
+  node("Conv", {"a1", "w2"}, "y", {{"pads", test::ints({1, 1, 1, 1, 1, 1})}});
+  graph::ValueInfo out;
+  out.name = "y";
+  g.outputs.push_back(out);
+  const Tensor x = test::random_tensor(Shape{2, 3, 7, 6, 5}, 136);
+  set_max_isa(Isa::generic);
+  graph::Session plain(g);
+  const Tensor ref = plain.run(std::vector<Tensor>{x})[0];
+  set_max_isa(Isa::avx512);
+  graph::Session fast(g);
+  const Tensor y = fast.run(std::vector<Tensor>{x})[0];
+  const auto st = fast.plan_stats({x.shape()});
+  std::printf("[layout] blocked values %d, reorders %d, max_abs_err %.3g\n", st.blocked_values, st.reorders, test::max_abs_diff(y, ref));
+  expect_close(y, ref, 1e-4, "blocked chain");
+  if (hardware_isa() != Isa::generic) {
+    EXPECT_GE(st.blocked_values, 2);
+  }
 }
 
 TEST(Misc, CastRangeConstantOfShape) {
