@@ -187,6 +187,12 @@ void tile(const RowCtx& c, std::int64_t ow0, int ur) {
           // row and the channels together to keep the loop overhead off the FMAs.
           const float* s = srow + iw_base * WS;
           const float* wi = wrow;  // taps then channels, as packed
+          if (nic == 1 && c.kw_n == 3) {  // CT/MR first layers: straight-line code for the row
+            fma_step<T, NB, UR, SW * WS>(acc, s, wi);
+            fma_step<T, NB, UR, SW * WS>(acc, s + c.dw, wi + NB * B);
+            fma_step<T, NB, UR, SW * WS>(acc, s + 2 * c.dw, wi + 2 * NB * B);
+            continue;
+          }
           for (std::int64_t kw = 0; kw < c.kw_n; ++kw) {
             const float* skw = s + kw * c.dw;
 #pragma GCC unroll 4
