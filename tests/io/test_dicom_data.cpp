@@ -4,7 +4,7 @@
 // between transfer syntaxes and the dcm2niix references compared through the affine.
 #include <gtest/gtest.h>
 
-#include <regex>
+#include <cstring>
 
 #include "io_test_util.h"
 #include "voxinfer/io/dicom.h"
@@ -31,12 +31,12 @@ TEST_P(DicomGroundTruth, MatchesPydicom) {
   for (const auto& [key, e] : expected["series"].items()) {
     SCOPED_TRACE(set + "/" + key);
     // Keys are "folder [SeriesInstanceUID]" for series and a file path for single files.
-    std::smatch m;
     ReadOptions options;
     std::string rel = key;
-    if (std::regex_match(key, m, std::regex(R"((.*) \[([0-9.]+)\])"))) {
-      rel = m[1];
-      options.series_uid = m[2];
+    const auto bracket = key.rfind(" [");
+    if (bracket != std::string::npos && key.back() == ']') {
+      rel = key.substr(0, bracket);
+      options.series_uid = key.substr(bracket + 2, key.size() - bracket - 3);
     }
     const std::string path = (root / rel).string();
     const nlohmann::json& geometry = e["geometry"];
