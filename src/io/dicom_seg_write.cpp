@@ -60,7 +60,7 @@ std::vector<std::string> split(const std::string& s) {
 
 // The shortest decimal that reads back as `v`, cut to the 16 characters a DS value holds.
 std::string decimal(double v) {
-  char buf[32];
+  char buf[384];  // room for any %g of a double, so the compiler can prove no truncation
   for (int precision = 1; precision <= 17; ++precision) {
     std::snprintf(buf, sizeof buf, "%.*g", precision, v);
     if (std::strtod(buf, nullptr) == v) break;
