@@ -23,4 +23,7 @@ void add_classify_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void print_volume_info(const std::string& input, const std::string& series_uid, bool json);
 
+// cli_util.cpp: writes a text file atomically (temporary name, then rename).
+void write_text_atomic(const std::string& path, const std::string& text);
+
 }  // namespace voxinfer::cli

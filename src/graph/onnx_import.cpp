@@ -95,11 +95,21 @@ Tensor convert_tensor(const Ctx& c, const onnx::TensorProto& tp, const std::stri
                               tp.data_type() == onnx::TensorProto::FLOAT16)
                                  ? 2
                                  : static_cast<int>(dtype_size(dt));
-  Tensor t(shape, dt);
+  // Check what the file holds against the declared shape before allocating, so that a
+  // corrupt header cannot ask for more memory than the data it carries.
   if (raw) {
     if (raw->size() != static_cast<std::size_t>(n) * static_cast<std::size_t>(src_elem))
       bad(c, what + " holds " + std::to_string(raw->size()) + " bytes, its shape " + shape.str() + " needs " +
                  std::to_string(n * src_elem));
+  } else {
+    const std::int64_t have = tp.data_type() == onnx::TensorProto::FLOAT    ? tp.float_data_size()
+                              : tp.data_type() == onnx::TensorProto::DOUBLE ? tp.double_data_size()
+                              : tp.data_type() == onnx::TensorProto::INT64  ? tp.int64_data_size()
+                                                                            : tp.int32_data_size();
+    if (have != n) bad(c, what + " holds " + std::to_string(have) + " values, its shape " + shape.str() + " needs " + std::to_string(n));
+  }
+  Tensor t(shape, dt);
+  if (raw) {
     if (!widen) {
       std::memcpy(t.raw(), raw->data(), raw->size());
     } else {
