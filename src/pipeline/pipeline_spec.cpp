@@ -322,6 +322,8 @@ void parse_inference(Node n, PipelineSpec& spec) {
   }
   if (auto s = n.opt("style"))
     inf.style = one_of<WindowStyle>(*s, {{"nnunet", WindowStyle::nnunet}, {"monai", WindowStyle::monai}});
+  if (auto a = n.opt("average"))
+    inf.average = one_of<AverageSpace>(*a, {{"logits", AverageSpace::logits}, {"probabilities", AverageSpace::probabilities}});
   n.finish();
 }
 
@@ -429,6 +431,8 @@ PipelineSpec parse_pipeline_spec(std::string_view json_text) {
     if (n.has("classes")) bad("classes", "only applies to \"task\": \"classification\"");
     parse_labels(n.get("labels"), spec);
     if (spec.labels.empty()) bad("labels", "expected at least one label");
+    if (spec.inference.average == AverageSpace::probabilities && spec.postprocess.activation == Activation::none)
+      bad("inference.average", "\"probabilities\" needs postprocess.activation \"softmax\" or \"sigmoid\"");
     for (std::size_t i = 0; i < spec.postprocess.keep_largest_component.size(); ++i) {
       const int v = spec.postprocess.keep_largest_component[i];
       if (!spec.find_label(v))

@@ -8,6 +8,7 @@
 
 #include "voxinfer/core/error.h"
 #include "voxinfer/core/threading.h"
+#include "voxinfer/pipeline/postprocess.h"
 #include "voxinfer/pipeline/preprocess.h"
 
 namespace voxinfer {
@@ -41,11 +42,12 @@ inline float lerp(float a, float b, float w) { return w == 0.f ? a : (1.f - w) *
 SlabResampler::SlabResampler(const Geometry& model_geometry, const std::array<std::int64_t, 3>& model_size,
                              AxisOrder axes, const Geometry& target_geometry,
                              const std::array<std::int64_t, 3>& target_size, Activation activation, float threshold,
-                             std::vector<int> sigmoid_values)
+                             std::vector<int> sigmoid_values, bool activated)
     : model_size_(model_size),
       target_size_(target_size),
       activation_(activation),
       threshold_(threshold),
+      activated_(activated),
       values_(std::move(sigmoid_values)),
       out_(1, target_size[2], target_size[1], target_size[0], target_geometry) {
   const Eigen::Matrix3d in_inv = (model_geometry.direction * model_geometry.spacing.asDiagonal()).inverse();
@@ -58,7 +60,7 @@ float SlabResampler::label_of(const float* v) const {
   if (activation_ == Activation::sigmoid) {
     float label = 0;
     for (std::int64_t k = 0; k < k_; ++k)
-      if (1.f / (1.f + std::exp(-v[k])) >= threshold_) label = static_cast<float>(values_[static_cast<std::size_t>(k)]);
+      if ((activated_ ? v[k] : 1.f / (1.f + std::exp(-v[k]))) >= threshold_) label = static_cast<float>(values_[static_cast<std::size_t>(k)]);
     return label;
   }
   std::int64_t best = 0;  // softmax keeps the argmax
@@ -207,9 +209,29 @@ SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, cons
 
   std::vector<int> values;
   for (const auto& l : spec.labels) values.push_back(l.value);
+  const bool probabilities = spec.inference.average == AverageSpace::probabilities;
   SlabResampler resampler(v.geometry, result.model_size, spec.axes, input.geometry, {input.nx(), input.ny(), input.nz()},
-                          spec.postprocess.activation, static_cast<float>(spec.postprocess.threshold), values);
-  sliding_window_stream(image, sw, network, resampler.consumer(), &result.window);
+                          spec.postprocess.activation, static_cast<float>(spec.postprocess.threshold), values,
+                          probabilities);
+  // Averaging probabilities: the activation goes on every network output (mirrored passes
+  // included) before blending, into one reused buffer.
+  Tensor activated;
+  const TileCallback activated_network = [&](const Tensor& batch) {
+    const Tensor out = network(batch);
+    VOXINFER_CHECK(out.dtype() == DType::f32 && out.rank() == 5, invalid_model,
+                   "segment: the network output must be f32 [B, K, D, H, W], got " + out.shape().str());
+    if (!activated.defined() || activated.shape() != out.shape()) activated = Tensor(out.shape(), DType::f32);
+    const Tensor src = out.contiguous();
+    std::memcpy(activated.data<float>(), src.data<float>(), src.nbytes());
+    const std::int64_t per_image = activated.numel() / activated.dim(0);
+    for (std::int64_t b = 0; b < activated.dim(0); ++b) {
+      Tensor image_b = Tensor::wrap(activated.data<float>() + b * per_image,
+                                    Shape{activated.dim(1), activated.dim(2), activated.dim(3), activated.dim(4)}, DType::f32);
+      apply_activation(image_b, spec.postprocess.activation);
+    }
+    return activated;
+  };
+  sliding_window_stream(image, sw, probabilities ? activated_network : network, resampler.consumer(), &result.window);
   result.labels = resampler.finish();
   result.labels.metadata = input.metadata;
   postprocess_labels(result.labels, spec.postprocess);

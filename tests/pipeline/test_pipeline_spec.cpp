@@ -118,7 +118,7 @@ TEST(PipelineSpec, ParsesClassification) {
 TEST(PipelineSpec, OptionalFieldsAndDefaults) {
   json j = example();
   j["inference"] = {{"roi_size", {64, 32, 16}}, {"overlap", {0.25, 0.5, 0}}, {"style", "monai"},
-                    {"mirror_axes", {2, 0}}, {"batch", 4}, {"blend", "constant"}};
+                    {"mirror_axes", {2, 0}}, {"batch", 4}, {"blend", "constant"}, {"average", "probabilities"}};
   j["preprocess"]["intensity"] = json::array({{{"op", "zscore"}, {"mean", 10}, {"std", 2}},
                                               {{"op", "percentile_clip"}, {"lo", 0.5}, {"hi", 99.5}},
                                               {{"op", "minmax"}, {"channel_wise", false}}});
@@ -129,7 +129,11 @@ TEST(PipelineSpec, OptionalFieldsAndDefaults) {
   EXPECT_EQ(s.inference.mirror_axes, (std::vector<int>{2, 0}));
   EXPECT_EQ(s.inference.batch, 4);
   EXPECT_EQ(s.inference.blend, BlendMode::constant);
+  EXPECT_EQ(s.inference.average, AverageSpace::probabilities);
+  EXPECT_EQ(parse_pipeline_spec(example().dump()).inference.average, AverageSpace::logits);
   EXPECT_EQ(s.inference.sigma_scale, 0.125);
+  EXPECT_EQ(s.inference.average, AverageSpace::probabilities);
+  EXPECT_EQ(parse_pipeline_spec(example().dump()).inference.average, AverageSpace::logits);
   EXPECT_EQ(s.preprocess.intensity[0].mean.value(), 10);
   EXPECT_EQ(s.preprocess.intensity[0].std.value(), 2);
   EXPECT_EQ(s.preprocess.intensity[1].lo, 0.5);
@@ -180,6 +184,9 @@ TEST(PipelineSpec, ErrorsNameTheField) {
   j = example(); j["inference"]["mirror_axes"] = {1, 1};          expect_names(j, "inference.mirror_axes[1]");
   j = example(); j["inference"]["batch"] = 0;                     expect_names(j, "inference.batch");
   j = example(); j["inference"]["style"] = "tf";                  expect_names(j, "inference.style");
+  j = example(); j["inference"]["average"] = "votes";             expect_names(j, "inference.average");
+  j = example(); j["inference"]["average"] = "probabilities"; j["postprocess"]["activation"] = "none";
+  expect_names(j, "inference.average");
   j = example(); j["postprocess"]["activation"] = "relu";         expect_names(j, "postprocess.activation");
   j = example(); j["postprocess"]["keep_largest_component"] = {2};
   expect_names(j, "postprocess.keep_largest_component[0]");

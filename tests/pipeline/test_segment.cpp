@@ -283,5 +283,42 @@ TEST(SegmentVolume, OptionsOverrideOverlapAndTta) {
   EXPECT_GT(double(same) / double(input.voxels()), 0.999);
 }
 
+TEST(SegmentVolume, AveragingProbabilitiesAppliesTheActivationBeforeBlending) {
+  // Two tiles along axis 0 (planes 0-3 and 2-5), constant weights: the first call answers a
+  // logit of 4 everywhere, the second -1. Planes 2-3 get both: the mean logit 1.5 has
+  // sigmoid 0.818, the mean probability is (0.982 + 0.269) / 2 = 0.626; threshold 0.7.
+  Volume input;
+  input.data = Tensor(Shape{1, 4, 4, 6}, DType::f32);  // [C, z, y, x]: x is model axis 0 below
+  std::fill_n(input.data.data<float>(), input.data.numel(), 0.f);
+  PipelineSpec spec;
+  spec.task = Task::segmentation;
+  spec.axes = AxisOrder::xyz;
+  spec.input.channels = 1;
+  spec.inference.roi_size = {4, 4, 4};
+  spec.inference.overlap = {0.5, 0.5, 0.5};
+  spec.inference.blend = BlendMode::constant;
+  spec.postprocess.activation = Activation::sigmoid;
+  spec.postprocess.threshold = 0.7;
+  LabelSpec on;
+  on.value = 1;
+  on.name = "on";
+  spec.labels = {on};
+  auto labels_along_x = [&](AverageSpace average) {
+    spec.inference.average = average;
+    int call = 0;
+    const SegmentResult r = segment_volume(input, spec, [&](const Tensor& x) {
+      Tensor y(Shape{x.dim(0), 1, x.dim(2), x.dim(3), x.dim(4)}, DType::f32);
+      std::fill_n(y.data<float>(), y.numel(), call++ == 0 ? 4.f : -1.f);
+      return y;
+    });
+    EXPECT_EQ(r.window.tiles, 2);
+    std::vector<float> row;
+    for (std::int64_t x = 0; x < 6; ++x) row.push_back(r.labels.at(0, 2, 1, x));
+    return row;
+  };
+  EXPECT_EQ(labels_along_x(AverageSpace::logits), (std::vector<float>{1, 1, 1, 1, 0, 0}));
+  EXPECT_EQ(labels_along_x(AverageSpace::probabilities), (std::vector<float>{1, 1, 0, 0, 0, 0}));
+}
+
 }  // namespace
 }  // namespace voxinfer

@@ -76,12 +76,10 @@ TEST_F(SegmentationE2E, MeshNetDemoReproducesReferenceLabelsFullVolumeAndTiles) 
   std::printf("[segment] meshnet full volume: %.5f%% agree, %lld tiles; 128^3 tiles overlap 0.5: %.5f%% agree, %lld tiles\n",
               100 * a_full, static_cast<long long>(r.window.tiles), 100 * a_tiled, static_cast<long long>(t.window.tiles));
   EXPECT_GE(a_full, 0.999);
-  // The target for tiles is 99.9%; measured 99.87%. MeshNet's receptive field (93 voxels)
-  // is wider than what 128^3 tiles at a 64-voxel stride can give every voxel: only the
-  // central 36 voxels of a tile see full context, so voxels between those bands see the
-  // tiles' zero padding in every tile that covers them. The bound below guards against
-  // regressions from the measured value.
-  EXPECT_GE(a_tiled, 0.998);
+  // Measured 99.905% with the package's blending (probabilities, sigma_scale 0.09); MeshNet's
+  // 93-voxel receptive field is wider than the fully-informed centre of 128^3 tiles at a
+  // 64-voxel stride, and nnU-Net's defaults (logits, 0.125) give 99.87% (see the package README).
+  EXPECT_GE(a_tiled, 0.999);
   EXPECT_EQ(r.window.tiles, 1);
   EXPECT_EQ(t.window.tiles, 27);
 }

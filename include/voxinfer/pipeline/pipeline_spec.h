@@ -52,6 +52,10 @@ struct PreprocessSpec {
 enum class BlendMode { gaussian, constant };
 // Whose sliding window to reproduce: tile placement and Gaussian shape (docs/pipeline.md).
 enum class WindowStyle { nnunet, monai };
+// What the tiles' weighted average is taken over: the network's raw outputs (MONAI's default,
+// nnU-Net v2), or its outputs after the postprocess activation (nnU-Net v1, MONAI with a
+// softmax in the predictor).
+enum class AverageSpace { logits, probabilities };
 
 struct InferenceSpec {
   std::array<std::int64_t, 3> roi_size{0, 0, 0};  // model axis order
@@ -61,6 +65,7 @@ struct InferenceSpec {
   std::vector<int> mirror_axes;                    // spatial axes 0..2 in model axis order
   std::int64_t batch = 1;
   WindowStyle style = WindowStyle::nnunet;
+  AverageSpace average = AverageSpace::logits;
 };
 
 enum class Activation { softmax, sigmoid, none };

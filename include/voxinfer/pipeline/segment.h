@@ -27,13 +27,16 @@ namespace voxinfer {
 // thresholds, one label value per channel). nnU-Net likewise resamples logits before the
 // nonlinearity. Each target voxel is computed once, when the slab holding its upper
 // neighbour plane arrives; the previous slab's last plane is kept for interpolation.
+// With `activated` the slabs already hold probabilities (inference.average "probabilities"):
+// sigmoid outputs are then thresholded as they are.
 class SlabResampler {
  public:
   // `model_geometry`/`model_size` (x, y, z): the grid the network saw, as a Volume;
   // `axes`: the order of the slabs' axes; target grid as geometry + size (x, y, z).
   SlabResampler(const Geometry& model_geometry, const std::array<std::int64_t, 3>& model_size, AxisOrder axes,
                 const Geometry& target_geometry, const std::array<std::int64_t, 3>& target_size,
-                Activation activation, float threshold = 0.5f, std::vector<int> sigmoid_values = {});
+                Activation activation, float threshold = 0.5f, std::vector<int> sigmoid_values = {},
+                bool activated = false);
 
   void consume(const Tensor& slab, std::int64_t begin);
   SlabConsumer consumer() {
@@ -51,6 +54,7 @@ class SlabResampler {
   std::array<int, 3> vol_axis_{};  // slab axis j -> Volume index axis
   Activation activation_;
   float threshold_;
+  bool activated_ = false;
   std::vector<int> values_;
   Volume out_;
   Tensor halo_;  // [K, S1, S2]: the last plane of the previous slab
