@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 
+#include "graph/norm_stats.h"
 #include "graph/ops_common.h"
 #include "voxinfer/core/cpu.h"
 #include "voxinfer/kernels/conv.h"
@@ -319,6 +320,30 @@ class BatchNormOp final : public Op {
   }
 };
 
+// Calls f with the fused activation as a float -> float functor (identity without one).
+template <class F>
+void with_activation(const Epilogue& ep, F&& f) {
+  switch (ep.act) {
+    // Branch-free forms: activations are about half negative, and they vectorise.
+    case Activation::relu: f([](float v) { return std::max(v, 0.f); }); break;
+    case Activation::leaky_relu: {
+      const float a = ep.alpha;
+      f([a](float v) { return std::max(v, 0.f) + a * std::min(v, 0.f); });
+      break;
+    }
+    case Activation::sigmoid: f([](float v) { return 1.f / (1.f + std::exp(-v)); }); break;
+    default: f([](float v) { return v; }); break;
+  }
+}
+
+// d = act((s - m) * a + b) over rows of L lanes (m, a, b per lane); s may equal d.
+// Subtracting the mean first keeps precision when the data has a large offset.
+template <int L, class Act>
+void affine_rows(const float* s, float* d, std::int64_t rows, const float* m, const float* a, const float* b, Act act) {
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (int l = 0; l < L; ++l) d[r * L + l] = act((s[r * L + l] - m[l]) * a[l] + b[l]);
+}
+
 // Mean and variance of `count` values, accumulated in double in a fixed order.
 inline void moments(const float* p, std::int64_t count, double& mean, double& var) {
   double s = 0;
@@ -361,89 +386,120 @@ class GroupNormOp final : public Op {
     out_layout_ = out.empty() ? Layout::plain : out[0];
   }
 
-  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void* ws) override {
-    if (in_layout_ != Layout::plain || out_layout_ != Layout::plain) {
-      run_blocked(in, out, ws);
-      return;
-    }
+  // Statistics in one read of the input (chunked two-pass moments, merged in double), then
+  // one pass computing x * a + b and the fused activation. Either side may be channel-blocked
+  // (nCdhw8c/16c, instance normalization only): element (n, c, i) lives at
+  // n*Cp*sp + (c/b)*sp*b + i*b + c%b, with b = 1 for plain; padding lanes of a blocked
+  // output are written as 0.
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
     const Shape& x = in[0]->shape();
     const std::int64_t n = x[0], c = x[1], sp = x.numel() / (n * c), cpg = c / groups_;
-    const float eps = node_.get_float("epsilon", 1e-5f);
-    const float *s = in[0]->data<float>(), *sc = in[1]->data<float>(), *bi = in[2]->data<float>();
-    float* d = out[0]->data<float>();
-    Epilogue ep;
-    ep.act = parse_activation(node_, ep.alpha, ep.beta);
-    parallel_for(n * groups_, 1, [&](std::int64_t b0, std::int64_t e0) {
-      for (std::int64_t r = b0; r < e0; ++r) {
-        const std::int64_t g = r % groups_;
-        double mean = 0, var = 0;
-        moments(s + r * cpg * sp, cpg * sp, mean, var);
-        const double inv = 1.0 / std::sqrt(var + eps);
-        for (std::int64_t ci = 0; ci < cpg; ++ci) {
-          const std::int64_t ch = g * cpg + ci;
-          const float a = static_cast<float>(inv * (per_channel_ ? sc[ch] : sc[g]));
-          const float b = static_cast<float>((per_channel_ ? bi[ch] : bi[g]) - mean * inv * (per_channel_ ? sc[ch] : sc[g]));
-          const float* src = s + (r * cpg + ci) * sp;
-          float* dst = d + (r * cpg + ci) * sp;
-          for (std::int64_t i = 0; i < sp; ++i) dst[i] = src[i] * a + b;
-          apply_fused(ep, dst, sp);
-        }
-      }
-    });
-  }
-
- private:
-  // Instance normalization with either side blocked (nCdhw8c/16c): element (n, c, i) lives at
-  // n*Cp*sp + (c/b)*sp*b + i*b + c%b; padding lanes of a blocked output are written as 0.
-  void run_blocked(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) {
-    const Shape& x = in[0]->shape();
-    const std::int64_t n = x[0], c = x[1], sp = x.numel() / (n * c);
-    const int bi_ = layout_block(in_layout_), bo = layout_block(out_layout_);
-    const std::int64_t cpi = round_up(c, bi_), cpo = round_up(c, bo);
+    const int bi = layout_block(in_layout_), bo = layout_block(out_layout_);
     const float eps = node_.get_float("epsilon", 1e-5f);
     const float *s = in[0]->data<float>(), *sc = in[1]->data<float>(), *bias = in[2]->data<float>();
     float* d = out[0]->data<float>();
     Epilogue ep;
     ep.act = parse_activation(node_, ep.alpha, ep.beta);
-    auto at_in = [&](std::int64_t b, std::int64_t ch) { return s + b * cpi * sp + (ch / bi_) * sp * bi_ + ch % bi_; };
-    auto at_out = [&](std::int64_t b, std::int64_t ch) { return d + b * cpo * sp + (ch / bo) * sp * bo + ch % bo; };
-    const std::int64_t si = bi_, so = bo;  // element strides along the spatial index
-    parallel_for(n * c, 1, [&](std::int64_t b0, std::int64_t e0) {
-      for (std::int64_t r = b0; r < e0; ++r) {
-        const std::int64_t b = r / c, ch = r % c;
-        const float* src = at_in(b, ch);
-        double sum = 0;
-        for (std::int64_t i = 0; i < sp; ++i) sum += src[i * si];
-        const double mean = sum / static_cast<double>(sp);
-        double q = 0;
-        for (std::int64_t i = 0; i < sp; ++i) {
-          const double t = src[i * si] - mean;
-          q += t * t;
-        }
-        const double inv = 1.0 / std::sqrt(q / static_cast<double>(sp) + eps);
-        const float a = static_cast<float>(inv * sc[ch]);
-        const float bb = static_cast<float>(bias[ch] - mean * inv * sc[ch]);
-        float* dst = at_out(b, ch);
-        for (std::int64_t i = 0; i < sp; ++i) {
-          float v = src[i * si] * a + bb;
-          if (ep.act == Activation::relu) v = v > 0 ? v : 0.f;
-          else if (ep.act == Activation::leaky_relu) v = v >= 0 ? v : ep.alpha * v;
-          else if (ep.act == Activation::sigmoid) v = 1.f / (1.f + std::exp(-v));
-          dst[i * so] = v;
-        }
-      }
-    });
-    if (out_layout_ != Layout::plain && cpo != c) {  // zero the padding lanes of the last block
-      parallel_for(n * sp, 4096, [&](std::int64_t b0, std::int64_t e0) {
-        for (std::int64_t r = b0; r < e0; ++r) {
-          const std::int64_t b = r / sp, i = r % sp;
-          float* blk = d + b * cpo * sp + (cpo / bo - 1) * sp * bo + i * bo;
-          for (std::int64_t lane = c % bo; lane < bo; ++lane) blk[lane] = 0.f;
+
+    // Per (image, group) moments; a group is one channel for instance normalization.
+    std::vector<Moments> stats(static_cast<std::size_t>(n * groups_));
+    if (bi > 1) {
+      const std::int64_t ncb = round_up(c, bi) / bi, rows = kMomentChunkFloats / bi, nch = (sp + rows - 1) / rows;
+      std::vector<Moments> part(static_cast<std::size_t>(n * ncb * nch * bi));
+      parallel_for(n * ncb * nch, 1, [&](std::int64_t b0, std::int64_t e0) {
+        for (std::int64_t it = b0; it < e0; ++it) {
+          const std::int64_t unit = it / nch, k = it % nch, r0 = k * rows, nr = std::min(rows, sp - r0);
+          const float* p = s + unit * sp * bi + r0 * bi;
+          Moments* o = part.data() + it * bi;
+          if (bi == 16) chunk_moments<16>(p, nr, o);
+          else chunk_moments<8>(p, nr, o);
         }
       });
+      for (std::int64_t b = 0; b < n; ++b)
+        for (std::int64_t ch = 0; ch < c; ++ch)
+          for (std::int64_t k = 0; k < nch; ++k)
+            stats[static_cast<std::size_t>(b * c + ch)].merge(part[static_cast<std::size_t>(((b * ncb + ch / bi) * nch + k) * bi + ch % bi)]);
+    } else {
+      const std::int64_t span = cpg * sp, nch = (span + kMomentChunkFloats - 1) / kMomentChunkFloats;
+      std::vector<Moments> part(static_cast<std::size_t>(n * groups_ * nch));
+      parallel_for(n * groups_ * nch, 1, [&](std::int64_t b0, std::int64_t e0) {
+        for (std::int64_t it = b0; it < e0; ++it) {
+          const std::int64_t unit = it / nch, r0 = (it % nch) * kMomentChunkFloats;
+          chunk_moments<1>(s + unit * span + r0, std::min(kMomentChunkFloats, span - r0), part.data() + it);
+        }
+      });
+      for (std::int64_t u = 0; u < n * groups_; ++u)
+        for (std::int64_t k = 0; k < nch; ++k) stats[static_cast<std::size_t>(u)].merge(part[static_cast<std::size_t>(u * nch + k)]);
     }
+    // out = (x - mean) * a + b per (image, channel).
+    std::vector<float> cm(static_cast<std::size_t>(n * c)), ca(cm.size()), cb(cm.size());
+    for (std::int64_t b = 0; b < n; ++b)
+      for (std::int64_t ch = 0; ch < c; ++ch) {
+        const std::int64_t g = ch / cpg;
+        const Moments& m = stats[static_cast<std::size_t>(b * groups_ + g)];
+        const double inv = 1.0 / std::sqrt(m.variance() + eps);
+        const double scale = per_channel_ ? sc[ch] : sc[g], shift = per_channel_ ? bias[ch] : bias[g];
+        cm[static_cast<std::size_t>(b * c + ch)] = static_cast<float>(m.mean);
+        ca[static_cast<std::size_t>(b * c + ch)] = static_cast<float>(inv * scale);
+        cb[static_cast<std::size_t>(b * c + ch)] = static_cast<float>(shift);
+      }
+
+    with_activation(ep, [&](auto act) {
+      if (bi == bo && bi > 1) {
+        const std::int64_t ncb = round_up(c, bi) / bi, rows = kMomentChunkFloats / bi, nch = (sp + rows - 1) / rows;
+        parallel_for(n * ncb * nch, 1, [&](std::int64_t b0, std::int64_t e0) {
+          alignas(64) float lm[16], la[16], lb[16];
+          for (std::int64_t it = b0; it < e0; ++it) {
+            const std::int64_t unit = it / nch, r0 = (it % nch) * rows, nr = std::min(rows, sp - r0);
+            const std::int64_t b = unit / ncb, cb0 = (unit % ncb) * bi;
+            for (int l = 0; l < bi; ++l) {
+              const bool real = cb0 + l < c;
+              lm[l] = real ? cm[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
+              la[l] = real ? ca[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
+              lb[l] = real ? cb[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
+            }
+            const std::int64_t off = unit * sp * bi + r0 * bi;
+            if (bi == 16) affine_rows<16>(s + off, d + off, nr, lm, la, lb, act);
+            else affine_rows<8>(s + off, d + off, nr, lm, la, lb, act);
+            if (cb0 + bi > c && act(0.f) != 0.f)  // channel padding stays zero
+              for (std::int64_t r = 0; r < nr; ++r)
+                for (std::int64_t l = c - cb0; l < bi; ++l) d[off + r * bi + l] = 0.f;
+          }
+        });
+      } else if (bi == 1 && bo == 1) {
+        const std::int64_t nch = (sp + kMomentChunkFloats - 1) / kMomentChunkFloats;
+        parallel_for(n * c * nch, 1, [&](std::int64_t b0, std::int64_t e0) {
+          for (std::int64_t it = b0; it < e0; ++it) {
+            const std::int64_t r = it / nch, i0 = (it % nch) * kMomentChunkFloats, m = std::min(kMomentChunkFloats, sp - i0);
+            const float mu = cm[static_cast<std::size_t>(r)], a = ca[static_cast<std::size_t>(r)], bb = cb[static_cast<std::size_t>(r)];
+            const float* src = s + r * sp + i0;
+            float* dst = d + r * sp + i0;
+            for (std::int64_t i = 0; i < m; ++i) dst[i] = act((src[i] - mu) * a + bb);
+          }
+        });
+      } else {  // one side blocked, the other plain (or other blocks): element by element
+        const std::int64_t cpi = round_up(c, bi), cpo = round_up(c, bo);
+        parallel_for(n * c, 1, [&](std::int64_t b0, std::int64_t e0) {
+          for (std::int64_t r = b0; r < e0; ++r) {
+            const std::int64_t b = r / c, ch = r % c;
+            const float* src = s + b * cpi * sp + (ch / bi) * sp * bi + ch % bi;
+            float* dst = d + b * cpo * sp + (ch / bo) * sp * bo + ch % bo;
+            const float mu = cm[static_cast<std::size_t>(r)], a = ca[static_cast<std::size_t>(r)], bb = cb[static_cast<std::size_t>(r)];
+            for (std::int64_t i = 0; i < sp; ++i) dst[i * bo] = act((src[i * bi] - mu) * a + bb);
+          }
+        });
+        if (bo > 1 && cpo != c)  // zero the padding lanes of the last block
+          parallel_for(n * sp, 4096, [&](std::int64_t b0, std::int64_t e0) {
+            for (std::int64_t r = b0; r < e0; ++r) {
+              float* blk = d + (r / sp) * cpo * sp + (cpo / bo - 1) * sp * bo + (r % sp) * bo;
+              for (std::int64_t lane = c % bo; lane < bo; ++lane) blk[lane] = 0.f;
+            }
+          });
+      }
+    });
   }
 
+ private:
   bool instance_;
   std::int64_t groups_ = 1;
   bool per_channel_ = true;

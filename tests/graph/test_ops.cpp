@@ -328,6 +328,43 @@ TEST(Softmax, AxesAndLog) {
   EXPECT_NEAR(y11.data<float>()[5], std::exp(x.data<float>()[5]) / s, 1e-6);
 }
 
+// Statistics over several chunks (40000 values per channel) of data with a large offset
+// (1000 + N(0, 0.1)): the chunked moments must match a double-precision reference, and the
+// fused LeakyRelu must act on the normalized values.
+TEST(Norms, InstanceNormChunkedStatisticsWithLargeOffset) {
+  const Shape shape{2, 3, 20, 40, 50};
+  Tensor x = test::random_tensor(shape, 61, -0.1f, 0.1f);
+  for (std::int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += 1000.f + 0.05f * static_cast<float>(i % 7);
+  const Tensor sc = test::random_tensor(Shape{3}, 62, 0.5, 1.5), bi = test::random_tensor(Shape{3}, 63);
+  const Tensor y = OneOp("InstanceNormalization")
+                       .input(x).constant(sc).constant(bi)
+                       .attr("epsilon", test::f(1e-5f))
+                       .attr("voxinfer.activation", test::s("leaky_relu"))
+                       .attr("voxinfer.alpha", test::f(0.01f))
+                       .run1();
+  const std::int64_t sp = 40000;
+  double worst = 0, a_max = 0;
+  for (std::int64_t r = 0; r < 6; ++r) {
+    const float* p = x.data<float>() + r * sp;
+    double m = 0, v = 0;
+    for (std::int64_t k = 0; k < sp; ++k) m += p[k];
+    m /= static_cast<double>(sp);
+    for (std::int64_t k = 0; k < sp; ++k) v += (p[k] - m) * (p[k] - m);
+    v /= static_cast<double>(sp);
+    const double a = sc.data<float>()[r % 3] / std::sqrt(v + 1e-5), b = bi.data<float>()[r % 3];
+    a_max = std::max(a_max, a);
+    for (std::int64_t k = 0; k < sp; ++k) {
+      double e = (p[k] - m) * a + b;
+      e = e >= 0 ? e : 0.01 * e;
+      worst = std::max(worst, std::abs(y.data<float>()[r * sp + k] - e));
+    }
+  }
+  // The mean is applied as a float: one ulp of 1000 (6.1e-5) times the scale a (about 15
+  // here) bounds what that costs; a form x * a + b would lose about 1e-3 at this offset.
+  EXPECT_LT(worst, 6.1e-5 * a_max);
+  std::printf("[norm] max error %.3g, bound %.3g\n", worst, 6.1e-5 * a_max);
+}
+
 TEST(Norms, InstanceGroupLayerBatch) {
   const Tensor x = test::random_tensor(Shape{2, 4, 3, 2, 5}, 51, -2, 3);
   const Tensor sc = test::random_tensor(Shape{4}, 52, 0.5, 1.5), bi = test::random_tensor(Shape{4}, 53);
@@ -653,7 +690,8 @@ TEST(LayoutPass, BlockedInstanceNormChainMatchesPlainPath) {
   graph::ValueInfo out;
   out.name = "y";
   g.outputs.push_back(out);
-  const Tensor x = test::random_tensor(Shape{2, 3, 7, 6, 5}, 136);
+  // 20x18x16 = 5760 voxels: several statistics chunks per channel block.
+  const Tensor x = test::random_tensor(Shape{2, 3, 20, 18, 16}, 136);
   set_max_isa(Isa::generic);
   graph::Session plain(g);
   const Tensor ref = plain.run(std::vector<Tensor>{x})[0];
