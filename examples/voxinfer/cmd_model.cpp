@@ -118,6 +118,7 @@ void model_info(const std::string& path, const std::vector<std::string>& shape_a
                  {"aliased", st.aliased},
                  {"reorders", st.reorders},
                  {"blocked_values", st.blocked_values},
+                 {"concat_in_place", st.concat_in_place},
                  {"kernels", st.kernels}};
   }
   if (as_json) {
@@ -144,6 +145,7 @@ void model_info(const std::string& path, const std::vector<std::string>& shape_a
   std::printf("  outputs           %s, workspace %s\n", human_bytes(st.output_bytes).c_str(), human_bytes(st.workspace_bytes).c_str());
   std::printf("  steps             %d run, %d folded at plan time, %d in place, %d views\n", st.steps, st.folded, st.inplace, st.aliased);
   std::printf("  layouts           %d tensors stay blocked, %d reorders per run at layout boundaries\n", st.blocked_values, st.reorders);
+  std::printf("  concat            %d inputs written in place into their Concat's output (no copy)\n", st.concat_in_place);
   std::printf("  kernels          ");
   for (const auto& [k, n] : st.kernels) std::printf(" %s x%d", k.c_str(), n);
   std::printf("\n");

@@ -213,6 +213,10 @@ class TransposeOp final : public Op {
   std::vector<int> perm_;
 };
 
+// Concat. Along channels of rank-5 f32 tensors it also works on channel-blocked layouts
+// (nCdhw8c/16c) when every input but the last has a whole number of blocks, so that U-Net
+// skip connections stay blocked. An input whose data already sits at its place in the output
+// (the planner puts it there: "Concat without copies") is not copied.
 class ConcatOp final : public Op {
  public:
   using Op::Op;
@@ -222,6 +226,7 @@ class ConcatOp final : public Op {
     axis_ = static_cast<int>(norm_axis(node_.get_int("axis", 1), s0.rank(), node_));
     Shape s = s0;
     std::int64_t total = 0;
+    channels_.clear();
     for (std::size_t i = 0; i < in.size(); ++i) {
       const Shape& si = in[i].shape;
       if (in[i].dtype != in[0].dtype) fail_model("input dtypes differ");
@@ -231,12 +236,45 @@ class ConcatOp final : public Op {
           fail_input("dimension mismatch: input 0 is " + s0.str() + ", input " + std::to_string(i) + " is " + si.str() +
                      " (only axis " + std::to_string(axis_) + " may differ)");
       total += si[axis_];
+      channels_.push_back(si[axis_]);
     }
     s[axis_] = total;
     out[0].shape = s;
     out[0].dtype = in[0].dtype;
+    blockable_ = axis_ == 1 && s.rank() == 5 && in[0].dtype == DType::f32;
   }
+
+  bool accepts_input_layout(int i, Layout l) const override {
+    if (l == Layout::plain) return true;
+    if (!blockable_ || layout_is_weights(l)) return false;
+    const int b = layout_block(l);
+    for (std::size_t k = 0; k + 1 < channels_.size(); ++k)
+      if (channels_[k] % b) return false;
+    return i >= 0;
+  }
+  // Blocked output when an input arrives blocked and the block divides the channel offsets.
+  Layout preferred_output_layout(int) const override {
+    for (Layout l : in_layouts_)
+      if (l != Layout::plain && accepts_input_layout(0, l)) return l;
+    return Layout::plain;
+  }
+  void set_layouts(const std::vector<Layout>& in, const std::vector<Layout>& out) override {
+    in_layouts_ = in;
+    out_layout_ = out.empty() ? Layout::plain : out[0];
+  }
+  int reorders() const override {
+    int n = 0;
+    for (Layout l : in_layouts_) n += l != out_layout_;
+    return n;
+  }
+
   void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    bool mixed = out_layout_ != Layout::plain;
+    for (Layout l : in_layouts_) mixed = mixed || l != Layout::plain;
+    if (mixed) {
+      run_blocked(in, out);
+      return;
+    }
     const Shape& s = out[0]->shape();
     std::int64_t outer = 1, inner = dtype_size(out[0]->dtype());
     for (int k = 0; k < axis_; ++k) outer *= s[k];
@@ -247,16 +285,68 @@ class ConcatOp final : public Op {
     for (const Tensor* t : in) {
       const std::int64_t row = t->shape()[axis_] * inner;
       const auto* src = static_cast<const std::byte*>(t->raw());
-      parallel_for(outer, std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(row, 1)), [&](std::int64_t b, std::int64_t e) {
-        for (std::int64_t o = b; o < e; ++o)
-          std::memcpy(dst + o * out_row + col, src + o * row, static_cast<std::size_t>(row));
-      });
+      if (!(outer == 1 && src == dst + col))  // already in place
+        parallel_for(outer, std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(row, 1)), [&](std::int64_t b, std::int64_t e) {
+          for (std::int64_t o = b; o < e; ++o)
+            std::memcpy(dst + o * out_row + col, src + o * row, static_cast<std::size_t>(row));
+        });
       col += row;
     }
   }
 
  private:
+  // Channels of input i go to channels [off, off + C_i) of the output; either side may be
+  // blocked (element (n, c, x) at n*Cp*sp + (c/b)*sp*b + x*b + c%b, b = 1 when plain).
+  void run_blocked(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) {
+    const Shape& s = out[0]->shape();
+    const std::int64_t n = s[0], c = s[1], sp = s.numel() / (n * c);
+    const int bo = layout_block(out_layout_);
+    const std::int64_t cpo = round_up(c, bo);
+    float* d = out[0]->data<float>();
+    std::int64_t off = 0;
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      const std::int64_t ci = channels_[i];
+      const int bi = layout_block(in_layouts_[i]);
+      const std::int64_t cpi = round_up(ci, bi);
+      const float* src = in[i]->data<float>();
+      if (bi == bo) {
+        // Whole blocks (the last input's padding lanes are zero in a blocked input): one
+        // contiguous run per image.
+        const std::int64_t run = cpi * sp;
+        for (std::int64_t b = 0; b < n; ++b) {
+          float* to = d + b * cpo * sp + off * sp;
+          const float* from = src + b * cpi * sp;
+          if (to == from) continue;  // already in place
+          parallel_for(run, 1 << 16, [&](std::int64_t x0, std::int64_t x1) {
+            std::memcpy(to + x0, from + x0, static_cast<std::size_t>(x1 - x0) * sizeof(float));
+          });
+        }
+      } else {
+        parallel_for(n * ci, 1, [&](std::int64_t r0, std::int64_t r1) {
+          for (std::int64_t r = r0; r < r1; ++r) {
+            const std::int64_t b = r / ci, ch = r % ci, oc = off + ch;
+            const float* from = src + b * cpi * sp + (ch / bi) * sp * bi + ch % bi;
+            float* to = d + b * cpo * sp + (oc / bo) * sp * bo + oc % bo;
+            for (std::int64_t x = 0; x < sp; ++x) to[x * bo] = from[x * bi];
+          }
+        });
+      }
+      off += ci;
+    }
+    if (bo > 1 && cpo != c)  // zero the output's padding lanes
+      parallel_for(n * sp, 4096, [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r) {
+          float* blk = d + (r / sp) * cpo * sp + (cpo / bo - 1) * sp * bo + (r % sp) * bo;
+          for (std::int64_t lane = c % bo; lane < bo; ++lane) blk[lane] = 0.f;
+        }
+      });
+  }
+
   int axis_ = 0;
+  bool blockable_ = false;
+  std::vector<std::int64_t> channels_;
+  std::vector<Layout> in_layouts_;
+  Layout out_layout_ = Layout::plain;
 };
 
 class SplitOp final : public Op {

@@ -322,7 +322,65 @@ std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, con
     }
   }
   for (std::size_t b = 0; b < plan->buffers.size(); ++b) plan->buffers[b].last = buffer_last[b];
-  plan->arena = plan_arena(plan->buffers);
+
+  // Concat without copies: an input whose buffer the Concat reads for the last time is
+  // placed inside the Concat's output at its slice (axis with nothing but 1s before it), so
+  // its producers write there directly and Concat skips the copy. The output's buffer then
+  // lives from the earliest of those producers. No nesting: a buffer is a parent or a child.
+  const std::size_t nbuf = plan->buffers.size();
+  std::vector<int> parent(nbuf, -1);
+  std::vector<std::int64_t> sub_offset(nbuf, 0);
+  std::vector<char> is_parent(nbuf, 0);
+  for (int i = 0; i < nsteps; ++i) {
+    const Step& step = plan->steps[static_cast<std::size_t>(i)];
+    if (step.op->node().op_type != "Concat" || step.out.size() != 1 || step.out[0] < 0) continue;
+    const int ko = step.out[0];
+    const Slot& os = plan->slots[static_cast<std::size_t>(ko)];
+    if (os.graph_output >= 0 || os.kind != Kind::dynamic || os.buffer < 0 || parent[static_cast<std::size_t>(os.buffer)] >= 0) continue;
+    const Shape& shape = os.meta.shape;
+    std::int64_t axis = step.op->node().get_int("axis", 1);
+    if (axis < 0) axis += shape.rank();
+    std::int64_t outer = 1, inner = static_cast<std::int64_t>(dtype_size(os.meta.dtype));
+    for (int d = 0; d < axis; ++d) outer *= shape[d];
+    for (int d = static_cast<int>(axis) + 1; d < shape.rank(); ++d) inner *= shape[d];
+    if (outer != 1) continue;
+    const Layout lo = layout[static_cast<std::size_t>(ko)];
+    const std::int64_t block = layout_block(lo);
+    const std::int64_t out_units = round_up(shape[static_cast<int>(axis)], block);
+    std::int64_t off = 0;
+    for (int k : step.in) {
+      if (k < 0) break;
+      const Slot& in_slot = plan->slots[static_cast<std::size_t>(k)];
+      const std::int64_t units = in_slot.meta.shape[static_cast<int>(axis)];
+      const int b = in_slot.buffer;
+      const auto bu = static_cast<std::size_t>(b);
+      const bool fits = in_slot.kind == Kind::dynamic && in_slot.graph_output < 0 && b >= 0 && b != os.buffer &&
+                        parent[bu] < 0 && !is_parent[bu] && buffer_last[bu] == i && layout[static_cast<std::size_t>(k)] == lo &&
+                        off % block == 0 && (off * inner) % 64 == 0 && plan->buffers[bu].bytes <= (out_units - off) * inner;
+      if (fits) {
+        const auto root = static_cast<std::size_t>(os.buffer);
+        parent[bu] = os.buffer;
+        sub_offset[bu] = off * inner;
+        is_parent[root] = 1;
+        plan->buffers[root].first = std::min(plan->buffers[root].first, plan->buffers[bu].first);
+        ++st.concat_in_place;
+      }
+      off += units;
+    }
+  }
+  std::vector<BufferRequest> roots;
+  std::vector<std::size_t> root_of(nbuf);
+  for (std::size_t b = 0; b < nbuf; ++b)
+    if (parent[b] < 0) {
+      root_of[b] = roots.size();
+      roots.push_back(plan->buffers[b]);
+    }
+  const ArenaPlan root_plan = plan_arena(roots);
+  plan->arena.total_bytes = root_plan.total_bytes;
+  plan->arena.offsets.assign(nbuf, 0);
+  for (std::size_t b = 0; b < nbuf; ++b)
+    plan->arena.offsets[b] = parent[b] < 0 ? root_plan.offsets[root_of[b]]
+                                           : root_plan.offsets[root_of[static_cast<std::size_t>(parent[b])]] + sub_offset[b];
   plan->arena_mem = aligned_bytes(static_cast<std::size_t>(plan->arena.total_bytes));
   plan->workspace = aligned_bytes(plan->workspace_bytes);
   st.arena_bytes = plan->arena.total_bytes;

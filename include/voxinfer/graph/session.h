@@ -39,6 +39,7 @@ struct PlanStats {
   int inplace = 0, aliased = 0;       // outputs written over an input / sharing an input's buffer
   int reorders = 0;                   // layout reorders per run (only at blocked/plain boundaries)
   int blocked_values = 0;             // intermediate tensors kept in a blocked layout
+  int concat_in_place = 0;            // Concat inputs written straight into the Concat's output
   std::map<std::string, int> kernels; // kernel name -> count
   std::map<std::string, int> ops;     // op type -> count of nodes run
 };
