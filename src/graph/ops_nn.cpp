@@ -66,6 +66,22 @@ void apply_fused(const Epilogue& ep, float* x, std::int64_t n) {
   }
 }
 
+// Calls f with the fused activation as a float -> float functor (identity without one).
+template <class F>
+void with_activation(const Epilogue& ep, F&& f) {
+  switch (ep.act) {
+    // Branch-free forms: activations are about half negative, and they vectorise.
+    case Activation::relu: f([](float v) { return std::max(v, 0.f); }); break;
+    case Activation::leaky_relu: {
+      const float a = ep.alpha;
+      f([a](float v) { return std::max(v, 0.f) + a * std::min(v, 0.f); });
+      break;
+    }
+    case Activation::sigmoid: f([](float v) { return 1.f / (1.f + std::exp(-v)); }); break;
+    default: f([](float v) { return v; }); break;
+  }
+}
+
 // Conv and ConvTranspose. Inputs: X, W, optional B; fused graphs add an optional PRelu
 // slope (input 3) and residual (input 4).
 class ConvOp final : public Op {
@@ -203,10 +219,62 @@ class ConvOp final : public Op {
   std::size_t kernel_ws() const { return static_cast<std::size_t>(round_up(static_cast<std::int64_t>(kernel_->workspace_bytes()), 64)); }
   // Which boundary reorders remain once the Session has chosen the value layouts.
   bool reorder_src() const { return kernel_ && kernel_->src_layout() != Layout::plain && in_layout_ == Layout::plain; }
-  bool reorder_dst() const { return kernel_ && kernel_->dst_layout() != Layout::plain && out_layout_ == Layout::plain; }
+  bool reorder_dst() const {
+    return kernel_ && kernel_->dst_layout() != Layout::plain && out_layout_ == Layout::plain && !plain_head();
+  }
+  // A 1x1x1 head with few output channels reading a blocked input and writing a plain output
+  // (a network's logits) is computed straight from the blocked input: the kernel's path would
+  // write a channel-padded blocked dst (16 channels for 3 classes) and reorder it, through a
+  // workspace as large as that padded output.
+  bool plain_head() const {
+    return kernel_ && !transposed_ && !has_residual_ && out_layout_ == Layout::plain && in_layout_ != Layout::plain &&
+           in_layout_ == kernel_->src_layout() && p_.kd == 1 && p_.kh == 1 && p_.kw == 1 && p_.sd == 1 && p_.sh == 1 &&
+           p_.sw == 1 && p_.pd == 0 && p_.ph == 0 && p_.pw == 0 && p_.od == p_.id && p_.oh == p_.ih && p_.ow == p_.iw &&
+           p_.groups == 1 && p_.oc <= 16 &&
+           (ep_.act == Activation::none || ep_.act == Activation::relu || ep_.act == Activation::leaky_relu ||
+            ep_.act == Activation::sigmoid);
+  }
+  // out[n][o][x] = act(bias[o] + sum_c w[o][c] * in[n][c / B][x][c % B]): per pixel, lane-wise
+  // products summed over the channel blocks, then the B lanes added in a fixed order.
+  void run_plain_head(const float* src, const float* w, const float* bias, float* dst) const {
+    const int B = layout_block(in_layout_);
+    const std::int64_t ic = p_.ic, oc = p_.oc, icb = round_up(ic, B) / B, sp = p_.od * p_.oh * p_.ow;
+    // Weights as [o][cb][lane], zero beyond ic.
+    std::vector<float> wb(static_cast<std::size_t>(oc * icb * B), 0.f);
+    for (std::int64_t o = 0; o < oc; ++o)
+      for (std::int64_t c = 0; c < ic; ++c) wb[static_cast<std::size_t>((o * icb + c / B) * B + c % B)] = w[o * ic + c];
+    constexpr std::int64_t kChunk = 1024;
+    const std::int64_t chunks = (sp + kChunk - 1) / kChunk;
+    with_activation(ep_, [&](auto act) {
+      parallel_for(p_.n * chunks, 1, [&](std::int64_t b0, std::int64_t e0) {
+        float acc[16][16];
+        for (std::int64_t it = b0; it < e0; ++it) {
+          const std::int64_t n = it / chunks, x0 = (it % chunks) * kChunk, x1 = std::min(sp, x0 + kChunk);
+          const float* in_n = src + n * icb * sp * B;
+          float* out_n = dst + n * oc * sp;
+          for (std::int64_t x = x0; x < x1; ++x) {
+            for (std::int64_t o = 0; o < oc; ++o)
+              for (int l = 0; l < 16; ++l) acc[o][l] = 0.f;
+            for (std::int64_t cb = 0; cb < icb; ++cb) {
+              const float* v = in_n + (cb * sp + x) * B;
+              for (std::int64_t o = 0; o < oc; ++o) {
+                const float* wo = wb.data() + (o * icb + cb) * B;
+                for (int l = 0; l < B; ++l) acc[o][l] += wo[l] * v[l];
+              }
+            }
+            for (std::int64_t o = 0; o < oc; ++o) {
+              float t = 0.f;
+              for (int l = 0; l < B; ++l) t += acc[o][l];
+              out_n[o * sp + x] = act(t + (bias ? bias[o] : 0.f));
+            }
+          }
+        }
+      });
+    });
+  }
   bool reorder_res() const { return kernel_ && has_residual_ && kernel_->dst_layout() != Layout::plain && res_layout_ == Layout::plain; }
   std::size_t workspace_bytes() const override {
-    if (!kernel_) return 0;
+    if (!kernel_ || plain_head()) return 0;
     const std::int64_t isp = p_.id * p_.ih * p_.iw, osp = p_.od * p_.oh * p_.ow;
     return kernel_ws() + (reorder_src() ? blocked_bytes(kernel_->src_layout(), p_.ic, isp) : 0) +
            (reorder_dst() ? blocked_bytes(kernel_->dst_layout(), p_.oc, osp) : 0) +
@@ -226,7 +294,10 @@ class ConvOp final : public Op {
     out_layout_ = out.empty() ? Layout::plain : out[0];
   }
   int reorders() const override { return (reorder_src() ? 1 : 0) + (reorder_dst() ? 1 : 0) + (reorder_res() ? 1 : 0); }
-  std::string kernel_name() const override { return kernel_ ? kernel_->name() : (transposed_ ? "conv_transpose3d_ref" : "conv3d_ref"); }
+  std::string kernel_name() const override {
+    if (plain_head()) return "conv1x1x1_head_blocked_to_plain";
+    return kernel_ ? kernel_->name() : (transposed_ ? "conv_transpose3d_ref" : "conv3d_ref");
+  }
   std::int64_t flops(const std::vector<ValueMeta>&, const std::vector<ValueMeta>&) const override {
     if (!transposed_) return p_.flops();
     return 2 * p_.n * p_.ic * p_.id * p_.ih * p_.iw * (p_.oc / p_.groups) * p_.kd * p_.kh * p_.kw;
@@ -234,6 +305,11 @@ class ConvOp final : public Op {
 
   void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void* ws) override {
     const float* residual = has_residual_ ? in[4]->data<float>() : nullptr;
+    if (plain_head()) {
+      run_plain_head(in[0]->data<float>(), in[1]->data<float>(), in.size() > 2 && in[2] ? in[2]->data<float>() : nullptr,
+                     out[0]->data<float>());
+      return;
+    }
     if (kernel_) {
       auto* base = static_cast<std::byte*>(ws);
       void* kws = base;
@@ -319,22 +395,6 @@ class BatchNormOp final : public Op {
     });
   }
 };
-
-// Calls f with the fused activation as a float -> float functor (identity without one).
-template <class F>
-void with_activation(const Epilogue& ep, F&& f) {
-  switch (ep.act) {
-    // Branch-free forms: activations are about half negative, and they vectorise.
-    case Activation::relu: f([](float v) { return std::max(v, 0.f); }); break;
-    case Activation::leaky_relu: {
-      const float a = ep.alpha;
-      f([a](float v) { return std::max(v, 0.f) + a * std::min(v, 0.f); });
-      break;
-    }
-    case Activation::sigmoid: f([](float v) { return 1.f / (1.f + std::exp(-v)); }); break;
-    default: f([](float v) { return v; }); break;
-  }
-}
 
 // d = act((s - m) * a + b) over rows of L lanes (m, a, b per lane); s may equal d.
 // Subtracting the mean first keeps precision when the data has a large offset.

@@ -221,7 +221,6 @@ std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, con
     for (int k : out_idx)
       if (k >= 0) plan->slots[static_cast<std::size_t>(k)].kind = Kind::dynamic;
     st.flops += op->flops(in, out);
-    st.kernels[op->kernel_name()]++;
     st.ops[node.op_type]++;
     const std::int64_t step_flops = op->flops(in, out);
     plan->steps.push_back({std::move(op), in_idx, out_idx, step_flops});
@@ -264,6 +263,7 @@ std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, con
       for (int k : step.in) li.push_back(k >= 0 ? layout[static_cast<std::size_t>(k)] : Layout::plain);
       for (int k : step.out) lo.push_back(k >= 0 ? layout[static_cast<std::size_t>(k)] : Layout::plain);
       step.op->set_layouts(li, lo);
+      st.kernels[step.op->kernel_name()]++;  // after the layouts: they can change the kernel
       st.reorders += step.op->reorders();
       plan->workspace_bytes = std::max(plan->workspace_bytes, step.op->workspace_bytes());
     }

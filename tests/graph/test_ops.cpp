@@ -809,6 +809,53 @@ TEST(DataMovement, ConcatInPlaceWhenTheSlicesAreContiguous) {
   }
 }
 
+// A 1x1x1 head (20 -> 3 channels, fused sigmoid) after a blocked convolution writes the
+// plain graph output straight from the blocked input, with no workspace or reorder.
+TEST(LayoutPass, OneByOneHeadWritesPlainOutputFromBlockedInput) {
+  graph::Graph g;
+  g.opset = 13;
+  graph::ValueInfo vi;
+  vi.name = "x";
+  g.inputs.push_back(vi);
+  g.initializers["w1"] = test::random_tensor(Shape{20, 2, 3, 3, 3}, 161, -0.3f, 0.3f);
+  g.initializers["w2"] = test::random_tensor(Shape{3, 20, 1, 1, 1}, 162, -0.5f, 0.5f);
+  g.initializers["b2"] = test::random_tensor(Shape{3}, 163);
+  auto node = [&](const char* op, std::vector<std::string> in, std::string out, std::map<std::string, graph::Attribute> a = {}) {
+    graph::Node n;
+    n.op_type = op;
+    n.name = out;
+    n.inputs = std::move(in);
+    n.outputs = {out};
+    n.attrs = std::move(a);
+    g.nodes.push_back(n);
+  };
+  node("Conv", {"x", "w1"}, "c1", {{"pads", test::ints({1, 1, 1, 1, 1, 1})}});
+  node("Relu", {"c1"}, "r1");
+  node("Conv", {"r1", "w2", "b2"}, "c2");
+  node("Sigmoid", {"c2"}, "y");
+  graph::ValueInfo out;
+  out.name = "y";
+  g.outputs.push_back(out);
+  const Tensor x = test::random_tensor(Shape{2, 2, 7, 9, 11}, 164);
+  set_max_isa(Isa::generic);
+  graph::SessionOptions plain_opts;
+  plain_opts.optimize = false;
+  graph::Session plain(g, plain_opts);
+  const Tensor ref = plain.run(std::vector<Tensor>{x})[0];
+  set_max_isa(Isa::avx512);
+  graph::Session fast(g);
+  const Tensor y = fast.run(std::vector<Tensor>{x})[0];
+  const auto st = fast.plan_stats({x.shape()});
+  std::printf("[head] reorders %d, workspace %lld, max_abs_err %.3g\n", st.reorders, static_cast<long long>(st.workspace_bytes),
+              test::max_abs_diff(y, ref));
+  expect_close(y, ref, 1e-5, "head");
+  if (hardware_isa() != Isa::generic) {
+    EXPECT_EQ(st.kernels.count("conv1x1x1_head_blocked_to_plain"), 1u);
+    EXPECT_EQ(st.reorders, 0);  // the first convolution reads its 2-channel plain input directly
+    EXPECT_EQ(st.workspace_bytes, 0);
+  }
+}
+
 TEST(Misc, CastRangeConstantOfShape) {
   const Tensor c = OneOp("Cast").input(f32(Shape{3}, {1.7f, -2.2f, 0})).attr("to", test::i(7)).run1();
   EXPECT_EQ(c.dtype(), DType::i64);
