@@ -291,8 +291,12 @@ void add_bench_command(CLI::App& app) {
         std::printf("  %-60s %9.2f ms %5.1f%%  %7.1f GFLOP/s\n", name.c_str(), v.first / runs_total, 100 * v.first / total,
                     v.first > 0 ? static_cast<double>(v.second) * runs_total / (v.first * 1e6) : 0.0);
       std::printf("slowest nodes:\n");
-      for (std::size_t i = 0; i < std::min<std::size_t>(8, prof.size()); ++i)
-        std::printf("  %-40s %-14s %9.2f ms\n", prof[i].node.c_str(), prof[i].op.c_str(), prof[i].ms / runs_total);
+      for (std::size_t i = 0; i < std::min<std::size_t>(16, prof.size()); ++i) {
+        const double ms = prof[i].ms / runs_total;
+        std::printf("  %-40s %-14s %9.2f ms", prof[i].node.c_str(), prof[i].op.c_str(), ms);
+        if (prof[i].flops > 0 && ms > 0) std::printf("  %7.1f GFLOP/s", static_cast<double>(prof[i].flops) / (ms * 1e6));
+        std::printf("\n");
+      }
     }
     std::vector<double> sorted = times;
     std::sort(sorted.begin(), sorted.end());
