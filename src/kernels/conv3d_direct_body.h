@@ -90,12 +90,15 @@ inline void fma_step_at(typename T::V (&acc)[NB][UR], Pixel&& pixel, const float
     }
   } else {
     // Broadcasts first, then one weight vector at a time (AVX2 with 4 x 3 tiles: 3 + 1 + 12).
+    // The weight is pinned to a register: left alone, GCC folds its load into each of the UR
+    // FMAs, which makes UR + 1 loads per UR FMAs and the tile load-bound.
     V x[UR];
 #pragma GCC unroll 32
     for (int u = 0; u < UR; ++u) x[u] = T::bcast(pixel(u));
 #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
-      const V w = T::load(wi + j * B);
+      V w = T::load(wi + j * B);
+      if constexpr (requires { T::pin(w); }) T::pin(w);
 #pragma GCC unroll 32
       for (int u = 0; u < UR; ++u) acc[j][u] = T::fma(w, x[u], acc[j][u]);
     }

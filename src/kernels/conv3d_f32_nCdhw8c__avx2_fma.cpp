@@ -17,6 +17,8 @@ struct Avx2 {
   static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static constexpr int kRegs = 16;
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  // An empty asm that takes v in a register: the compiler cannot re-read it from memory.
+  static void pin(V& v) { asm("" : "+x"(v)); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
