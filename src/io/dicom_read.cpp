@@ -10,6 +10,7 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <tuple>
 
 #include "io/dicom_internal.h"
 #include "voxinfer/core/threading.h"
@@ -28,8 +29,9 @@ const std::string& series_uid_of(const Scan& s, const Series& series) {
 
 std::int64_t volumes_of(const Plan& p) { return p.slices.empty() ? 0 : static_cast<std::int64_t>(p.slices.front().size()); }
 
-// Index of the series to read: the one asked for, else the largest with several slice
-// positions, else the largest.
+// Index of the series to read: the one asked for, else the largest readable one (no
+// problem such as a gantry tilt) with several slice positions, else the largest readable
+// one, else the largest (whose problem then becomes the error).
 std::size_t choose(const std::string& path, const Scan& s, const std::vector<Plan>& plans, const std::string& uid) {
   std::size_t best = s.series.size();
   for (std::size_t i = 0; i < s.series.size(); ++i) {
@@ -38,8 +40,10 @@ std::size_t choose(const std::string& path, const Scan& s, const std::vector<Pla
       best = i;
       continue;
     }
+    const bool ok = plans[i].problem.empty(), best_ok = plans[best].problem.empty();
     const bool is3d = plans[i].slices.size() > 1, best3d = plans[best].slices.size() > 1;
-    if ((is3d && !best3d) || (is3d == best3d && s.series[i].frames.size() > s.series[best].frames.size())) best = i;
+    const auto key = [](bool readable, bool three_d, std::size_t frames) { return std::tuple(readable, three_d, frames); };
+    if (key(ok, is3d, s.series[i].frames.size()) > key(best_ok, best3d, s.series[best].frames.size())) best = i;
   }
   if (best == s.series.size()) {
     std::string found;

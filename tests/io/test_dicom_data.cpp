@@ -199,5 +199,29 @@ TEST(DicomReferences, TwoEchoesBecomeTwoChannels) {
   }
 }
 
+// A folder with a gantry-tilted series (28 slices, refused) and a plain one (12 slices):
+// without --series the readable one is chosen; asking for the tilted one still names the tilt.
+TEST(DicomSeriesChoice, DefaultSkipsASeriesThatCannotBeRead) {
+  VOXINFER_REQUIRE_SHARED("data/dcm_qa_ct/In");
+  const fs::path in = test::shared_dir() / "data/dcm_qa_ct/In";
+  const auto series = list_dicom_series(in.string());
+  ASSERT_EQ(series.size(), 2u);
+  const Volume v = read_dicom(in.string());
+  EXPECT_EQ(v.nz(), 12);
+  const Volume philips = read_dicom((in / "Philips_S21570_S2010").string());
+  EXPECT_EQ(v.metadata.at("SeriesInstanceUID"), philips.metadata.at("SeriesInstanceUID"));
+  std::string tilted;
+  for (const auto& s : series)
+    if (s.series_uid != philips.metadata.at("SeriesInstanceUID")) tilted = s.series_uid;
+  ReadOptions o;
+  o.series_uid = tilted;
+  try {
+    (void)read_dicom(in.string(), o);
+    ADD_FAILURE() << "the tilted series was read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gantry tilt"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace voxinfer

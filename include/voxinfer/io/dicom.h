@@ -37,8 +37,9 @@ bool is_dicom_file(const std::string& path);
 // or in one file, largest first. Throws voxinfer::Error (invalid_input) when none is found.
 std::vector<DicomSeriesInfo> list_dicom_series(const std::string& path);
 
-// Reads one series: options.series_uid, or else the largest series with more than one
-// slice position (else the largest series). Multiple images per position (time points,
+// Reads one series: options.series_uid, or else the largest series voxinfer can read (not
+// gantry-tilted, for example) with more than one slice position (else the largest readable
+// series, else the largest series, whose problem is then the error). Multiple images per position (time points,
 // echoes, stacks) become channels, in acquisition order. The Volume's metadata keeps the
 // study, series, patient and per-slice SOP identifiers (never logged or put into errors).
 Volume read_dicom(const std::string& path, const ReadOptions& options = {});

@@ -11,7 +11,7 @@
 namespace voxinfer {
 
 struct ReadOptions {
-  // DICOM: the SeriesInstanceUID to read (empty: the largest 3D series).
+  // DICOM: the SeriesInstanceUID to read (empty: the largest readable 3D series).
   std::string series_uid;
   // DICOM: resample a series whose slices are unevenly spaced (or miss a slice) onto an
   // even grid instead of refusing it.
