@@ -11,6 +11,8 @@
 #include "voxinfer/pipeline/segment.h"
 #include "voxinfer/pipeline/sliding_window.h"
 
+#include "pipeline/package.h"
+
 namespace voxinfer {
 namespace {
 
@@ -150,32 +152,16 @@ ClassificationPipeline::ClassificationPipeline(const std::filesystem::path& pack
     : impl_(std::make_unique<Impl>()) {
   impl_->dir = package_dir;
   impl_->options = std::move(options);
-  std::error_code ec;
-  if (!std::filesystem::is_directory(package_dir, ec))
-    throw Error(ErrorCode::invalid_input, package_dir.string() + ": model package folder not found (it must hold pipeline.json and the model)");
-  const auto spec_file = package_dir / "pipeline.json";
-  if (!std::filesystem::exists(spec_file, ec)) throw Error(ErrorCode::invalid_model, spec_file.string() + ": missing (a model package needs pipeline.json)");
-  impl_->spec = load_pipeline_spec(spec_file);
-  if (impl_->spec.task != Task::classification)
-    throw Error(ErrorCode::invalid_model, spec_file.string() + ": task is '" + std::string(task_name(impl_->spec.task)) + "', expected 'classification'");
-  const auto model = package_dir / impl_->spec.model;
-  if (!std::filesystem::exists(model, ec)) throw Error(ErrorCode::invalid_model, model.string() + ": model file named by pipeline.json is missing");
-  if (impl_->options.threads > 0) set_num_threads(impl_->options.threads);
-  graph::SessionOptions so;
-  so.threads = impl_->options.threads;
-  impl_->session.emplace(graph::Session::from_file(model.string(), so));
-  const auto& ins = impl_->session->inputs();
-  const std::size_t want = impl_->spec.input.tabular_length > 0 ? 2 : 1;
+  detail::OpenedPackage p = detail::open_package(package_dir, Task::classification, impl_->options.threads);
+  const auto& ins = p.session->inputs();
+  const std::size_t want = p.spec.input.tabular_length > 0 ? 2 : 1;
   if (ins.size() != want)
-    throw Error(ErrorCode::invalid_model, model.string() + ": the model has " + std::to_string(ins.size()) + " input(s), pipeline.json describes " +
+    throw Error(ErrorCode::invalid_model, p.model.string() + ": the model has " + std::to_string(ins.size()) + " input(s), pipeline.json describes " +
                                               std::to_string(want) + (want == 2 ? " (image + tabular)" : " (image)"));
-  const auto& vi = ins[0];
-  if (vi.has_shape && vi.dims.size() != 5)
-    throw Error(ErrorCode::invalid_model, model.string() + ": input '" + vi.name + "' is " + vi.dims_str() + ", expected [N, C, D, H, W]");
-  if (vi.has_shape && vi.dims[1].known() && vi.dims[1].value != impl_->spec.input.channels)
-    throw Error(ErrorCode::invalid_model, spec_file.string() + ": input.channels is " + std::to_string(impl_->spec.input.channels) +
-                                              " but the model takes " + std::to_string(vi.dims[1].value));
-  impl_->batch_fixed = vi.has_shape && vi.dims[0].known();
+  detail::check_image_input(p, ins[0]);
+  impl_->batch_fixed = ins[0].has_shape && ins[0].dims[0].known();
+  impl_->spec = std::move(p.spec);
+  impl_->session = std::move(p.session);
 }
 
 ClassificationPipeline::~ClassificationPipeline() = default;

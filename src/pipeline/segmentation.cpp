@@ -10,6 +10,8 @@
 #include "voxinfer/pipeline/preprocess.h"
 #include "voxinfer/pipeline/segment.h"
 
+#include "pipeline/package.h"
+
 namespace voxinfer {
 namespace {
 
@@ -30,31 +32,13 @@ SegmentationPipeline::SegmentationPipeline(const std::filesystem::path& package_
     : impl_(std::make_unique<Impl>()) {
   impl_->dir = package_dir;
   impl_->options = std::move(options);
-  std::error_code ec;
-  if (!std::filesystem::is_directory(package_dir, ec))
-    throw Error(ErrorCode::invalid_input, package_dir.string() + ": model package folder not found (it must hold pipeline.json and the model)");
-  const auto spec_file = package_dir / "pipeline.json";
-  if (!std::filesystem::exists(spec_file, ec))
-    throw Error(ErrorCode::invalid_model, spec_file.string() + ": missing (a model package needs pipeline.json)");
-  impl_->spec = load_pipeline_spec(spec_file);
-  if (impl_->spec.task != Task::segmentation)
-    throw Error(ErrorCode::invalid_model, spec_file.string() + ": task is '" + std::string(task_name(impl_->spec.task)) + "', expected 'segmentation'");
-  const auto model = package_dir / impl_->spec.model;
-  if (!std::filesystem::exists(model, ec))
-    throw Error(ErrorCode::invalid_model, model.string() + ": model file named by pipeline.json is missing");
-  if (impl_->options.threads > 0) set_num_threads(impl_->options.threads);
-  graph::SessionOptions so;
-  so.threads = impl_->options.threads;
-  impl_->session.emplace(graph::Session::from_file(model.string(), so));
-  const auto& ins = impl_->session->inputs();
+  detail::OpenedPackage p = detail::open_package(package_dir, Task::segmentation, impl_->options.threads);
+  const auto& ins = p.session->inputs();
   if (ins.size() != 1)
-    throw Error(ErrorCode::unsupported, model.string() + ": segmentation models with " + std::to_string(ins.size()) + " inputs are not supported");
-  const auto& vi = ins[0];
-  if (vi.has_shape && vi.dims.size() != 5)
-    throw Error(ErrorCode::invalid_model, model.string() + ": input '" + vi.name + "' is " + vi.dims_str() + ", a 3D segmentation model takes [N, C, D, H, W]");
-  if (vi.has_shape && vi.dims[1].known() && vi.dims[1].value != impl_->spec.input.channels)
-    throw Error(ErrorCode::invalid_model, spec_file.string() + ": input.channels is " + std::to_string(impl_->spec.input.channels) +
-                                              " but the model takes " + std::to_string(vi.dims[1].value));
+    throw Error(ErrorCode::unsupported, p.model.string() + ": segmentation models with " + std::to_string(ins.size()) + " inputs are not supported");
+  detail::check_image_input(p, ins[0]);
+  impl_->spec = std::move(p.spec);
+  impl_->session = std::move(p.session);
 }
 
 SegmentationPipeline::~SegmentationPipeline() = default;

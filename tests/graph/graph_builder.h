@@ -1,6 +1,7 @@
 // Builds one-node (or small) graphs in the IR for operator tests.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,18 @@ struct OneOp {
   graph::Node node;
   int n_out = 1;
 };
+
+// Appends a node with one output to g.
+inline void add_node(graph::Graph& g, const std::string& op, std::vector<std::string> in, const std::string& out,
+                     std::map<std::string, graph::Attribute> attrs = {}) {
+  graph::Node n;
+  n.op_type = op;
+  n.name = out;
+  n.inputs = std::move(in);
+  n.outputs = {out};
+  n.attrs = std::move(attrs);
+  g.nodes.push_back(std::move(n));
+}
 
 inline graph::Attribute ints(std::vector<std::int64_t> v) { return graph::Attribute::make_ints(std::move(v)); }
 inline graph::Attribute i(std::int64_t v) { return graph::Attribute::make_int(v); }

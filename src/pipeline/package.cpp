@@ -1,0 +1,40 @@
+#include "pipeline/package.h"
+
+#include <string>
+
+#include "voxinfer/core/error.h"
+#include "voxinfer/core/threading.h"
+
+namespace voxinfer::detail {
+
+OpenedPackage open_package(const std::filesystem::path& dir, Task task, int threads) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec))
+    throw Error(ErrorCode::invalid_input, dir.string() + ": model package folder not found (it must hold pipeline.json and the model)");
+  OpenedPackage p;
+  p.spec_file = dir / "pipeline.json";
+  if (!std::filesystem::exists(p.spec_file, ec))
+    throw Error(ErrorCode::invalid_model, p.spec_file.string() + ": missing (a model package needs pipeline.json)");
+  p.spec = load_pipeline_spec(p.spec_file);
+  if (p.spec.task != task)
+    throw Error(ErrorCode::invalid_model, p.spec_file.string() + ": task is '" + std::string(task_name(p.spec.task)) + "', expected '" +
+                                              std::string(task_name(task)) + "'");
+  p.model = dir / p.spec.model;
+  if (!std::filesystem::exists(p.model, ec))
+    throw Error(ErrorCode::invalid_model, p.model.string() + ": model file named by pipeline.json is missing");
+  if (threads > 0) set_num_threads(threads);
+  graph::SessionOptions so;
+  so.threads = threads;
+  p.session.emplace(graph::Session::from_file(p.model.string(), so));
+  return p;
+}
+
+void check_image_input(const OpenedPackage& p, const graph::ValueInfo& vi) {
+  if (vi.has_shape && vi.dims.size() != 5)
+    throw Error(ErrorCode::invalid_model, p.model.string() + ": input '" + vi.name + "' is " + vi.dims_str() + ", a 3D model takes [N, C, D, H, W]");
+  if (vi.has_shape && vi.dims[1].known() && vi.dims[1].value != p.spec.input.channels)
+    throw Error(ErrorCode::invalid_model, p.spec_file.string() + ": input.channels is " + std::to_string(p.spec.input.channels) +
+                                              " but the model takes " + std::to_string(vi.dims[1].value));
+}
+
+}  // namespace voxinfer::detail

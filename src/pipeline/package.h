@@ -1,0 +1,28 @@
+// Opening a model package (a folder with pipeline.json and the model it names), shared by the
+// segmentation and classification pipelines.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+
+#include "voxinfer/graph/session.h"
+#include "voxinfer/pipeline/pipeline_spec.h"
+
+namespace voxinfer::detail {
+
+struct OpenedPackage {
+  PipelineSpec spec;
+  std::filesystem::path spec_file, model;
+  std::optional<graph::Session> session;
+};
+
+// Parses and validates pipeline.json (its task must be `task`), checks that the model file
+// exists and opens a session on it with `threads` (0: the default). Errors name the folder or
+// file: invalid_input for a missing folder, invalid_model for anything in the package.
+OpenedPackage open_package(const std::filesystem::path& dir, Task task, int threads);
+
+// Checks that the model's image input `vi` is [N, C, D, H, W] with C = input.channels when
+// the model declares them.
+void check_image_input(const OpenedPackage& p, const graph::ValueInfo& vi);
+
+}  // namespace voxinfer::detail
