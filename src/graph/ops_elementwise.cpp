@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "graph/ops_common.h"
+#include "voxinfer/kernels/reorder.h"
 
 namespace voxinfer::graph {
 namespace {
@@ -46,18 +47,51 @@ class UnaryOp final : public Op {
       fail_unsupported("dtype " + std::string(dtype_name(t)) + " is not supported");
     out[0].shape = in[0].shape;
     out[0].dtype = t;
+    rank5_f32_ = t == DType::f32 && in[0].shape.rank() == 5;
   }
   int inplace_input() const override { return 0; }
   std::int64_t flops(const std::vector<ValueMeta>& in, const std::vector<ValueMeta>&) const override {
     return in[0].shape.numel();
   }
-  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+  // Activations with f(0) = 0 also run on channel-blocked tensors (the zero padding lanes stay
+  // zero), so that Conv -> Norm -> Relu -> Conv chains with unfused activations stay blocked.
+  bool blockable() const {
+    return rank5_f32_ && (kind_ == UnaryKind::relu || kind_ == UnaryKind::leaky_relu || kind_ == UnaryKind::elu ||
+                          kind_ == UnaryKind::neg || kind_ == UnaryKind::abs || kind_ == UnaryKind::tanh);
+  }
+  Layout preferred_output_layout(int o) const override { return o == 0 && blockable() ? in_layout_ : Layout::plain; }
+  bool accepts_input_layout(int i, Layout l) const override {
+    return l == Layout::plain || (i == 0 && blockable() && !layout_is_weights(l));
+  }
+  void set_layouts(const std::vector<Layout>& in, const std::vector<Layout>& out) override {
+    in_layout_ = in.empty() ? Layout::plain : in[0];
+    out_layout_ = out.empty() ? Layout::plain : out[0];
+  }
+  int reorders() const override { return in_layout_ != out_layout_ ? 1 : 0; }
+
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void* ws) override {
+    if (in_layout_ != out_layout_) {  // blocked in, plain out: reorder, then apply in place
+      const Shape& sh = in[0]->shape();
+      kernels::reorder_blocked_to_plain(in[0]->data<float>(), out[0]->data<float>(), sh[0], sh[1], sh.numel() / (sh[0] * sh[1]),
+                                        layout_block(in_layout_));
+      const Layout keep = in_layout_;
+      in_layout_ = out_layout_;
+      run(std::vector<const Tensor*>{out[0]}, out, ws);
+      in_layout_ = keep;
+      return;
+    }
+    run_same_layout(in, out);
+  }
+
+ private:
+  void run_same_layout(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) {
     float lo = alpha_, hi = beta_;
     if (kind_ == UnaryKind::clip) {
       if (in.size() > 1 && in[1]) lo = tensor_to_floats(*in[1]).at(0);
       if (in.size() > 2 && in[2]) hi = tensor_to_floats(*in[2]).at(0);
     }
-    const std::int64_t n = in[0]->numel();
+    // Blocked tensors: every stored value, channel padding included.
+    const std::int64_t n = in[0]->layout() == Layout::plain ? in[0]->numel() : static_cast<std::int64_t>(in[0]->nbytes() / sizeof(float));
     if (in[0]->dtype() == DType::i64) {
       const auto* s = in[0]->data<std::int64_t>();
       auto* d = out[0]->data<std::int64_t>();
@@ -84,8 +118,9 @@ class UnaryOp final : public Op {
       });
     };
     switch (kind_) {
-      case UnaryKind::relu: apply([](float x) { return x > 0 ? x : 0.f; }); break;
-      case UnaryKind::leaky_relu: apply([a](float x) { return x >= 0 ? x : a * x; }); break;
+      // Branch-free: activations are about half negative, and these forms vectorise.
+      case UnaryKind::relu: apply([](float x) { return std::max(x, 0.f); }); break;
+      case UnaryKind::leaky_relu: apply([a](float x) { return std::max(x, 0.f) + a * std::min(x, 0.f); }); break;
       case UnaryKind::elu: apply([a](float x) { return x >= 0 ? x : a * (std::exp(x) - 1.f); }); break;
       case UnaryKind::selu: apply([a, b](float x) { return x > 0 ? b * x : b * a * (std::exp(x) - 1.f); }); break;
       case UnaryKind::sigmoid: apply([](float x) { return 1.f / (1.f + std::exp(-x)); }); break;
@@ -119,6 +154,8 @@ class UnaryOp final : public Op {
   UnaryKind kind_;
   float alpha_ = 0, beta_ = 0;
   bool approx_tanh_ = false;
+  bool rank5_f32_ = false;
+  Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain;
 };
 
 template <UnaryKind K>
@@ -194,12 +231,39 @@ class BinaryOp final : public Op {
     if (kind_ == BinKind::prelu && out[0].shape != in[0].shape)
       fail_model("slope shape " + in[1].shape.str() + " does not broadcast to the input " + in[0].shape.str());
     out[0].dtype = is_compare(kind_) ? DType::boolean : in[0].dtype;
+    same_rank5_f32_ = in[0].dtype == DType::f32 && in[0].shape.rank() == 5 && in[0].shape == in[1].shape;
   }
   int inplace_input() const override { return is_compare(kind_) ? -1 : 0; }
   std::int64_t flops(const std::vector<ValueMeta>&, const std::vector<ValueMeta>& out) const override {
     return out[0].shape.numel();
   }
+  // Add/Sub/Mul/Min/Max of two f32 tensors of one rank-5 shape (a residual connection) also
+  // run on channel-blocked tensors, so that ResNet-style blocks stay blocked.
+  bool blockable() const {
+    return same_rank5_f32_ && (kind_ == BinKind::add || kind_ == BinKind::sub || kind_ == BinKind::mul ||
+                               kind_ == BinKind::min || kind_ == BinKind::max);
+  }
+  Layout preferred_output_layout(int o) const override {
+    if (o != 0 || !blockable()) return Layout::plain;
+    for (Layout l : in_layouts_)
+      if (l != Layout::plain) return l;
+    return Layout::plain;
+  }
+  bool accepts_input_layout(int i, Layout l) const override {
+    return l == Layout::plain || (i < 2 && blockable() && !layout_is_weights(l));
+  }
+  void set_layouts(const std::vector<Layout>& in, const std::vector<Layout>& out) override {
+    in_layouts_ = in;
+    in_layouts_.resize(2, Layout::plain);
+    out_layout_ = out.empty() ? Layout::plain : out[0];
+  }
+  int reorders() const override { return (in_layouts_[0] != out_layout_) + (in_layouts_[1] != out_layout_); }
+
   void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
+    if (out_layout_ != Layout::plain || in_layouts_[0] != Layout::plain || in_layouts_[1] != Layout::plain) {
+      run_blocked(*in[0], *in[1], *out[0]);
+      return;
+    }
     const Tensor& a = *in[0];
     const Tensor& b = *in[1];
     Tensor& d = *out[0];
@@ -274,8 +338,57 @@ class BinaryOp final : public Op {
                             for (std::int64_t i = 0; i < n; ++i) pd[od + i] = compare<bool>(k, pa[oa + i * sa], pb[ob + i * sb]);
                           });
   }
+  template <class F>
+  static void blocked_loop(const Tensor& a, const Tensor& b, Tensor& d, Layout la, Layout lb, Layout ld, F f) {
+    const float* pa = a.data<float>();
+    const float* pb = b.data<float>();
+    float* pd = d.data<float>();
+    if (la == ld && lb == ld) {  // one layout: every stored value, padding lanes give f(0, 0) = 0
+      const auto n = static_cast<std::int64_t>(d.nbytes() / sizeof(float));
+      parallel_for(n, 1 << 15, [&](std::int64_t b0, std::int64_t e0) {
+        for (std::int64_t i = b0; i < e0; ++i) pd[i] = f(pa[i], pb[i]);
+      });
+      return;
+    }
+    // Mixed layouts: element (n, c, x) at n*Cp*sp + (c/k)*sp*k + x*k + c%k, k = block (1 when plain).
+    const Shape& sh = d.shape();
+    const std::int64_t nn = sh[0], c = sh[1], sp = sh.numel() / (nn * c);
+    const std::int64_t ka = layout_block(la), kb = layout_block(lb), kd = layout_block(ld);
+    auto at = [&](std::int64_t k, std::int64_t n, std::int64_t ch) { return n * round_up(c, k) * sp + (ch / k) * sp * k + ch % k; };
+    parallel_for(nn * c, 1, [&](std::int64_t r0, std::int64_t r1) {
+      for (std::int64_t r = r0; r < r1; ++r) {
+        const std::int64_t n = r / c, ch = r % c;
+        const float* x = pa + at(ka, n, ch);
+        const float* y = pb + at(kb, n, ch);
+        float* z = pd + at(kd, n, ch);
+        for (std::int64_t i = 0; i < sp; ++i) z[i * kd] = f(x[i * ka], y[i * kb]);
+      }
+    });
+    if (kd > 1 && round_up(c, kd) != c)  // zero the output's padding lanes
+      parallel_for(nn * sp, 4096, [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r) {
+          float* blk = pd + (r / sp) * round_up(c, kd) * sp + (round_up(c, kd) / kd - 1) * sp * kd + (r % sp) * kd;
+          for (std::int64_t lane = c % kd; lane < kd; ++lane) blk[lane] = 0.f;
+        }
+      });
+  }
+  void run_blocked(const Tensor& a, const Tensor& b, Tensor& d) {
+    const Layout la = in_layouts_[0], lb = in_layouts_[1], ld = out_layout_;
+    switch (kind_) {
+      case BinKind::add: blocked_loop(a, b, d, la, lb, ld, [](float x, float y) { return x + y; }); break;
+      case BinKind::sub: blocked_loop(a, b, d, la, lb, ld, [](float x, float y) { return x - y; }); break;
+      case BinKind::mul: blocked_loop(a, b, d, la, lb, ld, [](float x, float y) { return x * y; }); break;
+      case BinKind::min: blocked_loop(a, b, d, la, lb, ld, [](float x, float y) { return std::min(x, y); }); break;
+      case BinKind::max: blocked_loop(a, b, d, la, lb, ld, [](float x, float y) { return std::max(x, y); }); break;
+      default: fail_unsupported("blocked layout");
+    }
+  }
+
   BinKind kind_;
   bool fmod_ = false;
+  bool same_rank5_f32_ = false;
+  std::vector<Layout> in_layouts_{Layout::plain, Layout::plain};
+  Layout out_layout_ = Layout::plain;
 };
 
 template <BinKind K>

@@ -435,11 +435,11 @@ class GroupNormOp final : public Op {
   }
   int inplace_input() const override { return 0; }
 
-  // InstanceNormalization also runs on channel-blocked activations, so that chains of
-  // Conv -> InstanceNorm(+activation) -> Conv stay blocked (nnU-Net's building block).
-  Layout preferred_output_layout(int o) const override { return o == 0 && instance_ && rank5_ ? in_layout_ : Layout::plain; }
+  // Instance and group normalization also run on channel-blocked activations, so that chains
+  // of Conv -> Norm(+activation) -> Conv stay blocked (nnU-Net's and SegResNet's blocks).
+  Layout preferred_output_layout(int o) const override { return o == 0 && rank5_ ? in_layout_ : Layout::plain; }
   bool accepts_input_layout(int i, Layout l) const override {
-    return l == Layout::plain || (i == 0 && instance_ && rank5_ && !layout_is_weights(l));
+    return l == Layout::plain || (i == 0 && rank5_ && !layout_is_weights(l));
   }
   void set_layouts(const std::vector<Layout>& in, const std::vector<Layout>& out) override {
     in_layout_ = in.empty() ? Layout::plain : in[0];
@@ -447,8 +447,8 @@ class GroupNormOp final : public Op {
   }
 
   // Statistics in one read of the input (chunked two-pass moments, merged in double), then
-  // one pass computing x * a + b and the fused activation. Either side may be channel-blocked
-  // (nCdhw8c/16c, instance normalization only): element (n, c, i) lives at
+  // one pass computing (x - mean) * a + b and the fused activation. Either side may be channel-blocked
+  // (nCdhw8c/16c): element (n, c, i) lives at
   // n*Cp*sp + (c/b)*sp*b + i*b + c%b, with b = 1 for plain; padding lanes of a blocked
   // output are written as 0.
   void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
@@ -475,10 +475,13 @@ class GroupNormOp final : public Op {
           else chunk_moments<8>(p, nr, o);
         }
       });
+      // Per channel over the chunks, then channels into their group, each in a fixed order.
       for (std::int64_t b = 0; b < n; ++b)
-        for (std::int64_t ch = 0; ch < c; ++ch)
-          for (std::int64_t k = 0; k < nch; ++k)
-            stats[static_cast<std::size_t>(b * c + ch)].merge(part[static_cast<std::size_t>(((b * ncb + ch / bi) * nch + k) * bi + ch % bi)]);
+        for (std::int64_t ch = 0; ch < c; ++ch) {
+          Moments m;
+          for (std::int64_t k = 0; k < nch; ++k) m.merge(part[static_cast<std::size_t>(((b * ncb + ch / bi) * nch + k) * bi + ch % bi)]);
+          stats[static_cast<std::size_t>(b * groups_ + ch / cpg)].merge(m);
+        }
     } else {
       const std::int64_t span = cpg * sp, nch = (span + kMomentChunkFloats - 1) / kMomentChunkFloats;
       std::vector<Moments> part(static_cast<std::size_t>(n * groups_ * nch));

@@ -47,7 +47,108 @@ std::string fresh_name(const Graph& g, const std::string& base) {
   return n;
 }
 
+// The value of a constant: an initializer or the output of a Constant node.
+const Tensor* constant_value(const Graph& g, const std::string& v) {
+  const auto it = g.initializers.find(v);
+  if (it != g.initializers.end()) return &it->second;
+  for (const auto& n : g.nodes)
+    if (n.op_type == "Constant" && n.outputs.size() == 1 && n.outputs[0] == v) {
+      const auto a = n.attrs.find("value");
+      if (a != n.attrs.end() && a->second.kind == Attribute::Kind::tensor) return &a->second.t;
+    }
+  return nullptr;
+}
+
+// The index of the node producing v, or -1.
+int producer(const Graph& g, const std::string& v) {
+  for (std::size_t i = 0; i < g.nodes.size(); ++i)
+    for (const auto& o : g.nodes[i].outputs)
+      if (o == v) return static_cast<int>(i);
+  return -1;
+}
+
+// A per-channel constant as PyTorch exports it for [N, C, ...] data: [C, 1, ..., 1] with
+// rank - 1 dims, or [1, C, 1, ..., 1]; the channel count, or -1.
+std::int64_t per_channel_count(const Tensor& t, int data_rank) {
+  if (t.dtype() != DType::f32) return -1;
+  const int lead = t.rank() == data_rank - 1 ? 0 : (t.rank() == data_rank && t.dim(0) == 1 ? 1 : -1);
+  if (lead < 0) return -1;
+  for (int k = lead + 1; k < t.rank(); ++k)
+    if (t.dim(k) != 1) return -1;
+  return t.dim(lead);
+}
+
 }  // namespace
+
+PassReport fuse_group_norm(Graph& g) {
+  // PyTorch exports GroupNorm(G, C) on [N, C, D, H, W] data as
+  //   Reshape(x, [0, G, -1]) -> InstanceNormalization(ones(G), zeros(G)) -> Reshape(., Shape(x))
+  //   -> Mul(gamma [C,1,1,1]) -> Add(beta [C,1,1,1]);
+  // the chain becomes one GroupNormalization(x, gamma, beta) with per-channel scale and bias.
+  PassReport r;
+  std::set<std::size_t> drop;
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& in = g.nodes[i];
+    if (in.op_type != "InstanceNormalization" || !in.domain.empty() || in.inputs.size() != 3 || in.outputs.size() != 1) continue;
+    const int r1i = producer(g, in.inputs[0]);
+    if (r1i < 0 || single_consumer(g, in.inputs[0]) != static_cast<int>(i)) continue;
+    const Node& r1 = g.nodes[static_cast<std::size_t>(r1i)];
+    if (r1.op_type != "Reshape" || r1.inputs.size() < 2) continue;
+    const Tensor* shape = constant_value(g, r1.inputs[1]);
+    if (!shape || shape->dtype() != DType::i64 || shape->numel() != 3) continue;
+    const std::int64_t* sv = shape->data<std::int64_t>();
+    const std::int64_t groups = sv[1];
+    if (sv[0] != 0 || groups < 1 || sv[2] != -1) continue;
+    const Tensor* ones = constant_value(g, in.inputs[1]);
+    const Tensor* zeros = constant_value(g, in.inputs[2]);
+    if (!ones || !zeros || ones->dtype() != DType::f32 || zeros->dtype() != DType::f32 || ones->numel() != groups ||
+        zeros->numel() != groups)
+      continue;
+    bool unit = true;
+    for (std::int64_t k = 0; k < groups; ++k) unit = unit && ones->data<float>()[k] == 1.f && zeros->data<float>()[k] == 0.f;
+    if (!unit) continue;
+    const std::string& x = r1.inputs[0];
+    const int r2i = single_consumer(g, in.outputs[0]);
+    if (r2i < 0) continue;
+    const Node& r2 = g.nodes[static_cast<std::size_t>(r2i)];
+    if (r2.op_type != "Reshape" || r2.inputs.size() < 2 || r2.inputs[0] != in.outputs[0]) continue;
+    const int shi = producer(g, r2.inputs[1]);
+    if (shi < 0 || g.nodes[static_cast<std::size_t>(shi)].op_type != "Shape" || g.nodes[static_cast<std::size_t>(shi)].inputs.at(0) != x ||
+        g.nodes[static_cast<std::size_t>(shi)].has("start") || g.nodes[static_cast<std::size_t>(shi)].has("end"))
+      continue;
+    const int mi = single_consumer(g, r2.outputs[0]);
+    if (mi < 0) continue;
+    const Node& mul = g.nodes[static_cast<std::size_t>(mi)];
+    if (mul.op_type != "Mul" || mul.inputs.size() != 2 || mul.inputs[0] != r2.outputs[0]) continue;
+    const int ai = single_consumer(g, mul.outputs[0]);
+    if (ai < 0) continue;
+    Node& add = g.nodes[static_cast<std::size_t>(ai)];
+    if (add.op_type != "Add" || add.inputs.size() != 2 || add.inputs[0] != mul.outputs[0]) continue;
+    const Tensor* gamma = constant_f32(g, mul.inputs[1]);
+    const Tensor* beta = constant_f32(g, add.inputs[1]);
+    if (!gamma || !beta) continue;
+    const std::int64_t c = per_channel_count(*gamma, 5);
+    if (c < 1 || per_channel_count(*beta, 5) != c || c % groups) continue;
+    const std::string gn = fresh_name(g, mul.inputs[1] + "_gn_scale"), bn = fresh_name(g, add.inputs[1] + "_gn_bias");
+    g.initializers[gn] = gamma->reshape(Shape{c});
+    g.initializers[bn] = beta->reshape(Shape{c});
+    Node fused;
+    fused.op_type = "GroupNormalization";
+    fused.name = in.name + "_group";
+    fused.inputs = {x, gn, bn};
+    fused.outputs = add.outputs;
+    fused.attrs["num_groups"] = Attribute::make_int(groups);
+    fused.attrs["epsilon"] = Attribute::make_float(in.get_float("epsilon", 1e-5f));
+    add = fused;  // the Add's position: every input is computed by then
+    for (int k : {r1i, static_cast<int>(i), r2i, mi}) drop.insert(static_cast<std::size_t>(k));
+    ++r.group_norms_fused;
+  }
+  std::vector<Node> kept;
+  for (std::size_t i = 0; i < g.nodes.size(); ++i)
+    if (!drop.count(i)) kept.push_back(std::move(g.nodes[i]));
+  g.nodes = std::move(kept);
+  return r;
+}
 
 PassReport drop_identities(Graph& g) {
   PassReport r;
@@ -255,9 +356,11 @@ PassReport optimize_graph(Graph& g) {
     total.activations_fused += p.activations_fused;
     total.reshapes_collapsed += p.reshapes_collapsed;
     total.dead_removed += p.dead_removed;
+    total.group_norms_fused += p.group_norms_fused;
   };
   add(drop_identities(g));
   add(fold_batchnorm(g));
+  add(fuse_group_norm(g));
   add(fuse_activations(g));
   add(collapse_reshapes(g));
   add(remove_dead_nodes(g));

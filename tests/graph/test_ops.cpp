@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "graph_builder.h"
+#include "voxinfer/graph/passes.h"
 #include "voxinfer/core/cpu.h"
 #include "test_util.h"
 
@@ -808,6 +809,97 @@ TEST(LayoutPass, OneByOneHeadWritesPlainOutputFromBlockedInput) {
     EXPECT_EQ(st.kernels.count("conv1x1x1_head_blocked_to_plain"), 1u);
     EXPECT_EQ(st.reorders, 0);  // the first convolution reads its 2-channel plain input directly
     EXPECT_EQ(st.workspace_bytes, 0);
+  }
+}
+
+// PyTorch's GroupNorm export (Reshape [0, G, -1], InstanceNorm with unit scale, Reshape back
+// through Shape(x), Mul gamma, Add beta) is fused into one GroupNormalization that then runs
+// blocked between convolutions; values equal the unfused generic path's.
+TEST(LayoutPass, GroupNormChainIsFusedAndStaysBlocked) {
+  graph::Graph g;
+  g.opset = 13;
+  graph::ValueInfo vi;
+  vi.name = "x";
+  g.inputs.push_back(vi);
+  g.initializers["w1"] = test::random_tensor(Shape{12, 2, 3, 3, 3}, 171, -0.3f, 0.3f);
+  g.initializers["w2"] = test::random_tensor(Shape{4, 12, 3, 3, 3}, 172, -0.3f, 0.3f);
+  g.initializers["gshape"] = i64({0, 3, -1});
+  g.initializers["ones"] = f32(Shape{3}, {1, 1, 1});
+  g.initializers["zeros"] = f32(Shape{3}, {0, 0, 0});
+  g.initializers["gamma"] = test::random_tensor(Shape{12, 1, 1, 1}, 173, 0.5f, 1.5f);
+  g.initializers["beta"] = test::random_tensor(Shape{12, 1, 1, 1}, 174);
+  const auto pads = test::ints({1, 1, 1, 1, 1, 1});
+  test::add_node(g, "Conv", {"x", "w1"}, "c1", {{"pads", pads}});
+  test::add_node(g, "Reshape", {"c1", "gshape"}, "r1");
+  test::add_node(g, "InstanceNormalization", {"r1", "ones", "zeros"}, "in", {{"epsilon", test::f(1e-5f)}});
+  test::add_node(g, "Shape", {"c1"}, "sh");
+  test::add_node(g, "Reshape", {"in", "sh"}, "r2");
+  test::add_node(g, "Mul", {"r2", "gamma"}, "m");
+  test::add_node(g, "Add", {"m", "beta"}, "a");
+  test::add_node(g, "Relu", {"a"}, "act");
+  test::add_node(g, "Conv", {"act", "w2"}, "y", {{"pads", pads}});
+  graph::ValueInfo out;
+  out.name = "y";
+  g.outputs.push_back(out);
+  graph::Graph fused = g;
+  const auto rep = graph::optimize_graph(fused);
+  EXPECT_EQ(rep.group_norms_fused, 1);
+  int gn = 0, inorm = 0;
+  for (const auto& n : fused.nodes) gn += n.op_type == "GroupNormalization", inorm += n.op_type == "InstanceNormalization";
+  EXPECT_EQ(gn, 1);
+  EXPECT_EQ(inorm, 0);
+  const Tensor x = test::random_tensor(Shape{2, 2, 9, 8, 10}, 175);
+  set_max_isa(Isa::generic);
+  graph::SessionOptions plain_opts;
+  plain_opts.optimize = false;
+  graph::Session plain(g, plain_opts);
+  const Tensor ref = plain.run(std::vector<Tensor>{x})[0];
+  set_max_isa(Isa::avx512);
+  graph::Session fast(g);
+  const Tensor y = fast.run(std::vector<Tensor>{x})[0];
+  const auto st = fast.plan_stats({x.shape()});
+  std::printf("[groupnorm] blocked values %d, reorders %d, max_abs_err %.3g\n", st.blocked_values, st.reorders, test::max_abs_diff(y, ref));
+  expect_close(y, ref, 1e-4, "group norm chain");
+  if (hardware_isa() != Isa::generic) {
+    EXPECT_GE(st.blocked_values, 2);
+  }
+}
+
+// Unfused Relu and residual Add on blocked tensors, with both inputs blocked and with one
+// plain graph input (mixed layouts), give the generic path's values.
+TEST(LayoutPass, ResidualAddAndReluRunBlocked) {
+  graph::Graph g;
+  g.opset = 13;
+  for (const char* name : {"x", "skip"}) {
+    graph::ValueInfo vi;
+    vi.name = name;
+    g.inputs.push_back(vi);
+  }
+  g.initializers["w1"] = test::random_tensor(Shape{12, 3, 3, 3, 3}, 181, -0.3f, 0.3f);
+  g.initializers["w2"] = test::random_tensor(Shape{5, 12, 3, 3, 3}, 182, -0.3f, 0.3f);
+  const auto pads = test::ints({1, 1, 1, 1, 1, 1});
+  test::add_node(g, "Conv", {"x", "w1"}, "c1", {{"pads", pads}});
+  test::add_node(g, "Relu", {"c1"}, "r");         // c1 has two readers: the Relu is not fused
+  test::add_node(g, "Add", {"c1", "r"}, "sum1");   // both inputs blocked
+  test::add_node(g, "Add", {"sum1", "skip"}, "sum2");  // one plain graph input
+  test::add_node(g, "Conv", {"sum2", "w2"}, "y", {{"pads", pads}});
+  graph::ValueInfo out;
+  out.name = "y";
+  g.outputs.push_back(out);
+  const Tensor x = test::random_tensor(Shape{1, 3, 7, 9, 8}, 183), skip = test::random_tensor(Shape{1, 12, 7, 9, 8}, 184);
+  set_max_isa(Isa::generic);
+  graph::SessionOptions plain_opts;
+  plain_opts.optimize = false;
+  graph::Session plain(g, plain_opts);
+  const Tensor ref = plain.run(std::vector<Tensor>{x, skip})[0];
+  set_max_isa(Isa::avx512);
+  graph::Session fast(g);
+  const Tensor y = fast.run(std::vector<Tensor>{x, skip})[0];
+  const auto st = fast.plan_stats({x.shape(), skip.shape()});
+  std::printf("[residual] blocked values %d, reorders %d, max_abs_err %.3g\n", st.blocked_values, st.reorders, test::max_abs_diff(y, ref));
+  expect_close(y, ref, 1e-4, "residual chain");
+  if (hardware_isa() != Isa::generic) {
+    EXPECT_GE(st.blocked_values, 4);
   }
 }
 

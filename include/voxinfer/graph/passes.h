@@ -17,10 +17,14 @@ struct PassReport {
   int activations_fused = 0;
   int reshapes_collapsed = 0;
   int dead_removed = 0;
+  int group_norms_fused = 0;
 };
 
 PassReport drop_identities(Graph& g);
 PassReport fold_batchnorm(Graph& g);
+// PyTorch's exported GroupNorm chain (Reshape, InstanceNormalization, Reshape, Mul, Add)
+// becomes one GroupNormalization node.
+PassReport fuse_group_norm(Graph& g);
 PassReport fuse_activations(Graph& g);
 PassReport collapse_reshapes(Graph& g);
 PassReport remove_dead_nodes(Graph& g);
