@@ -20,6 +20,7 @@ struct Avx512 {
   static constexpr int kRegs = 32;
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
   static V min(V a, V b) { return _mm512_min_ps(a, b); }
@@ -63,3 +64,14 @@ void conv3d_f32_nCdhw16c__avx512(const Plan& p, const float* src, float* dst, co
 }
 
 }  // namespace voxinfer::kernels::direct
+
+#include "kernels/winograd_body.h"
+
+namespace voxinfer::kernels::winograd {
+
+void winograd_f2k3_nCdhw16c__avx512(const Plan& p, const float* src, float* dst, const float* res, float* scratch, std::int64_t b,
+                                    std::int64_t e) {
+  run_items<direct::Avx512, 8>(p, src, dst, res, scratch, b, e);
+}
+
+}  // namespace voxinfer::kernels::winograd

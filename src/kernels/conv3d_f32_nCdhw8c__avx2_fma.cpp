@@ -20,6 +20,7 @@ struct Avx2 {
   // An empty asm that takes v in a register: the compiler cannot re-read it from memory.
   static void pin(V& v) { asm("" : "+x"(v)); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
   static V min(V a, V b) { return _mm256_min_ps(a, b); }
@@ -65,3 +66,14 @@ void conv3d_f32_nCdhw8c__avx2_fma(const Plan& p, const float* src, float* dst, c
 }
 
 }  // namespace voxinfer::kernels::direct
+
+#include "kernels/winograd_body.h"
+
+namespace voxinfer::kernels::winograd {
+
+void winograd_f2k3_nCdhw8c__avx2_fma(const Plan& p, const float* src, float* dst, const float* res, float* scratch, std::int64_t b,
+                                     std::int64_t e) {
+  run_items<direct::Avx2, 4>(p, src, dst, res, scratch, b, e);
+}
+
+}  // namespace voxinfer::kernels::winograd

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "kernels/conv_direct.h"
+#include "kernels/winograd.h"
 #include "voxinfer/kernels/conv.h"
 
 namespace voxinfer::kernels {
@@ -12,6 +13,9 @@ std::unique_ptr<ConvKernel> make_conv_kernel(const ConvParams& p, const float* w
                                              Isa isa, std::string* why) {
   // Never pick code the CPU cannot run, whatever the caller asks for.
   if (static_cast<int>(isa) > static_cast<int>(hardware_isa())) isa = hardware_isa();
+  // Winograd F(2x2x2, 3x3x3) first where it applies: 3.4x fewer multiply-adds.
+  if (!transposed && (isa == Isa::avx512 || isa == Isa::avx2))
+    if (auto k = winograd::create(p, wei, ep, isa, why)) return k;
   std::size_t count = 0;
   const direct::Impl* list = direct::impls(&count);
   for (std::size_t i = 0; i < count; ++i) {

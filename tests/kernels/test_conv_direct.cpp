@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/conv_direct.h"
+#include "kernels/winograd.h"
 #include "voxinfer/core/cpu.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/kernels/conv.h"
@@ -83,11 +84,14 @@ struct Case {
 std::int64_t src_spatial(const ConvParams& p) { return p.id * p.ih * p.iw; }
 std::int64_t dst_spatial(const ConvParams& p) { return p.od * p.oh * p.ow; }
 
-// Runs one case through one implementation; returns false (with a message) when the
-// implementation rejects it, so that sweeps can count accepted cases.
-bool check_case(const direct::Impl& impl, const Case& cs, std::uint32_t seed, bool expect_accept = true) {
+// Runs one case through the kernel make(p, wei, ep, why) creates (named `name`, channel block
+// `block`), against the reference within tol * max(1, max|value before the activation|);
+// returns false (with a message) when it rejects the case, so that sweeps can count accepted
+// cases.
+template <class Make>
+bool check_kernel(const char* name, int block, double tol, Make make, const Case& cs, std::uint32_t seed, bool expect_accept) {
   const ConvParams& p = cs.p;
-  SCOPED_TRACE(std::string(impl.name) + " " + cs.str());
+  SCOPED_TRACE(std::string(name) + " " + cs.str());
   std::mt19937 rng(seed);
   const std::int64_t icg = p.ic / p.groups;
   const std::size_t wsize = static_cast<std::size_t>(cs.transposed ? p.ic * (p.oc / p.groups) * p.kd * p.kh * p.kw
@@ -117,16 +121,13 @@ bool check_case(const direct::Impl& impl, const Case& cs, std::uint32_t seed, bo
   else conv3d_ref(p, src.data(), wei.data(), linear, pre.data());
 
   std::string why;
-  direct::Tuning tuning = cs.tuning;
-  tuning.any_width = true;  // test every implementation on small channel counts too
-  auto k = direct::create(impl, p, wei.data(), ep, cs.transposed, tuning, &why);
+  auto k = make(p, wei.data(), ep, &why);
   if (!k) {
     EXPECT_FALSE(expect_accept) << "rejected: " << why;
     return false;
   }
   EXPECT_TRUE(why.empty()) << why;
-  EXPECT_STREQ(k->name(), impl.name);
-  const int block = impl.block;
+  EXPECT_STREQ(k->name(), name);
   EXPECT_EQ(layout_block(k->dst_layout()), block);
 
   // Inputs in the kernel's layouts.
@@ -177,10 +178,20 @@ bool check_case(const direct::Impl& impl, const Case& cs, std::uint32_t seed, bo
     if (!(e <= max_err)) max_err = e, worst = i;  // NaN counts as the worst
     max_pre = std::max(max_pre, std::abs(double(pre[i])));
   }
-  EXPECT_LE(max_err, kTolerance * std::max(1.0, max_pre))
+  EXPECT_LE(max_err, tol * std::max(1.0, max_pre))
       << "at plain index " << worst << ": got " << out[worst] << " expected " << ref[worst]
       << " (largest value before the activation " << max_pre << ")";
   return true;
+}
+
+bool check_case(const direct::Impl& impl, const Case& cs, std::uint32_t seed, bool expect_accept = true) {
+  return check_kernel(impl.name, impl.block, kTolerance,
+                      [&](const ConvParams& p, const float* w, const Epilogue& ep, std::string* why) {
+                        direct::Tuning tuning = cs.tuning;
+                        tuning.any_width = true;  // test every implementation on small channel counts too
+                        return direct::create(impl, p, w, ep, cs.transposed, tuning, why);
+                      },
+                      cs, seed, expect_accept);
 }
 
 std::vector<const direct::Impl*> impls_for(bool transposed) {
@@ -492,7 +503,7 @@ TEST(ConvDirect, RejectionsSayWhy) {
 }
 
 TEST(ConvDirect, MakeConvKernelFollowsTheIsaCap) {
-  const ConvParams p = conv_params(32, 32, {4, 4, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+  const ConvParams p = conv_params(32, 32, {4, 4, 20}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
   const std::vector<float> w(32 * 32 * 27, 0.5f);
   std::string why;
   auto g = make_conv_kernel(p, w.data(), Epilogue{}, false, Isa::generic, &why);
@@ -501,20 +512,27 @@ TEST(ConvDirect, MakeConvKernelFollowsTheIsaCap) {
   EXPECT_NE(why.find("needs avx"), std::string::npos) << why;
   why.clear();
   if (cpu_has(Isa::avx2)) {
+    // A 3x3x3 stride-1 layer goes to Winograd first.
     auto k = make_conv_kernel(p, w.data(), Epilogue{}, false, Isa::avx2, &why);
     ASSERT_NE(k, nullptr) << why;
-    EXPECT_STREQ(k->name(), "conv3d_f32_nCdhw8c__avx2_fma");
+    EXPECT_STREQ(k->name(), "winograd_f2k3_nCdhw8c__avx2_fma");
     EXPECT_EQ(k->src_layout(), Layout::nCdhw8c);
     set_max_isa(Isa::avx2);
     auto k2 = make_conv_kernel(p, w.data(), Epilogue{}, false, active_isa(), &why);
     set_max_isa(Isa::avx512);
     ASSERT_NE(k2, nullptr);
-    EXPECT_STREQ(k2->name(), "conv3d_f32_nCdhw8c__avx2_fma");
+    EXPECT_STREQ(k2->name(), "winograd_f2k3_nCdhw8c__avx2_fma");
+    ConvParams strided = p;
+    strided.sd = strided.sh = strided.sw = 2;
+    strided.od = 2, strided.oh = 2, strided.ow = 10;
+    auto k3 = make_conv_kernel(strided, w.data(), Epilogue{}, false, Isa::avx2, &why);
+    ASSERT_NE(k3, nullptr);
+    EXPECT_STREQ(k3->name(), "conv3d_f32_nCdhw8c__avx2_fma");
   }
   if (cpu_has(Isa::avx512)) {
     auto k = make_conv_kernel(p, w.data(), Epilogue{}, false, Isa::avx512, &why);
     ASSERT_NE(k, nullptr) << why;
-    EXPECT_STREQ(k->name(), "conv3d_f32_nCdhw16c__avx512");
+    EXPECT_STREQ(k->name(), "winograd_f2k3_nCdhw16c__avx512");
     EXPECT_EQ(k->dst_layout(), Layout::nCdhw16c);
   }
   // Channels that all fit 8 lanes go to the 8-channel kernel even where AVX-512 is allowed.
@@ -552,6 +570,69 @@ TEST(Reorder, RoundTripAndZeroPadding) {
       reorder_blocked_to_plain(blk.data(), back.data(), n, c, sp, block);
       ASSERT_EQ(back, x) << "block " << block << " c " << c;
     }
+}
+
+// Winograd F(2x2x2, 3x3x3) against the reference: channels below, at and above the block and
+// not multiples of it, odd and even sizes (partial output tiles), padding 0-2 at either end,
+// batches, every epilogue; 1 and 2 threads give the same bytes, guard zones stay untouched.
+// Same tolerance as the direct kernels: over this sweep the error stays below 2e-6 of the
+// largest value before the activation.
+TEST(ConvWinograd, MatchesReferenceOverSweep) {
+  for (const Isa isa : {Isa::avx2, Isa::avx512}) {
+    if (!cpu_has(isa)) continue;
+    const int block = isa == Isa::avx512 ? 16 : 8;
+    const char* name = isa == Isa::avx512 ? "winograd_f2k3_nCdhw16c__avx512" : "winograd_f2k3_nCdhw8c__avx2_fma";
+    int accepted = 0;
+    std::uint32_t seed = 1000;
+    // W gives 16 or more outputs (narrower rows are left to the direct kernels); 37 and 41 make
+    // rows of more than one 16-tile chunk with a partial last chunk.
+    const std::array<std::array<std::int64_t, 3>, 4> sizes{{{5, 6, 19}, {8, 9, 37}, {3, 3, 20}, {1, 2, 41}}};
+    const std::array<std::pair<std::int64_t, std::int64_t>, 6> chans{{{5, 3}, {8, 8}, {16, 20}, {24, 16}, {40, 48}, {64, 32}}};
+    const std::array<EpilogueSpec, 5> eps{{{Activation::none, false, false, true},
+                                           {Activation::relu, true, false, true},
+                                           {Activation::leaky_relu, true, true, true},
+                                           {Activation::prelu, false, true, true},
+                                           {Activation::sigmoid, true, false, true}}};
+    for (std::size_t si = 0; si < sizes.size(); ++si)
+      for (std::size_t ci = 0; ci < chans.size(); ++ci)
+        for (std::int64_t pad = 0; pad <= 2; ++pad) {
+          const std::int64_t pad_end = (pad + si) % 3;
+          const auto& sz = sizes[si];
+          if (sz[0] + pad + pad_end < 3 || sz[1] + pad + pad_end < 3 || sz[2] + pad + pad_end < 3) continue;
+          Case cs;
+          cs.p = conv_params(chans[ci].first, chans[ci].second, sz, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {pad, pad, pad},
+                             {pad_end, pad_end, pad_end}, 1, 1 + static_cast<std::int64_t>((si + ci) % 2));
+          cs.ep = eps[(si + ci + static_cast<std::size_t>(pad)) % eps.size()];
+          const bool ok = check_kernel(name, block, kTolerance,
+                                       [&](const ConvParams& p, const float* w, const Epilogue& ep, std::string* why) {
+                                         return winograd::create(p, w, ep, isa, why);
+                                       },
+                                       cs, seed++, !(isa == Isa::avx512 && std::max(chans[ci].first, chans[ci].second) <= 8));
+          accepted += ok;
+        }
+    EXPECT_GT(accepted, 40) << name;  // AVX-512 leaves layers of at most 8 channels to the 8-channel kernels
+  }
+}
+
+TEST(ConvWinograd, RejectsWhatItCannotRun) {
+  const std::vector<float> w(40 * 40 * 27, 0.1f);
+  std::string why;
+  const ConvParams strided = conv_params(16, 16, {8, 8, 40}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+  EXPECT_EQ(winograd::create(strided, w.data(), Epilogue{}, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("stride"), std::string::npos) << why;
+  why.clear();
+  const ConvParams k5 = conv_params(16, 16, {8, 8, 20}, {5, 5, 5}, {1, 1, 1}, {1, 1, 1}, {2, 2, 2}, {2, 2, 2});
+  EXPECT_EQ(winograd::create(k5, w.data(), Epilogue{}, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("3x3x3"), std::string::npos) << why;
+  why.clear();
+  const ConvParams first = conv_params(1, 16, {8, 8, 20}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+  EXPECT_EQ(winograd::create(first, w.data(), Epilogue{}, Isa::avx2, &why), nullptr);
+  const ConvParams narrow = conv_params(16, 16, {8, 8, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+  why.clear();
+  EXPECT_EQ(winograd::create(narrow, w.data(), Epilogue{}, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("shorter than 16"), std::string::npos) << why;
+  EXPECT_EQ(winograd::create(first, w.data(), Epilogue{}, Isa::avx2, &why), nullptr);
+  EXPECT_EQ(winograd::create(strided, w.data(), Epilogue{}, Isa::generic, &why), nullptr);
 }
 
 }  // namespace

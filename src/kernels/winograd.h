@@ -1,0 +1,48 @@
+// Winograd F(2x2x2, 3x3x3) for 3x3x3 stride-1 convolutions on channel-blocked tensors:
+// 64 multiplications per 2x2x2 output tile and channel pair instead of 216 (3.375x fewer).
+// Internal interface between the operator (winograd.cpp: checks, weight transform, threading)
+// and its per-ISA compute functions (compiled in the per-ISA kernel files), which never
+// allocate and never throw.
+//
+// Transforms (Lavin and Gray), per axis: input B^T d = (d0 - d2, d1 + d2, d2 - d1, d1 - d3);
+// weights G g = (g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2); output
+// A^T m = (m0 + m1 + m2, m1 - m2 - m3). Index xi = (z * 4 + y) * 4 + x.
+#pragma once
+
+#include <cstdint>
+
+#include "voxinfer/kernels/conv.h"
+
+namespace voxinfer::kernels::winograd {
+
+struct Plan {
+  std::int64_t n = 1, ic = 1, id = 1, ih = 1, iw = 1, oc = 1, od = 1, oh = 1, ow = 1;
+  std::int64_t pd = 0, ph = 0, pw = 0;
+  int block = 16;            // channel block of src and dst (16 AVX-512, 8 AVX2)
+  std::int64_t icb = 1, ocb = 1;
+  std::int64_t td = 1, th = 1, tw = 1;  // output tiles per axis (ceil(o / 2))
+  std::int64_t nt = 16;      // tiles per chunk along W (a multiple of the GEMM's tile step)
+  int nb = 1;                // output-channel blocks per GEMM register tile (1 or 2)
+  const float* u = nullptr;  // transformed weights [64][icb * block][ocb][block], zero-padded
+  const float* bias = nullptr;
+  const float* slope = nullptr;  // PRelu slopes, ocb * block
+  Activation act = Activation::none;
+  float alpha = 0.f, beta = 0.f;
+  bool residual = false;
+
+  std::int64_t items() const { return n * td * th; }  // one row of tiles along W each
+  std::int64_t scratch_floats() const { return 64 * nt * (icb + ocb) * block; }
+};
+
+// Items [begin, end): every tile row of the item, all channels. `scratch` holds
+// plan.scratch_floats() floats for this call alone.
+using RunFn = void (*)(const Plan& plan, const float* src, float* dst, const float* residual, float* scratch,
+                       std::int64_t begin, std::int64_t end);
+
+void winograd_f2k3_nCdhw16c__avx512(const Plan&, const float*, float*, const float*, float*, std::int64_t, std::int64_t);
+void winograd_f2k3_nCdhw8c__avx2_fma(const Plan&, const float*, float*, const float*, float*, std::int64_t, std::int64_t);
+
+// The kernel for `isa` (AVX2 or AVX-512), or null with the reason appended to `why`.
+std::unique_ptr<ConvKernel> create(const ConvParams& p, const float* wei, const Epilogue& ep, Isa isa, std::string* why);
+
+}  // namespace voxinfer::kernels::winograd

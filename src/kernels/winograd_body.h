@@ -1,0 +1,180 @@
+// Body of the Winograd F(2x2x2, 3x3x3) compute functions, over a vector-traits type T (see
+// conv3d_direct_body.h), included by the per-ISA kernel files after their traits.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/winograd.h"
+
+namespace voxinfer::kernels::winograd {
+
+template <class T>
+inline typename T::V wino_activate(const Plan& p, typename T::V v, std::int64_t ob) {
+  switch (p.act) {
+    case Activation::none: return v;
+    case Activation::relu: return T::max(v, T::zero());
+    case Activation::leaky_relu: return T::select_nonneg(v, v, T::mul(v, T::set1(p.alpha)));
+    case Activation::prelu: return T::select_nonneg(v, v, T::mul(v, T::load(p.slope + ob * T::B)));
+    case Activation::sigmoid: return T::sigmoid(v);
+    case Activation::clip: return T::min(T::max(v, T::set1(p.alpha)), T::set1(p.beta));
+  }
+  return v;
+}
+
+// V[xi][b][t][lane] for the chunk's tiles t < nt (tiles past the row are zero).
+template <class T>
+void input_transform(const Plan& p, const float* src_n, float* v, std::int64_t td, std::int64_t th, std::int64_t tw0) {
+  using V = typename T::V;
+  constexpr int B = T::B;
+  const std::int64_t isp = p.id * p.ih * p.iw;
+  const std::int64_t z0 = 2 * td - p.pd, y0 = 2 * th - p.ph;
+  for (std::int64_t b = 0; b < p.icb; ++b) {
+    const float* sb = src_n + b * isp * B;
+    for (std::int64_t t = 0; t < p.nt; ++t) {
+      float* vt = v + (b * p.nt + t) * B;
+      const std::int64_t step = p.icb * p.nt * B;  // floats between consecutive xi
+      if (tw0 + t >= p.tw) {
+        for (int xi = 0; xi < 64; ++xi) T::store(vt + xi * step, T::zero());
+        continue;
+      }
+      const std::int64_t x0 = 2 * (tw0 + t) - p.pw;
+      V d[4][4][4];
+      for (int z = 0; z < 4; ++z)
+        for (int y = 0; y < 4; ++y) {
+          const std::int64_t iz = z0 + z, iy = y0 + y;
+          const bool row = iz >= 0 && iz < p.id && iy >= 0 && iy < p.ih;
+          const float* sr = sb + (iz * p.ih + iy) * p.iw * B;
+          for (int x = 0; x < 4; ++x) {
+            const std::int64_t ix = x0 + x;
+            d[z][y][x] = row && ix >= 0 && ix < p.iw ? T::load(sr + ix * B) : T::zero();
+          }
+        }
+      // B^T along x, y, z.
+      for (int z = 0; z < 4; ++z)
+        for (int y = 0; y < 4; ++y) {
+          const V a0 = d[z][y][0], a1 = d[z][y][1], a2 = d[z][y][2], a3 = d[z][y][3];
+          d[z][y][0] = T::sub(a0, a2), d[z][y][1] = T::add(a1, a2), d[z][y][2] = T::sub(a2, a1), d[z][y][3] = T::sub(a1, a3);
+        }
+      for (int z = 0; z < 4; ++z)
+        for (int x = 0; x < 4; ++x) {
+          const V a0 = d[z][0][x], a1 = d[z][1][x], a2 = d[z][2][x], a3 = d[z][3][x];
+          d[z][0][x] = T::sub(a0, a2), d[z][1][x] = T::add(a1, a2), d[z][2][x] = T::sub(a2, a1), d[z][3][x] = T::sub(a1, a3);
+        }
+      for (int y = 0; y < 4; ++y)
+        for (int x = 0; x < 4; ++x) {
+          const V a0 = d[0][y][x], a1 = d[1][y][x], a2 = d[2][y][x], a3 = d[3][y][x];
+          T::store(vt + ((0 * 4 + y) * 4 + x) * step, T::sub(a0, a2));
+          T::store(vt + ((1 * 4 + y) * 4 + x) * step, T::add(a1, a2));
+          T::store(vt + ((2 * 4 + y) * 4 + x) * step, T::sub(a2, a1));
+          T::store(vt + ((3 * 4 + y) * 4 + x) * step, T::sub(a1, a3));
+        }
+    }
+  }
+}
+
+// M[xi][t][ob][lane] = sum over input channels of V[xi][.][t][.] * U[xi][ic][ob][.], for a
+// register tile of UR tiles x NB output-channel blocks.
+template <class T, int UR, int NB>
+void gemm(const Plan& p, const float* v, float* m) {
+  using V = typename T::V;
+  constexpr int B = T::B;
+  const std::int64_t icp = p.icb * B;
+  for (int xi = 0; xi < 64; ++xi) {
+    const float* vx = v + xi * p.icb * p.nt * B;
+    const float* ux = p.u + xi * icp * p.ocb * B;
+    float* mx = m + xi * p.nt * p.ocb * B;
+    for (std::int64_t ob = 0; ob < p.ocb; ob += NB)
+      for (std::int64_t t0 = 0; t0 < p.nt; t0 += UR) {
+        V acc[UR][NB];
+        for (int u = 0; u < UR; ++u)
+          for (int j = 0; j < NB; ++j) acc[u][j] = T::zero();
+        for (std::int64_t b = 0; b < p.icb; ++b) {
+          const float* vb = vx + (b * p.nt + t0) * B;
+          const float* ub = ux + (b * B * p.ocb + ob) * B;
+          for (int l = 0; l < B; ++l) {
+            V w[NB];
+            for (int j = 0; j < NB; ++j) {
+              w[j] = T::load(ub + (l * p.ocb + j) * B);
+              if constexpr (requires { T::pin(w[j]); }) T::pin(w[j]);
+            }
+            for (int u = 0; u < UR; ++u) {
+              const V x = T::bcast(vb + u * B + l);
+              for (int j = 0; j < NB; ++j) acc[u][j] = T::fma(w[j], x, acc[u][j]);
+            }
+          }
+        }
+        for (int u = 0; u < UR; ++u)
+          for (int j = 0; j < NB; ++j) T::store(mx + ((t0 + u) * p.ocb + ob + j) * B, acc[u][j]);
+      }
+  }
+}
+
+// A^T along x, y, z, then bias, residual, activation, stored to the 2x2x2 outputs in range.
+template <class T>
+void output_transform(const Plan& p, const float* m, float* dst_n, const float* res_n, std::int64_t td, std::int64_t th,
+                      std::int64_t tw0) {
+  using V = typename T::V;
+  constexpr int B = T::B;
+  const std::int64_t osp = p.od * p.oh * p.ow;
+  const std::int64_t step = p.nt * p.ocb * B;  // floats between consecutive xi
+  for (std::int64_t t = 0; t < p.nt && tw0 + t < p.tw; ++t)
+    for (std::int64_t ob = 0; ob < p.ocb; ++ob) {
+      const float* mt = m + (t * p.ocb + ob) * B;
+      V r[4][4][2];
+      for (int z = 0; z < 4; ++z)
+        for (int y = 0; y < 4; ++y) {
+          const float* q = mt + (z * 4 + y) * 4 * step;
+          const V a0 = T::load(q), a1 = T::load(q + step), a2 = T::load(q + 2 * step), a3 = T::load(q + 3 * step);
+          r[z][y][0] = T::add(T::add(a0, a1), a2);
+          r[z][y][1] = T::sub(T::sub(a1, a2), a3);
+        }
+      V s[4][2][2];
+      for (int z = 0; z < 4; ++z)
+        for (int x = 0; x < 2; ++x) {
+          s[z][0][x] = T::add(T::add(r[z][0][x], r[z][1][x]), r[z][2][x]);
+          s[z][1][x] = T::sub(T::sub(r[z][1][x], r[z][2][x]), r[z][3][x]);
+        }
+      const V bias = T::load(p.bias + ob * B);
+      const bool partial = ob + 1 == p.ocb && p.oc % B != 0;
+      for (int y = 0; y < 2; ++y)
+        for (int x = 0; x < 2; ++x) {
+          const V o[2] = {T::add(T::add(s[0][y][x], s[1][y][x]), s[2][y][x]), T::sub(T::sub(s[1][y][x], s[2][y][x]), s[3][y][x])};
+          const std::int64_t oy = 2 * th + y, ox = 2 * (tw0 + t) + x;
+          if (oy >= p.oh || ox >= p.ow) continue;
+          for (int z = 0; z < 2; ++z) {
+            const std::int64_t oz = 2 * td + z;
+            if (oz >= p.od) continue;
+            const std::int64_t off = ob * osp * B + ((oz * p.oh + oy) * p.ow + ox) * B;
+            V val = T::add(o[z], bias);
+            if (res_n) val = T::add(val, T::load(res_n + off));
+            val = wino_activate<T>(p, val, ob);
+            if (partial) val = T::keep_lanes(val, static_cast<int>(p.oc % B));
+            T::store(dst_n + off, val);
+          }
+        }
+    }
+}
+
+template <class T, int UR>
+void run_items(const Plan& p, const float* src, float* dst, const float* res, float* scratch, std::int64_t begin,
+               std::int64_t end) {
+  constexpr int B = T::B;
+  float* v = scratch;
+  float* m = scratch + 64 * p.nt * p.icb * B;
+  const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+  for (std::int64_t item = begin; item < end; ++item) {
+    const std::int64_t th = item % p.th, td = (item / p.th) % p.td, n = item / (p.th * p.td);
+    const float* src_n = src + n * p.icb * isp * B;
+    float* dst_n = dst + n * p.ocb * osp * B;
+    const float* res_n = p.residual && res ? res + n * p.ocb * osp * B : nullptr;
+    for (std::int64_t tw0 = 0; tw0 < p.tw; tw0 += p.nt) {
+      input_transform<T>(p, src_n, v, td, th, tw0);
+      if (p.nb == 2) gemm<T, UR, 2>(p, v, m);
+      else gemm<T, UR, 1>(p, v, m);
+      output_transform<T>(p, m, dst_n, res_n, td, th, tw0);
+    }
+  }
+}
+
+}  // namespace voxinfer::kernels::winograd
