@@ -40,14 +40,19 @@ void input_transform(const Plan& p, const float* src_n, float* v, std::int64_t t
       }
       const std::int64_t x0 = 2 * (tw0 + t) - p.pw;
       V d[4][4][4];
+      const bool inside_x = x0 >= 0 && x0 + 4 <= p.iw;
       for (int z = 0; z < 4; ++z)
         for (int y = 0; y < 4; ++y) {
           const std::int64_t iz = z0 + z, iy = y0 + y;
           const bool row = iz >= 0 && iz < p.id && iy >= 0 && iy < p.ih;
-          const float* sr = sb + (iz * p.ih + iy) * p.iw * B;
+          const float* sr = sb + ((iz * p.ih + iy) * p.iw + x0) * B;
+          if (row && inside_x) {  // most tiles: four plain loads
+            for (int x = 0; x < 4; ++x) d[z][y][x] = T::load(sr + x * B);
+            continue;
+          }
           for (int x = 0; x < 4; ++x) {
             const std::int64_t ix = x0 + x;
-            d[z][y][x] = row && ix >= 0 && ix < p.iw ? T::load(sr + ix * B) : T::zero();
+            d[z][y][x] = row && ix >= 0 && ix < p.iw ? T::load(sr + x * B) : T::zero();
           }
         }
       // B^T along x, y, z.
