@@ -44,17 +44,24 @@ struct RowCtx {
   float alpha = 0.f, beta = 0.f;
 };
 
+// The epilogue's activation on output-channel block ob (PRelu: per-channel slopes there).
 template <class T>
-inline typename T::V activate(const RowCtx& c, typename T::V v, std::int64_t ob) {
-  switch (c.act) {
+inline typename T::V activation_of(Activation act, float alpha, float beta, const float* slope, typename T::V v,
+                                   std::int64_t ob) {
+  switch (act) {
     case Activation::none: return v;
     case Activation::relu: return T::max(v, T::zero());
-    case Activation::leaky_relu: return T::select_nonneg(v, v, T::mul(v, T::set1(c.alpha)));
-    case Activation::prelu: return T::select_nonneg(v, v, T::mul(v, T::load(c.slope + ob * T::B)));
+    case Activation::leaky_relu: return T::select_nonneg(v, v, T::mul(v, T::set1(alpha)));
+    case Activation::prelu: return T::select_nonneg(v, v, T::mul(v, T::load(slope + ob * T::B)));
     case Activation::sigmoid: return T::sigmoid(v);
-    case Activation::clip: return T::min(T::max(v, T::set1(c.alpha)), T::set1(c.beta));
+    case Activation::clip: return T::min(T::max(v, T::set1(alpha)), T::set1(beta));
   }
   return v;
+}
+
+template <class T>
+inline typename T::V activate(const RowCtx& c, typename T::V v, std::int64_t ob) {
+  return activation_of<T>(c.act, c.alpha, c.beta, c.slope, v, ob);
 }
 
 // Runs f(i) for i in [0, n), unrolled by 2 when n is the whole block (a full unroll made

@@ -5,22 +5,10 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/conv3d_direct_body.h"
 #include "kernels/winograd.h"
 
 namespace voxinfer::kernels::winograd {
-
-template <class T>
-inline typename T::V wino_activate(const Plan& p, typename T::V v, std::int64_t ob) {
-  switch (p.act) {
-    case Activation::none: return v;
-    case Activation::relu: return T::max(v, T::zero());
-    case Activation::leaky_relu: return T::select_nonneg(v, v, T::mul(v, T::set1(p.alpha)));
-    case Activation::prelu: return T::select_nonneg(v, v, T::mul(v, T::load(p.slope + ob * T::B)));
-    case Activation::sigmoid: return T::sigmoid(v);
-    case Activation::clip: return T::min(T::max(v, T::set1(p.alpha)), T::set1(p.beta));
-  }
-  return v;
-}
 
 // V[xi][b][t][lane] for the chunk's tiles t < nt (tiles past the row are zero).
 template <class T>
@@ -153,7 +141,7 @@ void output_transform(const Plan& p, const float* m, float* dst_n, const float* 
             const std::int64_t off = ob * osp * B + ((oz * p.oh + oy) * p.ow + ox) * B;
             V val = T::add(o[z], bias);
             if (res_n) val = T::add(val, T::load(res_n + off));
-            val = wino_activate<T>(p, val, ob);
+            val = direct::activation_of<T>(p.act, p.alpha, p.beta, p.slope, val, ob);
             if (partial) val = T::keep_lanes(val, static_cast<int>(p.oc % B));
             T::store(dst_n + off, val);
           }

@@ -689,6 +689,28 @@ TEST(LayoutPass, BlockedInstanceNormChainMatchesPlainPath) {
   }
 }
 
+// Runs g on the reference path (generic ISA, no graph passes) and on the optimized one (the
+// best ISA, passes on), with the optimized plan's statistics.
+struct FastAndReference {
+  std::vector<Tensor> ref, fast;
+  graph::PlanStats stats;
+};
+FastAndReference run_fast_and_reference(const graph::Graph& g, const std::vector<Tensor>& inputs) {
+  FastAndReference r;
+  std::vector<Shape> shapes;
+  for (const auto& t : inputs) shapes.push_back(t.shape());
+  set_max_isa(Isa::generic);
+  graph::SessionOptions plain_opts;
+  plain_opts.optimize = false;
+  graph::Session plain(g, plain_opts);
+  r.ref = plain.run(inputs);
+  set_max_isa(Isa::avx512);
+  graph::Session fast(g);
+  r.fast = fast.run(inputs);
+  r.stats = fast.plan_stats(shapes);
+  return r;
+}
+
 // A U-Net skip connection: Conv -> InstanceNorm -> LeakyRelu (the skip) and a second Conv
 // branch with 12 channels are concatenated (16 + 12: the last input ends in a partial block)
 // and convolved. With optimized kernels the Concat stays blocked and both inputs are written
@@ -725,15 +747,10 @@ TEST(LayoutPass, SkipConcatStaysBlockedAndWritesInPlace) {
       g.outputs.push_back(out2);
     }
     const Tensor x = test::random_tensor(Shape{1, 3, 9, 10, 11}, 147);
-    set_max_isa(Isa::generic);
-    graph::SessionOptions plain_opts;
-    plain_opts.optimize = false;
-    graph::Session plain(g, plain_opts);
-    const auto ref = plain.run(std::vector<Tensor>{x});
-    set_max_isa(Isa::avx512);
-    graph::Session fast(g);
-    const auto y = fast.run(std::vector<Tensor>{x});
-    const auto st = fast.plan_stats({x.shape()});
+    const FastAndReference run = run_fast_and_reference(g, {x});
+    const std::vector<Tensor>& ref = run.ref;
+    const std::vector<Tensor>& y = run.fast;
+    const auto& st = run.stats;
     std::printf("[concat] skip used later %d: %d inputs in place, %d reorders, max_abs_err %.3g\n", skip_used_later,
                 st.concat_in_place, st.reorders, test::max_abs_diff(y[0], ref[0]));
     for (std::size_t i = 0; i < y.size(); ++i) expect_close(y[i], ref[i], 1e-4, "output " + std::to_string(i));
@@ -793,15 +810,10 @@ TEST(LayoutPass, OneByOneHeadWritesPlainOutputFromBlockedInput) {
   out.name = "y";
   g.outputs.push_back(out);
   const Tensor x = test::random_tensor(Shape{2, 2, 7, 9, 11}, 164);
-  set_max_isa(Isa::generic);
-  graph::SessionOptions plain_opts;
-  plain_opts.optimize = false;
-  graph::Session plain(g, plain_opts);
-  const Tensor ref = plain.run(std::vector<Tensor>{x})[0];
-  set_max_isa(Isa::avx512);
-  graph::Session fast(g);
-  const Tensor y = fast.run(std::vector<Tensor>{x})[0];
-  const auto st = fast.plan_stats({x.shape()});
+  const FastAndReference run = run_fast_and_reference(g, {x});
+  const Tensor& ref = run.ref[0];
+  const Tensor& y = run.fast[0];
+  const auto& st = run.stats;
   std::printf("[head] reorders %d, workspace %lld, max_abs_err %.3g\n", st.reorders, static_cast<long long>(st.workspace_bytes),
               test::max_abs_diff(y, ref));
   expect_close(y, ref, 1e-5, "head");
@@ -849,15 +861,10 @@ TEST(LayoutPass, GroupNormChainIsFusedAndStaysBlocked) {
   EXPECT_EQ(gn, 1);
   EXPECT_EQ(inorm, 0);
   const Tensor x = test::random_tensor(Shape{2, 2, 9, 8, 10}, 175);
-  set_max_isa(Isa::generic);
-  graph::SessionOptions plain_opts;
-  plain_opts.optimize = false;
-  graph::Session plain(g, plain_opts);
-  const Tensor ref = plain.run(std::vector<Tensor>{x})[0];
-  set_max_isa(Isa::avx512);
-  graph::Session fast(g);
-  const Tensor y = fast.run(std::vector<Tensor>{x})[0];
-  const auto st = fast.plan_stats({x.shape()});
+  const FastAndReference run = run_fast_and_reference(g, {x});
+  const Tensor& ref = run.ref[0];
+  const Tensor& y = run.fast[0];
+  const auto& st = run.stats;
   std::printf("[groupnorm] blocked values %d, reorders %d, max_abs_err %.3g\n", st.blocked_values, st.reorders, test::max_abs_diff(y, ref));
   expect_close(y, ref, 1e-4, "group norm chain");
   if (hardware_isa() != Isa::generic) {
@@ -887,15 +894,10 @@ TEST(LayoutPass, ResidualAddAndReluRunBlocked) {
   out.name = "y";
   g.outputs.push_back(out);
   const Tensor x = test::random_tensor(Shape{1, 3, 7, 9, 8}, 183), skip = test::random_tensor(Shape{1, 12, 7, 9, 8}, 184);
-  set_max_isa(Isa::generic);
-  graph::SessionOptions plain_opts;
-  plain_opts.optimize = false;
-  graph::Session plain(g, plain_opts);
-  const Tensor ref = plain.run(std::vector<Tensor>{x, skip})[0];
-  set_max_isa(Isa::avx512);
-  graph::Session fast(g);
-  const Tensor y = fast.run(std::vector<Tensor>{x, skip})[0];
-  const auto st = fast.plan_stats({x.shape(), skip.shape()});
+  const FastAndReference run = run_fast_and_reference(g, {x, skip});
+  const Tensor& ref = run.ref[0];
+  const Tensor& y = run.fast[0];
+  const auto& st = run.stats;
   std::printf("[residual] blocked values %d, reorders %d, max_abs_err %.3g\n", st.blocked_values, st.reorders, test::max_abs_diff(y, ref));
   expect_close(y, ref, 1e-4, "residual chain");
   if (hardware_isa() != Isa::generic) {
