@@ -69,15 +69,12 @@ class UnaryOp final : public Op {
   }
   int reorders() const override { return in_layout_ != out_layout_ ? 1 : 0; }
 
-  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void* ws) override {
+  void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
     if (in_layout_ != out_layout_) {  // blocked in, plain out: reorder, then apply in place
       const Shape& sh = in[0]->shape();
       kernels::reorder_blocked_to_plain(in[0]->data<float>(), out[0]->data<float>(), sh[0], sh[1], sh.numel() / (sh[0] * sh[1]),
                                         layout_block(in_layout_));
-      const Layout keep = in_layout_;
-      in_layout_ = out_layout_;
-      run(std::vector<const Tensor*>{out[0]}, out, ws);
-      in_layout_ = keep;
+      run_same_layout(std::vector<const Tensor*>{out[0]}, out);
       return;
     }
     run_same_layout(in, out);
@@ -350,27 +347,19 @@ class BinaryOp final : public Op {
       });
       return;
     }
-    // Mixed layouts: element (n, c, x) at n*Cp*sp + (c/k)*sp*k + x*k + c%k, k = block (1 when plain).
+    // Mixed layouts: element by element, per (image, channel).
     const Shape& sh = d.shape();
     const std::int64_t nn = sh[0], c = sh[1], sp = sh.numel() / (nn * c);
-    const std::int64_t ka = layout_block(la), kb = layout_block(lb), kd = layout_block(ld);
-    auto at = [&](std::int64_t k, std::int64_t n, std::int64_t ch) { return n * round_up(c, k) * sp + (ch / k) * sp * k + ch % k; };
+    const int ka = layout_block(la), kb = layout_block(lb), kd = layout_block(ld);
     parallel_for(nn * c, 1, [&](std::int64_t r0, std::int64_t r1) {
       for (std::int64_t r = r0; r < r1; ++r) {
-        const std::int64_t n = r / c, ch = r % c;
-        const float* x = pa + at(ka, n, ch);
-        const float* y = pb + at(kb, n, ch);
-        float* z = pd + at(kd, n, ch);
+        const float* x = pa + kernels::channel_offset(ka, c, sp, r / c, r % c);
+        const float* y = pb + kernels::channel_offset(kb, c, sp, r / c, r % c);
+        float* z = pd + kernels::channel_offset(kd, c, sp, r / c, r % c);
         for (std::int64_t i = 0; i < sp; ++i) z[i * kd] = f(x[i * ka], y[i * kb]);
       }
     });
-    if (kd > 1 && round_up(c, kd) != c)  // zero the output's padding lanes
-      parallel_for(nn * sp, 4096, [&](std::int64_t r0, std::int64_t r1) {
-        for (std::int64_t r = r0; r < r1; ++r) {
-          float* blk = pd + (r / sp) * round_up(c, kd) * sp + (round_up(c, kd) / kd - 1) * sp * kd + (r % sp) * kd;
-          for (std::int64_t lane = c % kd; lane < kd; ++lane) blk[lane] = 0.f;
-        }
-      });
+    kernels::zero_channel_padding(pd, nn, c, sp, kd);
   }
   void run_blocked(const Tensor& a, const Tensor& b, Tensor& d) {
     const Layout la = in_layouts_[0], lb = in_layouts_[1], ld = out_layout_;

@@ -541,23 +541,15 @@ class GroupNormOp final : public Op {
           }
         });
       } else {  // one side blocked, the other plain (or other blocks): element by element
-        const std::int64_t cpi = round_up(c, bi), cpo = round_up(c, bo);
         parallel_for(n * c, 1, [&](std::int64_t b0, std::int64_t e0) {
           for (std::int64_t r = b0; r < e0; ++r) {
-            const std::int64_t b = r / c, ch = r % c;
-            const float* src = s + b * cpi * sp + (ch / bi) * sp * bi + ch % bi;
-            float* dst = d + b * cpo * sp + (ch / bo) * sp * bo + ch % bo;
+            const float* src = s + kernels::channel_offset(bi, c, sp, r / c, r % c);
+            float* dst = d + kernels::channel_offset(bo, c, sp, r / c, r % c);
             const float mu = cm[static_cast<std::size_t>(r)], a = ca[static_cast<std::size_t>(r)], bb = cb[static_cast<std::size_t>(r)];
             for (std::int64_t i = 0; i < sp; ++i) dst[i * bo] = act((src[i * bi] - mu) * a + bb);
           }
         });
-        if (bo > 1 && cpo != c)  // zero the padding lanes of the last block
-          parallel_for(n * sp, 4096, [&](std::int64_t b0, std::int64_t e0) {
-            for (std::int64_t r = b0; r < e0; ++r) {
-              float* blk = d + (r / sp) * cpo * sp + (cpo / bo - 1) * sp * bo + (r % sp) * bo;
-              for (std::int64_t lane = c % bo; lane < bo; ++lane) blk[lane] = 0.f;
-            }
-          });
+        kernels::zero_channel_padding(d, n, c, sp, bo);
       }
     });
   }

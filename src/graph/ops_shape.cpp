@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "graph/ops_common.h"
+#include "voxinfer/kernels/reorder.h"
 
 namespace voxinfer::graph {
 namespace {
@@ -250,7 +251,7 @@ class ConcatOp final : public Op {
     const int b = layout_block(l);
     for (std::size_t k = 0; k + 1 < channels_.size(); ++k)
       if (channels_[k] % b) return false;
-    return i >= 0;
+    return i >= 0 && i < static_cast<int>(channels_.size());
   }
   // Blocked output when an input arrives blocked and the block divides the channel offsets.
   Layout preferred_output_layout(int) const override {
@@ -324,22 +325,16 @@ class ConcatOp final : public Op {
       } else {
         parallel_for(n * ci, 1, [&](std::int64_t r0, std::int64_t r1) {
           for (std::int64_t r = r0; r < r1; ++r) {
-            const std::int64_t b = r / ci, ch = r % ci, oc = off + ch;
-            const float* from = src + b * cpi * sp + (ch / bi) * sp * bi + ch % bi;
-            float* to = d + b * cpo * sp + (oc / bo) * sp * bo + oc % bo;
+            const std::int64_t b = r / ci, ch = r % ci;
+            const float* from = src + kernels::channel_offset(bi, ci, sp, b, ch);
+            float* to = d + kernels::channel_offset(bo, c, sp, b, off + ch);
             for (std::int64_t x = 0; x < sp; ++x) to[x * bo] = from[x * bi];
           }
         });
       }
       off += ci;
     }
-    if (bo > 1 && cpo != c)  // zero the output's padding lanes
-      parallel_for(n * sp, 4096, [&](std::int64_t r0, std::int64_t r1) {
-        for (std::int64_t r = r0; r < r1; ++r) {
-          float* blk = d + (r / sp) * cpo * sp + (cpo / bo - 1) * sp * bo + (r % sp) * bo;
-          for (std::int64_t lane = c % bo; lane < bo; ++lane) blk[lane] = 0.f;
-        }
-      });
+    kernels::zero_channel_padding(d, n, c, sp, bo);
   }
 
   int axis_ = 0;

@@ -40,6 +40,14 @@ const Tensor* constant_f32(const Graph& g, const std::string& v) {
   return &it->second;
 }
 
+// Removes the nodes at the given indices, keeping the order of the rest.
+void erase_nodes(Graph& g, const std::set<std::size_t>& drop) {
+  std::vector<Node> kept;
+  for (std::size_t i = 0; i < g.nodes.size(); ++i)
+    if (!drop.count(i)) kept.push_back(std::move(g.nodes[i]));
+  g.nodes = std::move(kept);
+}
+
 std::string fresh_name(const Graph& g, const std::string& base) {
   std::string n = base;
   int k = 0;
@@ -143,10 +151,7 @@ PassReport fuse_group_norm(Graph& g) {
     for (int k : {r1i, static_cast<int>(i), r2i, mi}) drop.insert(static_cast<std::size_t>(k));
     ++r.group_norms_fused;
   }
-  std::vector<Node> kept;
-  for (std::size_t i = 0; i < g.nodes.size(); ++i)
-    if (!drop.count(i)) kept.push_back(std::move(g.nodes[i]));
-  g.nodes = std::move(kept);
+  erase_nodes(g, drop);
   return r;
 }
 
@@ -216,10 +221,7 @@ PassReport fold_batchnorm(Graph& g) {
     drop.insert(static_cast<std::size_t>(c));
     ++r.batchnorms_folded;
   }
-  std::vector<Node> kept;
-  for (std::size_t i = 0; i < g.nodes.size(); ++i)
-    if (!drop.count(i)) kept.push_back(std::move(g.nodes[i]));
-  g.nodes = std::move(kept);
+  erase_nodes(g, drop);
   return r;
 }
 
@@ -289,10 +291,7 @@ PassReport fuse_activations(Graph& g) {
     drop.insert(static_cast<std::size_t>(c));
     ++r.activations_fused;
   }
-  std::vector<Node> kept;
-  for (std::size_t i = 0; i < g.nodes.size(); ++i)
-    if (!drop.count(i)) kept.push_back(std::move(g.nodes[i]));
-  g.nodes = std::move(kept);
+  erase_nodes(g, drop);
   return r;
 }
 
@@ -316,10 +315,7 @@ PassReport collapse_reshapes(Graph& g) {
     drop.insert(i);
     ++r.reshapes_collapsed;
   }
-  std::vector<Node> kept;
-  for (std::size_t i = 0; i < g.nodes.size(); ++i)
-    if (!drop.count(i)) kept.push_back(std::move(g.nodes[i]));
-  g.nodes = std::move(kept);
+  erase_nodes(g, drop);
   return r;
 }
 

@@ -85,4 +85,15 @@ void reorder_blocked_to_plain(const float* src, float* dst, std::int64_t n, std:
   reorder<false>(src, dst, n, c, spatial, block);
 }
 
+void zero_channel_padding(float* dst, std::int64_t n, std::int64_t c, std::int64_t spatial, int block) {
+  if (block <= 1 || c % block == 0) return;
+  const std::int64_t cp = round_up(c, block);
+  parallel_for(n * spatial, 4096, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t r = b; r < e; ++r) {
+      float* last = dst + (r / spatial) * cp * spatial + (cp / block - 1) * spatial * block + (r % spatial) * block;
+      for (std::int64_t lane = c % block; lane < block; ++lane) last[lane] = 0.f;
+    }
+  });
+}
+
 }  // namespace voxinfer::kernels

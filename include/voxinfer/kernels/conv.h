@@ -76,7 +76,8 @@ class ConvKernel {
 // Layouts of the kernels built so far (src/kernels/conv_direct.cpp): dst is nCdhw16c for
 // AVX-512 and nCdhw8c for AVX2 and generic; src is the same blocked layout, except plain
 // NCDHW for convolutions with at most 4 input channels. The blocked dst's channel padding
-// is written as zeros; a blocked src's padding is never read. `ep.residual` only says
+// is written as zeros; a blocked src's padding is read only by the Winograd kernels, which
+// multiply it by zero weights (so it must hold finite values: every blocked producer writes zeros). `ep.residual` only says
 // whether run() will get a residual; workspace_bytes() is 0 for now.
 std::unique_ptr<ConvKernel> make_conv_kernel(const ConvParams& p, const float* wei, const Epilogue& ep, bool transposed,
                                              Isa isa, std::string* why = nullptr);

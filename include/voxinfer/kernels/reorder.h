@@ -22,4 +22,15 @@ inline std::int64_t activation_elements(Layout layout, std::int64_t n, std::int6
   return n * round_up(c, layout_block(layout)) * spatial;
 }
 
+// Offset of element (image, ch, position 0) in an activation buffer with channel block
+// `block` (1 for plain): image * Cp * spatial + (ch / block) * spatial * block + ch % block.
+// Consecutive positions are `block` floats apart.
+inline std::int64_t channel_offset(int block, std::int64_t c, std::int64_t spatial, std::int64_t image, std::int64_t ch) {
+  return image * round_up(c, block) * spatial + (ch / block) * spatial * block + ch % block;
+}
+
+// Writes 0 to the padding channels of a blocked buffer [n][ceil(c/block)][spatial][block]
+// (nothing when block divides c).
+void zero_channel_padding(float* dst, std::int64_t n, std::int64_t c, std::int64_t spatial, int block);
+
 }  // namespace voxinfer::kernels
