@@ -78,11 +78,11 @@ std::unique_ptr<ConvKernel> create(const ConvParams& p, const float* wei, const 
   if (p.groups != 1) return no("grouped");
   if (p.ic <= 4) return no("at most 4 input channels (read from a plain input by the direct kernels)");
   if (p.ic > kMaxChannels || p.oc > kMaxChannels) return no("more than " + std::to_string(kMaxChannels) + " channels");
-  if (p.ow < 16) return no("output rows shorter than 16 (chunks of output tiles would be mostly padding)");
   if (avx512 && std::max(p.ic, p.oc) <= 8) return no("channels all fit a block of 8 (the 8-channel kernels waste less)");
 
   Plan plan;
   const int B = avx512 ? 16 : 8;
+  const int slots = std::clamp(std::max(num_threads(), static_cast<int>(std::thread::hardware_concurrency())), 1, 64);
   plan.n = p.n, plan.ic = p.ic, plan.id = p.id, plan.ih = p.ih, plan.iw = p.iw;
   plan.oc = p.oc, plan.od = p.od, plan.oh = p.oh, plan.ow = p.ow;
   plan.pd = p.pd, plan.ph = p.ph, plan.pw = p.pw;
@@ -90,10 +90,21 @@ std::unique_ptr<ConvKernel> create(const ConvParams& p, const float* wei, const 
   plan.icb = (p.ic + B - 1) / B;
   plan.ocb = (p.oc + B - 1) / B;
   plan.td = (p.od + 1) / 2, plan.th = (p.oh + 1) / 2, plan.tw = (p.ow + 1) / 2;
-  // 16 tiles per chunk along W; 8 when a row has at most 8 tiles or when the channels would
-  // push the chunk's scratch past 1 MiB.
-  plan.nt = plan.tw <= 8 || 64 * 16 * (plan.icb + plan.ocb) * B * 4 > (1 << 20) ? 8 : 16;
-  plan.nb = plan.ocb % 2 == 0 ? 2 : 1;
+  // Tiles per chunk: every chunk streams all transformed weights (64 * ic * oc floats) once,
+  // so layers with more channels take larger chunks, whose scratch (64 * nt * (ic + oc)
+  // floats) outgrows L2 but costs less than streaming the weights more often. No larger than
+  // the image's tiles; halved while there are fewer chunks than slots, then the output
+  // channels are split into groups to give every slot work.
+  const int ur = avx512 ? 8 : 4;  // the GEMM's tile step (run_items' UR)
+  const std::int64_t wbytes = 64 * plan.icb * plan.ocb * B * B * 4;
+  plan.nt = wbytes <= (1 << 20) ? 16 : wbytes <= (8 << 20) ? 32 : 64;
+  plan.nt = std::min(plan.nt, round_up(plan.tiles(), ur));
+  while (plan.n * plan.chunks() < slots && plan.nt >= 32) plan.nt = round_up(plan.nt / 2, ur);
+  plan.groups = std::clamp<std::int64_t>(slots / (plan.n * plan.chunks()), 1, plan.ocb);
+  plan.gb = (plan.ocb + plan.groups - 1) / plan.groups;
+  if (plan.ocb % 2 == 0 && plan.gb % 2 != 0 && plan.groups > 1) ++plan.gb;  // keep the 2-block register tile
+  plan.groups = (plan.ocb + plan.gb - 1) / plan.gb;
+  plan.nb = plan.ocb % 2 == 0 && plan.gb % 2 == 0 ? 2 : 1;
   plan.act = ep.act, plan.alpha = ep.alpha, plan.beta = ep.beta;
   plan.residual = ep.residual != nullptr;
 
@@ -138,7 +149,6 @@ std::unique_ptr<ConvKernel> create(const ConvParams& p, const float* wei, const 
     if (ep.act == Activation::prelu) slope[o] = ep.slope[ep.slope_per_channel ? o : 0];
   }
   plan.u = u, plan.bias = bias, plan.slope = slope;
-  const int slots = std::clamp(std::max(num_threads(), static_cast<int>(std::thread::hardware_concurrency())), 1, 64);
   return std::make_unique<WinogradConv>(name, avx512 ? winograd_f2k3_nCdhw16c__avx512 : winograd_f2k3_nCdhw8c__avx2_fma, plan,
                                         std::move(storage), slots);
 }

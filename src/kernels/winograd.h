@@ -21,8 +21,13 @@ struct Plan {
   int block = 16;            // channel block of src and dst (16 AVX-512, 8 AVX2)
   std::int64_t icb = 1, ocb = 1;
   std::int64_t td = 1, th = 1, tw = 1;  // output tiles per axis (ceil(o / 2))
-  std::int64_t nt = 16;      // tiles per chunk along W (a multiple of the GEMM's tile step)
-  int nb = 1;                // output-channel blocks per GEMM register tile (1 or 2)
+  // Tiles of an image are numbered (z, y, x) row-major and cut into chunks of nt (a multiple
+  // of the GEMM's tile step); a chunk may span rows and planes. The output-channel blocks are
+  // cut into `groups` groups of `gb` blocks (the last may be shorter), so that a work item
+  // (image, chunk, group) streams only its group's transformed weights.
+  std::int64_t nt = 16;
+  std::int64_t gb = 1, groups = 1;
+  int nb = 1;                // output-channel blocks per GEMM register tile (1 or 2); divides gb
   const float* u = nullptr;  // transformed weights [64][icb * block][ocb][block], zero-padded
   const float* bias = nullptr;
   const float* slope = nullptr;  // PRelu slopes, ocb * block
@@ -30,11 +35,13 @@ struct Plan {
   float alpha = 0.f, beta = 0.f;
   bool residual = false;
 
-  std::int64_t items() const { return n * td * th; }  // one row of tiles along W each
-  std::int64_t scratch_floats() const { return 64 * nt * (icb + ocb) * block; }
+  std::int64_t tiles() const { return td * th * tw; }  // per image
+  std::int64_t chunks() const { return (tiles() + nt - 1) / nt; }
+  std::int64_t items() const { return n * chunks() * groups; }
+  std::int64_t scratch_floats() const { return 64 * nt * (icb + gb) * block; }
 };
 
-// Items [begin, end): every tile row of the item, all channels. `scratch` holds
+// Items [begin, end) (see Plan). `scratch` holds
 // plan.scratch_floats() floats for this call alone.
 using RunFn = void (*)(const Plan& plan, const float* src, float* dst, const float* residual, float* scratch,
                        std::int64_t begin, std::int64_t end);

@@ -10,23 +10,32 @@
 
 namespace voxinfer::kernels::winograd {
 
-// V[xi][b][t][lane] for the chunk's tiles t < nt (tiles past the row are zero).
+// Tile number `t` of an image -> its output tile coordinates.
+inline void tile_coords(const Plan& p, std::int64_t t, std::int64_t& tz, std::int64_t& ty, std::int64_t& tx) {
+  tx = t % p.tw;
+  ty = (t / p.tw) % p.th;
+  tz = t / (p.tw * p.th);
+}
+
+// V[xi][b][t][lane] for the chunk's tiles t < nt, starting at tile t0 (tiles past the image are zero).
 template <class T>
-void input_transform(const Plan& p, const float* src_n, float* v, std::int64_t td, std::int64_t th, std::int64_t tw0) {
+void input_transform(const Plan& p, const float* src_n, float* v, std::int64_t t0) {
   using V = typename T::V;
   constexpr int B = T::B;
   const std::int64_t isp = p.id * p.ih * p.iw;
-  const std::int64_t z0 = 2 * td - p.pd, y0 = 2 * th - p.ph;
+  const std::int64_t ntiles = p.tiles();
   for (std::int64_t b = 0; b < p.icb; ++b) {
     const float* sb = src_n + b * isp * B;
     for (std::int64_t t = 0; t < p.nt; ++t) {
       float* vt = v + (b * p.nt + t) * B;
       const std::int64_t step = p.icb * p.nt * B;  // floats between consecutive xi
-      if (tw0 + t >= p.tw) {
+      if (t0 + t >= ntiles) {
         for (int xi = 0; xi < 64; ++xi) T::store(vt + xi * step, T::zero());
         continue;
       }
-      const std::int64_t x0 = 2 * (tw0 + t) - p.pw;
+      std::int64_t tz, ty, tx;
+      tile_coords(p, t0 + t, tz, ty, tx);
+      const std::int64_t z0 = 2 * tz - p.pd, y0 = 2 * ty - p.ph, x0 = 2 * tx - p.pw;
       V d[4][4][4];
       const bool inside_x = x0 >= 0 && x0 + 4 <= p.iw;
       for (int z = 0; z < 4; ++z)
@@ -66,25 +75,25 @@ void input_transform(const Plan& p, const float* src_n, float* v, std::int64_t t
   }
 }
 
-// M[xi][t][ob][lane] = sum over input channels of V[xi][.][t][.] * U[xi][ic][ob][.], for a
-// register tile of UR tiles x NB output-channel blocks.
+// M[xi][t][ob][lane] = sum over input channels of V[xi][.][t][.] * U[xi][ic][ob0 + ob][.] for
+// the group's blocks ob < count, in register tiles of UR tiles x NB output-channel blocks.
 template <class T, int UR, int NB>
-void gemm(const Plan& p, const float* v, float* m) {
+void gemm(const Plan& p, const float* v, float* m, std::int64_t ob0, std::int64_t count) {
   using V = typename T::V;
   constexpr int B = T::B;
   const std::int64_t icp = p.icb * B;
   for (int xi = 0; xi < 64; ++xi) {
     const float* vx = v + xi * p.icb * p.nt * B;
     const float* ux = p.u + xi * icp * p.ocb * B;
-    float* mx = m + xi * p.nt * p.ocb * B;
-    for (std::int64_t ob = 0; ob < p.ocb; ob += NB)
+    float* mx = m + xi * p.nt * p.gb * B;
+    for (std::int64_t ob = 0; ob < count; ob += NB)
       for (std::int64_t t0 = 0; t0 < p.nt; t0 += UR) {
         V acc[UR][NB];
         for (int u = 0; u < UR; ++u)
           for (int j = 0; j < NB; ++j) acc[u][j] = T::zero();
         for (std::int64_t b = 0; b < p.icb; ++b) {
           const float* vb = vx + (b * p.nt + t0) * B;
-          const float* ub = ux + (b * B * p.ocb + ob) * B;
+          const float* ub = ux + (b * B * p.ocb + ob0 + ob) * B;
           for (int l = 0; l < B; ++l) {
             V w[NB];
             for (int j = 0; j < NB; ++j) {
@@ -98,22 +107,27 @@ void gemm(const Plan& p, const float* v, float* m) {
           }
         }
         for (int u = 0; u < UR; ++u)
-          for (int j = 0; j < NB; ++j) T::store(mx + ((t0 + u) * p.ocb + ob + j) * B, acc[u][j]);
+          for (int j = 0; j < NB; ++j) T::store(mx + ((t0 + u) * p.gb + ob + j) * B, acc[u][j]);
       }
   }
 }
 
-// A^T along x, y, z, then bias, residual, activation, stored to the 2x2x2 outputs in range.
+// A^T along x, y, z, then bias, residual, activation, stored to the 2x2x2 outputs in range,
+// for the chunk's tiles from t0 and the group's blocks ob0 + [0, count).
 template <class T>
-void output_transform(const Plan& p, const float* m, float* dst_n, const float* res_n, std::int64_t td, std::int64_t th,
-                      std::int64_t tw0) {
+void output_transform(const Plan& p, const float* m, float* dst_n, const float* res_n, std::int64_t t0, std::int64_t ob0,
+                      std::int64_t count) {
   using V = typename T::V;
   constexpr int B = T::B;
   const std::int64_t osp = p.od * p.oh * p.ow;
-  const std::int64_t step = p.nt * p.ocb * B;  // floats between consecutive xi
-  for (std::int64_t t = 0; t < p.nt && tw0 + t < p.tw; ++t)
-    for (std::int64_t ob = 0; ob < p.ocb; ++ob) {
-      const float* mt = m + (t * p.ocb + ob) * B;
+  const std::int64_t step = p.nt * p.gb * B;  // floats between consecutive xi
+  const std::int64_t ntiles = p.tiles();
+  for (std::int64_t t = 0; t < p.nt && t0 + t < ntiles; ++t) {
+    std::int64_t tz, ty, tx;
+    tile_coords(p, t0 + t, tz, ty, tx);
+    for (std::int64_t lb = 0; lb < count; ++lb) {
+      const std::int64_t ob = ob0 + lb;
+      const float* mt = m + (t * p.gb + lb) * B;
       V r[4][4][2];
       for (int z = 0; z < 4; ++z)
         for (int y = 0; y < 4; ++y) {
@@ -133,10 +147,10 @@ void output_transform(const Plan& p, const float* m, float* dst_n, const float* 
       for (int y = 0; y < 2; ++y)
         for (int x = 0; x < 2; ++x) {
           const V o[2] = {T::add(T::add(s[0][y][x], s[1][y][x]), s[2][y][x]), T::sub(T::sub(s[1][y][x], s[2][y][x]), s[3][y][x])};
-          const std::int64_t oy = 2 * th + y, ox = 2 * (tw0 + t) + x;
+          const std::int64_t oy = 2 * ty + y, ox = 2 * tx + x;
           if (oy >= p.oh || ox >= p.ow) continue;
           for (int z = 0; z < 2; ++z) {
-            const std::int64_t oz = 2 * td + z;
+            const std::int64_t oz = 2 * tz + z;
             if (oz >= p.od) continue;
             const std::int64_t off = ob * osp * B + ((oz * p.oh + oy) * p.ow + ox) * B;
             V val = T::add(o[z], bias);
@@ -147,6 +161,7 @@ void output_transform(const Plan& p, const float* m, float* dst_n, const float* 
           }
         }
     }
+  }
 }
 
 template <class T, int UR>
@@ -156,17 +171,18 @@ void run_items(const Plan& p, const float* src, float* dst, const float* res, fl
   float* v = scratch;
   float* m = scratch + 64 * p.nt * p.icb * B;
   const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+  const std::int64_t chunks = p.chunks();
   for (std::int64_t item = begin; item < end; ++item) {
-    const std::int64_t th = item % p.th, td = (item / p.th) % p.td, n = item / (p.th * p.td);
+    // Groups innermost: consecutive items of a slot share the chunk (and its input transform).
+    const std::int64_t g = item % p.groups, c = (item / p.groups) % chunks, n = item / (p.groups * chunks);
     const float* src_n = src + n * p.icb * isp * B;
     float* dst_n = dst + n * p.ocb * osp * B;
     const float* res_n = p.residual && res ? res + n * p.ocb * osp * B : nullptr;
-    for (std::int64_t tw0 = 0; tw0 < p.tw; tw0 += p.nt) {
-      input_transform<T>(p, src_n, v, td, th, tw0);
-      if (p.nb == 2) gemm<T, UR, 2>(p, v, m);
-      else gemm<T, UR, 1>(p, v, m);
-      output_transform<T>(p, m, dst_n, res_n, td, th, tw0);
-    }
+    const std::int64_t t0 = c * p.nt, ob0 = g * p.gb, count = std::min(p.gb, p.ocb - ob0);
+    if (item == begin || g == 0) input_transform<T>(p, src_n, v, t0);
+    if (p.nb == 2) gemm<T, UR, 2>(p, v, m, ob0, count);
+    else gemm<T, UR, 1>(p, v, m, ob0, count);
+    output_transform<T>(p, m, dst_n, res_n, t0, ob0, count);
   }
 }
 
