@@ -9,7 +9,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 namespace voxinfer::graph {
 namespace {
@@ -205,7 +207,9 @@ Attribute convert_attribute(const Ctx& c, const onnx::AttributeProto& a, const N
                                           std::to_string(a.type()) + ")");
 }
 
-Graph convert_model(const Ctx& c, const onnx::ModelProto& m) {
+// Converts `m`, releasing each initializer's bytes once copied (the peak holds one copy of
+// the weights, not two).
+Graph convert_model(const Ctx& c, onnx::ModelProto& m) {
   Graph g;
   g.producer = m.producer_name() + (m.producer_version().empty() ? "" : " " + m.producer_version());
   g.opset = -1;
@@ -219,11 +223,12 @@ Graph convert_model(const Ctx& c, const onnx::ModelProto& m) {
     throw Error(ErrorCode::unsupported, c.file + ": opset " + std::to_string(g.opset) + " is not supported (voxinfer reads opsets " +
                                             std::to_string(kMinOpset) + " to " + std::to_string(kMaxOpset) + ")");
   if (!m.has_graph()) bad(c, "the model has no graph (is this an ONNX file?)");
-  const auto& gp = m.graph();
+  auto& gp = *m.mutable_graph();
   g.name = gp.name();
-  for (const auto& t : gp.initializer()) {
+  for (auto& t : *gp.mutable_initializer()) {
     if (t.name().empty()) bad(c, "an initializer has no name");
     g.initializers[t.name()] = convert_tensor(c, t, "initializer");
+    if (t.has_raw_data()) std::string().swap(*t.mutable_raw_data());
   }
   if (gp.sparse_initializer_size()) throw Error(ErrorCode::unsupported, c.file + ": sparse initializers are not supported");
   for (const auto& v : gp.input())
@@ -257,30 +262,50 @@ Graph convert_model(const Ctx& c, const onnx::ModelProto& m) {
 
 }  // namespace
 
-Graph import_onnx_bytes(const std::string& bytes, const std::string& name, const std::string& base_dir) {
-  Ctx c{name, base_dir};
-  onnx::ModelProto m;
+namespace {
+
+void parse_model(const Ctx& c, const std::string& bytes, onnx::ModelProto& m) {
   google::protobuf::io::ArrayInputStream raw(bytes.data(), static_cast<int>(std::min<std::size_t>(bytes.size(), INT_MAX)));
   google::protobuf::io::CodedInputStream coded(&raw);
   coded.SetTotalBytesLimit(INT_MAX);
   if (!m.ParseFromCodedStream(&coded) || !coded.ConsumedEntireMessage())
     bad(c, "not a valid ONNX model (protobuf parsing failed: truncated or not an ONNX file)");
+}
+
+}  // namespace
+
+Graph import_onnx_bytes(const std::string& bytes, const std::string& name, const std::string& base_dir) {
+  const Ctx c{name, base_dir};
+  onnx::ModelProto m;
+  parse_model(c, bytes, m);
   return convert_model(c, m);
 }
 
 Graph import_onnx(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) throw Error(ErrorCode::invalid_input, path + ": no such model file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorCode::io, path + ": cannot open for reading");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  const std::string bytes = ss.str();
-  if (bytes.size() >= static_cast<std::size_t>(INT_MAX))
+  const std::uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec) throw Error(ErrorCode::io, path + ": cannot read its size");
+  if (size >= static_cast<std::uintmax_t>(INT_MAX))
     throw Error(ErrorCode::unsupported, path + ": model files of 2 GB or more must keep their weights as external data");
-  if (bytes.empty()) throw Error(ErrorCode::invalid_model, path + ": empty file");
+  if (size == 0) throw Error(ErrorCode::invalid_model, path + ": empty file");
   const auto dir = std::filesystem::path(path).parent_path().string();
-  return import_onnx_bytes(bytes, path, dir.empty() ? "." : dir);
+  const Ctx c{path, dir.empty() ? "." : dir};
+  Graph g;
+  {
+    onnx::ModelProto m;
+    {
+      std::ifstream in(path, std::ios::binary);
+      std::string bytes(static_cast<std::size_t>(size), '\0');
+      if (!in || !in.read(bytes.data(), static_cast<std::streamsize>(size))) throw Error(ErrorCode::io, path + ": cannot read the file");
+      parse_model(c, bytes, m);
+    }  // the file's bytes go before the weights are copied out of the message
+    g = convert_model(c, m);
+  }
+#ifdef __GLIBC__
+  malloc_trim(0);  // hand the parser's freed heap back before the session allocates
+#endif
+  return g;
 }
 
 }  // namespace voxinfer::graph

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "test_util.h"
 #include "voxinfer/core/reorder.h"
@@ -23,6 +24,20 @@ TEST(Tensor, AllocationIsAlignedAndZeroed) {
   EXPECT_EQ(t.stride(0), 35);
   EXPECT_EQ(t.stride(1), 7);
   EXPECT_EQ(t.stride(-1), 1);
+}
+
+TEST(Tensor, LargeAllocationsAreAlignedZeroedAndReusable) {
+  // Sizes on both sides of the threshold where blocks are mapped from the system; each block
+  // is dirtied and freed, so a recycled one that came back unzeroed would show.
+  for (int round = 0; round < 2; ++round)
+    for (const std::size_t n : {std::size_t{1000}, (std::size_t{1} << 20) - 64, std::size_t{1} << 20, (std::size_t{3} << 20) + 4}) {
+      auto b = aligned_bytes(n);
+      ASSERT_EQ(reinterpret_cast<std::uintptr_t>(b.get()) % kTensorAlignment, 0u) << n;
+      std::size_t nonzero = 0;
+      for (std::size_t i = 0; i < n; ++i) nonzero += b.get()[i] != std::byte{0};
+      EXPECT_EQ(nonzero, 0u) << n;
+      std::memset(b.get(), 0xab, n);
+    }
 }
 
 TEST(Tensor, TypedAccessChecksTypeAndBounds) {

@@ -23,14 +23,10 @@ namespace voxinfer {
 
 inline constexpr std::size_t kTensorAlignment = 64;
 
-// Allocates zeroed, 64-byte-aligned bytes owned by a shared_ptr.
-inline std::shared_ptr<std::byte> aligned_bytes(std::size_t nbytes) {
-  const std::size_t rounded = round_up(static_cast<std::int64_t>(std::max<std::size_t>(nbytes, 1)), kTensorAlignment);
-  void* p = std::aligned_alloc(kTensorAlignment, rounded);
-  if (!p) throw Error(ErrorCode::internal, "out of memory allocating " + std::to_string(nbytes) + " bytes");
-  std::memset(p, 0, rounded);
-  return {static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); }};
-}
+// Allocates zeroed, 64-byte-aligned bytes owned by a shared_ptr. Large blocks (1 MiB and up)
+// are mapped straight from the operating system: pages count towards the resident size only
+// once written, and freeing returns them at once (the C heap may keep them).
+std::shared_ptr<std::byte> aligned_bytes(std::size_t nbytes);
 
 class Tensor {
  public:
