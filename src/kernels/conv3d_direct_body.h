@@ -207,9 +207,16 @@ void tile(const RowCtx& c, std::int64_t ow0, int ur) {
           const float* s = srow + iw_base * WS;
           const float* wi = wrow;  // taps then channels, as packed
           if (nic == 1 && c.kw_n == 3) {  // CT/MR first layers: straight-line code for the row
-            fma_step<T, NB, UR, SW * WS>(acc, s, wi);
-            fma_step<T, NB, UR, SW * WS>(acc, s + c.dw, wi + NB * B);
-            fma_step<T, NB, UR, SW * WS>(acc, s + 2 * c.dw, wi + 2 * NB * B);
+            if constexpr (NB * UR + NB + 1 > T::kRegs) {
+              // A tile that fills the register file (AVX2 4 x 3): straight-line code for the
+              // three taps let GCC overlap them and spill an accumulator; a loop does not.
+#pragma GCC unroll 1
+              for (int kw = 0; kw < 3; ++kw) fma_step<T, NB, UR, SW * WS>(acc, s + kw * c.dw, wi + kw * NB * B);
+            } else {
+              fma_step<T, NB, UR, SW * WS>(acc, s, wi);
+              fma_step<T, NB, UR, SW * WS>(acc, s + c.dw, wi + NB * B);
+              fma_step<T, NB, UR, SW * WS>(acc, s + 2 * c.dw, wi + 2 * NB * B);
+            }
             continue;
           }
           for (std::int64_t kw = 0; kw < c.kw_n; ++kw) {
