@@ -70,6 +70,9 @@ using voxinfer::kernels::Epilogue;
 struct Spec {
   std::string op = "conv";
   std::int64_t cin = 32, cout = 32, k = 3, s = 1, p = 1, size = 128;
+  // dst=plain: the layer is a network's output head and writes plain NCDHW from the blocked
+  // input (make_conv_head_kernel), as a session runs it.
+  bool dst_plain = false;
 };
 
 struct Layer {
@@ -88,7 +91,7 @@ const Layer kLayers[] = {
     {"f", {"conv", 320, 320, 3, 1, 1, 8}, "conv3x3x3 320->320 @8^3"},
     {"g", {"conv", 32, 64, 3, 2, 1, 128}, "conv3x3x3 s2 32->64 128^3->64^3"},
     {"h", {"deconv", 64, 32, 2, 2, 0, 64}, "convT k2s2 64->32 64^3->128^3"},
-    {"i", {"conv", 32, 3, 1, 1, 0, 128}, "conv1x1x1 32->3 @128^3"},
+    {"i", {"conv", 32, 3, 1, 1, 0, 128, true}, "conv1x1x1 32->3 @128^3, plain logits"},
 };
 
 ConvParams params(const Spec& s) {
@@ -145,6 +148,7 @@ struct Problem {
           kernel = voxinfer::kernels::direct::create(list[i], p, w, ep, transposed, *tuning, &why);
     } else {
       kernel = voxinfer::kernels::make_conv_kernel(p, w, ep, transposed, isa, &why);
+      if (kernel && s.dst_plain) kernel = voxinfer::kernels::make_conv_head_kernel(p, w, ep, kernel->src_layout(), isa, &why);
     }
     if (!kernel) return;
     const auto act_elems = [](voxinfer::Layout l, std::int64_t c, std::int64_t sp) {
@@ -257,6 +261,7 @@ Spec parse_spec(const std::string& text) {
     else if (k == "s") s.s = std::stoll(v);
     else if (k == "p") s.p = std::stoll(v);
     else if (k == "size") s.size = std::stoll(v);
+    else if (k == "dst") s.dst_plain = v == "plain";
   }
   return s;
 }

@@ -193,6 +193,7 @@ class ConvOp final : public Op {
     slope_count_ = in.size() > 3 && in[3].present ? in[3].shape.numel() : 0;
     if (ep_.act == Activation::prelu && slope_count_ != 1 && slope_count_ != p_.oc) fail_model("PRelu slope count does not match the channels");
     kernel_.reset();
+    head_.reset();
     const bool consts = in[1].constant && (!(in.size() > 2 && in[2].present) || in[2].constant) &&
                         (!(in.size() > 3 && in[3].present) || in[3].constant);
     if (consts && active_isa() != Isa::generic) {
@@ -207,6 +208,8 @@ class ConvOp final : public Op {
       Isa isa = active_isa();
       if (isa == Isa::avx512 && std::max(p_.ic / p_.groups, p_.oc / p_.groups) <= 8) isa = Isa::avx2;
       kernel_ = kernels::make_conv_kernel(p_, in[1].constant->data<float>(), ep, transposed_, isa, nullptr);
+      if (kernel_ && !transposed_ && kernel_->src_layout() != Layout::plain)
+        head_ = kernels::make_conv_head_kernel(p_, in[1].constant->data<float>(), ep, kernel_->src_layout(), isa, nullptr);
     }
   }
 
@@ -223,54 +226,12 @@ class ConvOp final : public Op {
     return kernel_ && kernel_->dst_layout() != Layout::plain && out_layout_ == Layout::plain && !plain_head();
   }
   // A 1x1x1 head with few output channels reading a blocked input and writing a plain output
-  // (a network's logits) is computed straight from the blocked input: the kernel's path would
-  // write a channel-padded blocked dst (16 channels for 3 classes) and reorder it, through a
-  // workspace as large as that padded output.
+  // (a network's logits) is computed straight from the blocked input by the head kernel: the
+  // convolution kernel's path would write a channel-padded blocked dst (16 channels for 3
+  // classes) and reorder it, through a workspace as large as that padded output.
   bool plain_head() const {
-    return kernel_ && !transposed_ && !has_residual_ && out_layout_ == Layout::plain && in_layout_ != Layout::plain &&
-           in_layout_ == kernel_->src_layout() && p_.kd == 1 && p_.kh == 1 && p_.kw == 1 && p_.sd == 1 && p_.sh == 1 &&
-           p_.sw == 1 && p_.pd == 0 && p_.ph == 0 && p_.pw == 0 && p_.od == p_.id && p_.oh == p_.ih && p_.ow == p_.iw &&
-           p_.groups == 1 && p_.oc <= 16 &&
-           (ep_.act == Activation::none || ep_.act == Activation::relu || ep_.act == Activation::leaky_relu ||
-            ep_.act == Activation::sigmoid);
-  }
-  // out[n][o][x] = act(bias[o] + sum_c w[o][c] * in[n][c / B][x][c % B]): per pixel, lane-wise
-  // products summed over the channel blocks, then the B lanes added in a fixed order.
-  void run_plain_head(const float* src, const float* w, const float* bias, float* dst) const {
-    const int B = layout_block(in_layout_);
-    const std::int64_t ic = p_.ic, oc = p_.oc, icb = round_up(ic, B) / B, sp = p_.od * p_.oh * p_.ow;
-    // Weights as [o][cb][lane], zero beyond ic.
-    std::vector<float> wb(static_cast<std::size_t>(oc * icb * B), 0.f);
-    for (std::int64_t o = 0; o < oc; ++o)
-      for (std::int64_t c = 0; c < ic; ++c) wb[static_cast<std::size_t>((o * icb + c / B) * B + c % B)] = w[o * ic + c];
-    constexpr std::int64_t kChunk = 1024;
-    const std::int64_t chunks = (sp + kChunk - 1) / kChunk;
-    with_activation(ep_, [&](auto act) {
-      parallel_for(p_.n * chunks, 1, [&](std::int64_t b0, std::int64_t e0) {
-        float acc[16][16];
-        for (std::int64_t it = b0; it < e0; ++it) {
-          const std::int64_t n = it / chunks, x0 = (it % chunks) * kChunk, x1 = std::min(sp, x0 + kChunk);
-          const float* in_n = src + n * icb * sp * B;
-          float* out_n = dst + n * oc * sp;
-          for (std::int64_t x = x0; x < x1; ++x) {
-            for (std::int64_t o = 0; o < oc; ++o)
-              for (int l = 0; l < 16; ++l) acc[o][l] = 0.f;
-            for (std::int64_t cb = 0; cb < icb; ++cb) {
-              const float* v = in_n + (cb * sp + x) * B;
-              for (std::int64_t o = 0; o < oc; ++o) {
-                const float* wo = wb.data() + (o * icb + cb) * B;
-                for (int l = 0; l < B; ++l) acc[o][l] += wo[l] * v[l];
-              }
-            }
-            for (std::int64_t o = 0; o < oc; ++o) {
-              float t = 0.f;
-              for (int l = 0; l < B; ++l) t += acc[o][l];
-              out_n[o * sp + x] = act(t + (bias ? bias[o] : 0.f));
-            }
-          }
-        }
-      });
-    });
+    return head_ && kernel_ && !has_residual_ && out_layout_ == Layout::plain && in_layout_ == kernel_->src_layout() &&
+           in_layout_ != Layout::plain;
   }
   bool reorder_res() const { return kernel_ && has_residual_ && kernel_->dst_layout() != Layout::plain && res_layout_ == Layout::plain; }
   std::size_t workspace_bytes() const override {
@@ -295,7 +256,7 @@ class ConvOp final : public Op {
   }
   int reorders() const override { return (reorder_src() ? 1 : 0) + (reorder_dst() ? 1 : 0) + (reorder_res() ? 1 : 0); }
   std::string kernel_name() const override {
-    if (plain_head()) return "conv1x1x1_head_blocked_to_plain";
+    if (plain_head()) return head_->name();
     return kernel_ ? kernel_->name() : (transposed_ ? "conv_transpose3d_ref" : "conv3d_ref");
   }
   std::int64_t flops(const std::vector<ValueMeta>&, const std::vector<ValueMeta>&) const override {
@@ -306,8 +267,7 @@ class ConvOp final : public Op {
   void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void* ws) override {
     const float* residual = has_residual_ ? in[4]->data<float>() : nullptr;
     if (plain_head()) {
-      run_plain_head(in[0]->data<float>(), in[1]->data<float>(), in.size() > 2 && in[2] ? in[2]->data<float>() : nullptr,
-                     out[0]->data<float>());
+      head_->run(in[0]->data<float>(), out[0]->data<float>(), nullptr, nullptr);
       return;
     }
     if (kernel_) {
@@ -353,6 +313,7 @@ class ConvOp final : public Op {
   bool has_residual_ = false;
   std::int64_t slope_count_ = 0;
   std::unique_ptr<kernels::ConvKernel> kernel_;
+  std::unique_ptr<kernels::ConvKernel> head_;  // 1x1x1 head, blocked src to plain dst, when it applies
   Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain, res_layout_ = Layout::plain;
 };
 

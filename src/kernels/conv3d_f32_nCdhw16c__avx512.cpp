@@ -45,6 +45,19 @@ struct Avx512 {
     const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
     return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
   }
+  // Lane q of the result is the sum of r[q]'s 16 lanes: pairs of vectors are interleaved and
+  // added at 32-bit, 64-bit and 128-bit granularity (45 operations for 16 sums).
+  static V lane_sums(const V (&r)[16]) {
+    V t[8], u[4], v[2];
+    for (int k = 0; k < 8; ++k) t[k] = _mm512_add_ps(_mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]), _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]));
+    for (int k = 0; k < 4; ++k) {
+      const __m512d a = _mm512_castps_pd(t[2 * k]), b = _mm512_castps_pd(t[2 * k + 1]);
+      u[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    for (int k = 0; k < 2; ++k)
+      v[k] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * k], u[2 * k + 1], 0x88), _mm512_shuffle_f32x4(u[2 * k], u[2 * k + 1], 0xDD));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], 0x88), _mm512_shuffle_f32x4(v[0], v[1], 0xDD));
+  }
   static V sigmoid(V v) {
     const V e = exp(_mm512_sub_ps(zero(), v));
     return _mm512_div_ps(set1(1.f), _mm512_add_ps(set1(1.f), e));
@@ -75,3 +88,13 @@ void winograd_f2k3_nCdhw16c__avx512(const Plan& p, const float* src, float* dst,
 }
 
 }  // namespace voxinfer::kernels::winograd
+
+#include "kernels/conv_head_body.h"
+
+namespace voxinfer::kernels::head {
+
+void head_nCdhw16c__avx512(const Plan& p, const float* src, float* dst, std::int64_t b, std::int64_t e) {
+  run_items<direct::Avx512>(p, src, dst, b, e);
+}
+
+}  // namespace voxinfer::kernels::head

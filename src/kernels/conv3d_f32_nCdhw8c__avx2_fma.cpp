@@ -47,6 +47,17 @@ struct Avx2 {
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
   }
+  // Lane q of the result is the sum of r[q]'s 8 lanes (interleave and add at 32-bit, 64-bit
+  // and 128-bit granularity).
+  static V lane_sums(const V (&r)[8]) {
+    V t[4], u[2];
+    for (int k = 0; k < 4; ++k) t[k] = _mm256_add_ps(_mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]), _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]));
+    for (int k = 0; k < 2; ++k) {
+      const __m256d a = _mm256_castps_pd(t[2 * k]), b = _mm256_castps_pd(t[2 * k + 1]);
+      u[k] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(a, b)), _mm256_castpd_ps(_mm256_unpackhi_pd(a, b)));
+    }
+    return _mm256_add_ps(_mm256_permute2f128_ps(u[0], u[1], 0x20), _mm256_permute2f128_ps(u[0], u[1], 0x31));
+  }
   static V sigmoid(V v) {
     const V e = exp(_mm256_sub_ps(zero(), v));
     return _mm256_div_ps(set1(1.f), _mm256_add_ps(set1(1.f), e));
@@ -77,3 +88,13 @@ void winograd_f2k3_nCdhw8c__avx2_fma(const Plan& p, const float* src, float* dst
 }
 
 }  // namespace voxinfer::kernels::winograd
+
+#include "kernels/conv_head_body.h"
+
+namespace voxinfer::kernels::head {
+
+void head_nCdhw8c__avx2_fma(const Plan& p, const float* src, float* dst, std::int64_t b, std::int64_t e) {
+  run_items<direct::Avx2>(p, src, dst, b, e);
+}
+
+}  // namespace voxinfer::kernels::head

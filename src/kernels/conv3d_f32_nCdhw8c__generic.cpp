@@ -76,6 +76,16 @@ struct Generic {
     std::memcpy(&scale, &e, sizeof scale);
     return y * scale;
   }
+  static V lane_sums(const V (&r)[8]) {
+    float out[8];
+    for (int q = 0; q < 8; ++q) {
+      float l[8];
+      store(l, r[q]);
+      out[q] = 0.f;
+      for (int k = 0; k < 8; ++k) out[q] += l[k];
+    }
+    return load(out);
+  }
   static V sigmoid(V v) { return {1.f / (1.f + exp4(-v.lo)), 1.f / (1.f + exp4(-v.hi))}; }
 };
 
@@ -91,3 +101,13 @@ void conv3d_f32_nCdhw8c__generic(const Plan& p, const float* src, float* dst, co
 }
 
 }  // namespace voxinfer::kernels::direct
+
+#include "kernels/conv_head_body.h"
+
+namespace voxinfer::kernels::head {
+
+void head_nCdhw8c__generic(const Plan& p, const float* src, float* dst, std::int64_t b, std::int64_t e) {
+  run_items<direct::Generic>(p, src, dst, b, e);
+}
+
+}  // namespace voxinfer::kernels::head

@@ -645,5 +645,96 @@ TEST(ConvWinograd, RejectsWhatItCannotRun) {
   EXPECT_EQ(winograd::create(strided, w.data(), Epilogue{}, Isa::generic, &why), nullptr);
 }
 
+// The 1x1x1 head: blocked src, plain dst, against the reference over channel counts, pixel
+// counts with partial vector groups and several chunks, batches and activations; guard
+// bytes around dst, and 1 and 2 threads bitwise equal.
+TEST(ConvHead, MatchesReferenceOverSweep) {
+  struct Variant {
+    Isa isa;
+    Layout src;
+    const char* name;
+  };
+  std::vector<Variant> variants{{Isa::generic, Layout::nCdhw8c, "conv1x1x1_head_nCdhw8c__generic"}};
+  if (cpu_has(Isa::avx2)) variants.push_back({Isa::avx2, Layout::nCdhw8c, "conv1x1x1_head_nCdhw8c__avx2_fma"});
+  if (cpu_has(Isa::avx512)) variants.push_back({Isa::avx512, Layout::nCdhw16c, "conv1x1x1_head_nCdhw16c__avx512"});
+  const std::array<std::pair<std::int64_t, std::int64_t>, 7> chans{{{1, 1}, {3, 2}, {8, 3}, {13, 5}, {32, 3}, {40, 16}, {17, 7}}};
+  const std::array<std::array<std::int64_t, 3>, 4> sizes{{{1, 1, 1}, {2, 3, 5}, {4, 4, 37}, {3, 40, 40}}};
+  const std::array<Activation, 5> acts{{Activation::none, Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::clip}};
+  std::uint32_t seed = 5000;
+  for (const Variant& v : variants) {
+    const int block = layout_block(v.src);
+    for (std::size_t ci = 0; ci < chans.size(); ++ci)
+      for (std::size_t si = 0; si < sizes.size(); ++si) {
+        const auto [ic, oc] = chans[ci];
+        ConvParams p = conv_params(ic, oc, sizes[si], {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {0, 0, 0}, 1, 1 + static_cast<std::int64_t>((ci + si) % 2));
+        SCOPED_TRACE(std::string(v.name) + " " + p.str());
+        std::mt19937 rng(seed++);
+        const std::int64_t sp = src_spatial(p);
+        const auto src = random_vec(static_cast<std::size_t>(p.n * ic * sp), rng);
+        const auto wei = random_vec(static_cast<std::size_t>(oc * ic), rng);
+        const auto bias = random_vec(static_cast<std::size_t>(oc), rng);
+        Epilogue ep;
+        ep.act = acts[(ci + si) % acts.size()];
+        ep.bias = (ci % 3) ? bias.data() : nullptr;
+        ep.alpha = ep.act == Activation::clip ? -0.5f : 0.1f;
+        ep.beta = 0.75f;
+        std::string why;
+        auto k = make_conv_head_kernel(p, wei.data(), ep, v.src, v.isa, &why);
+        ASSERT_NE(k, nullptr) << why;
+        EXPECT_STREQ(k->name(), v.name);
+        EXPECT_EQ(k->dst_layout(), Layout::plain);
+        std::vector<float> src_b(static_cast<std::size_t>(activation_elements(v.src, p.n, ic, sp)), sentinel());
+        reorder_plain_to_blocked(src.data(), src_b.data(), p.n, ic, sp, block);
+        std::vector<float> ref(static_cast<std::size_t>(p.n * oc * sp)), pre(ref.size());
+        conv3d_ref(p, src.data(), wei.data(), ep, ref.data());
+        Epilogue linear = ep;
+        linear.act = Activation::none;
+        conv3d_ref(p, src.data(), wei.data(), linear, pre.data());
+        auto run = [&](int threads) {
+          std::vector<float> buf(ref.size() + 2 * kGuard, sentinel());
+          set_num_threads(threads);
+          k->run(src_b.data(), buf.data() + kGuard, nullptr, nullptr);
+          set_num_threads(0);
+          for (std::size_t i = 0; i < kGuard; ++i) {
+            EXPECT_TRUE(is_sentinel(buf[i])) << "write before dst at -" << (kGuard - i);
+            EXPECT_TRUE(is_sentinel(buf[kGuard + ref.size() + i])) << "write after dst at +" << i;
+          }
+          return std::vector<float>(buf.begin() + kGuard, buf.begin() + static_cast<std::ptrdiff_t>(kGuard + ref.size()));
+        };
+        const auto out1 = run(1), out2 = run(2);
+        EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float))) << "1 and 2 threads differ";
+        double max_err = 0, max_pre = 0;
+        for (std::size_t i = 0; i < ref.size(); ++i) {
+          const double e = std::abs(double(out1[i]) - double(ref[i]));
+          if (!(e <= max_err)) max_err = e;
+          max_pre = std::max(max_pre, std::abs(double(pre[i])));
+        }
+        EXPECT_LE(max_err, kTolerance * std::max(1.0, max_pre));
+      }
+  }
+}
+
+TEST(ConvHead, RejectsWhatItCannotRun) {
+  const std::vector<float> w(40 * 40 * 27, 0.1f);
+  std::string why;
+  const ConvParams k3 = conv_params(8, 3, {4, 4, 4}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+  EXPECT_EQ(make_conv_head_kernel(k3, w.data(), Epilogue{}, Layout::nCdhw8c, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("1x1x1"), std::string::npos) << why;
+  const ConvParams wide = conv_params(8, 17, {4, 4, 4}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {0, 0, 0});
+  why.clear();
+  EXPECT_EQ(make_conv_head_kernel(wide, w.data(), Epilogue{}, Layout::nCdhw8c, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("more than 16"), std::string::npos) << why;
+  const ConvParams ok = conv_params(8, 3, {4, 4, 4}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {0, 0, 0});
+  why.clear();
+  EXPECT_EQ(make_conv_head_kernel(ok, w.data(), Epilogue{}, Layout::plain, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("blocked"), std::string::npos) << why;
+  Epilogue prelu;
+  prelu.act = Activation::prelu;
+  prelu.slope = w.data();
+  why.clear();
+  EXPECT_EQ(make_conv_head_kernel(ok, w.data(), prelu, Layout::nCdhw8c, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("PRelu"), std::string::npos) << why;
+}
+
 }  // namespace
 }  // namespace voxinfer::kernels

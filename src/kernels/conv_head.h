@@ -1,0 +1,35 @@
+// 1x1x1 convolution "head": few output channels (a segmentation network's logits) read
+// from a channel-blocked activation and written as plain NCDHW, so that no channel-padded
+// blocked output and no reorder are needed. Internal interface between the operator
+// (conv_head.cpp) and its per-ISA compute functions (conv_head_body.h, compiled in the
+// per-ISA kernel files), which never allocate and never throw.
+#pragma once
+
+#include <cstdint>
+
+#include "voxinfer/kernels/conv.h"
+
+namespace voxinfer::kernels::head {
+
+inline constexpr std::int64_t kMaxOutputs = 16;
+inline constexpr std::int64_t kChunk = 4096;  // pixels per work item (a multiple of every block)
+
+struct Plan {
+  std::int64_t n = 1, ic = 1, icb = 1, oc = 1, sp = 1;  // sp: voxels per channel
+  int block = 8;
+  const float* w = nullptr;     // [oc][icb][block], zero beyond ic
+  const float* bias = nullptr;  // [oc]
+  Activation act = Activation::none;
+  float alpha = 0.f, beta = 0.f;
+
+  std::int64_t chunks() const { return (sp + kChunk - 1) / kChunk; }
+  std::int64_t items() const { return n * chunks(); }
+};
+
+using RunFn = void (*)(const Plan& plan, const float* src, float* dst, std::int64_t begin, std::int64_t end);
+
+void head_nCdhw16c__avx512(const Plan&, const float*, float*, std::int64_t, std::int64_t);
+void head_nCdhw8c__avx2_fma(const Plan&, const float*, float*, std::int64_t, std::int64_t);
+void head_nCdhw8c__generic(const Plan&, const float*, float*, std::int64_t, std::int64_t);
+
+}  // namespace voxinfer::kernels::head
