@@ -36,36 +36,36 @@ void input_transform(const Plan& p, const float* src_n, float* v, std::int64_t t
       std::int64_t tz, ty, tx;
       tile_coords(p, t0 + t, tz, ty, tx);
       const std::int64_t z0 = 2 * tz - p.pd, y0 = 2 * ty - p.ph, x0 = 2 * tx - p.pw;
-      V d[4][4][4];
+      // Per input plane z: 16 loads, B^T along x then y in registers; then B^T along z from
+      // the four planes (64 vectors do not fit the register file at once).
+      V q[4][4][4];
       const bool inside_x = x0 >= 0 && x0 + 4 <= p.iw;
-      for (int z = 0; z < 4; ++z)
+      for (int z = 0; z < 4; ++z) {
+        V a[4][4];
+        const std::int64_t iz = z0 + z;
         for (int y = 0; y < 4; ++y) {
-          const std::int64_t iz = z0 + z, iy = y0 + y;
+          const std::int64_t iy = y0 + y;
           const bool row = iz >= 0 && iz < p.id && iy >= 0 && iy < p.ih;
           const float* sr = sb + ((iz * p.ih + iy) * p.iw + x0) * B;
           if (row && inside_x) {  // most tiles: four plain loads
-            for (int x = 0; x < 4; ++x) d[z][y][x] = T::load(sr + x * B);
-            continue;
+            for (int x = 0; x < 4; ++x) a[y][x] = T::load(sr + x * B);
+          } else {
+            for (int x = 0; x < 4; ++x) {
+              const std::int64_t ix = x0 + x;
+              a[y][x] = row && ix >= 0 && ix < p.iw ? T::load(sr + x * B) : T::zero();
+            }
           }
-          for (int x = 0; x < 4; ++x) {
-            const std::int64_t ix = x0 + x;
-            d[z][y][x] = row && ix >= 0 && ix < p.iw ? T::load(sr + x * B) : T::zero();
-          }
+          const V a0 = a[y][0], a1 = a[y][1], a2 = a[y][2], a3 = a[y][3];
+          a[y][0] = T::sub(a0, a2), a[y][1] = T::add(a1, a2), a[y][2] = T::sub(a2, a1), a[y][3] = T::sub(a1, a3);
         }
-      // B^T along x, y, z.
-      for (int z = 0; z < 4; ++z)
-        for (int y = 0; y < 4; ++y) {
-          const V a0 = d[z][y][0], a1 = d[z][y][1], a2 = d[z][y][2], a3 = d[z][y][3];
-          d[z][y][0] = T::sub(a0, a2), d[z][y][1] = T::add(a1, a2), d[z][y][2] = T::sub(a2, a1), d[z][y][3] = T::sub(a1, a3);
-        }
-      for (int z = 0; z < 4; ++z)
         for (int x = 0; x < 4; ++x) {
-          const V a0 = d[z][0][x], a1 = d[z][1][x], a2 = d[z][2][x], a3 = d[z][3][x];
-          d[z][0][x] = T::sub(a0, a2), d[z][1][x] = T::add(a1, a2), d[z][2][x] = T::sub(a2, a1), d[z][3][x] = T::sub(a1, a3);
+          const V a0 = a[0][x], a1 = a[1][x], a2 = a[2][x], a3 = a[3][x];
+          q[z][0][x] = T::sub(a0, a2), q[z][1][x] = T::add(a1, a2), q[z][2][x] = T::sub(a2, a1), q[z][3][x] = T::sub(a1, a3);
         }
+      }
       for (int y = 0; y < 4; ++y)
         for (int x = 0; x < 4; ++x) {
-          const V a0 = d[0][y][x], a1 = d[1][y][x], a2 = d[2][y][x], a3 = d[3][y][x];
+          const V a0 = q[0][y][x], a1 = q[1][y][x], a2 = q[2][y][x], a3 = q[3][y][x];
           T::store(vt + ((0 * 4 + y) * 4 + x) * step, T::sub(a0, a2));
           T::store(vt + ((1 * 4 + y) * 4 + x) * step, T::add(a1, a2));
           T::store(vt + ((2 * 4 + y) * 4 + x) * step, T::sub(a2, a1));
