@@ -28,10 +28,14 @@ constexpr std::size_t kMapThreshold = std::size_t{1} << 20;
 std::shared_ptr<std::byte> aligned_bytes(std::size_t nbytes) {
   const std::size_t rounded = static_cast<std::size_t>(round_up(static_cast<std::int64_t>(std::max<std::size_t>(nbytes, 1)), kTensorAlignment));
   if (rounded >= kMapThreshold) {
-    // Anonymous mappings are page-aligned and zero-filled by the kernel.
-    void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    // Anonymous mappings are page-aligned and zero-filled by the kernel. One page more keeps
+    // the length off multiples of 2 MiB, which recent kernels align to 2 MiB: tensors would
+    // then all share their low 21 address bits, and a kernel streaming one into another (an
+    // InstanceNorm over 256 MiB) measured 15-25% slower.
+    const std::size_t length = rounded + 4096;
+    void* p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) out_of_memory(nbytes);
-    return {static_cast<std::byte*>(p), [rounded](std::byte* q) { munmap(q, rounded); }};
+    return {static_cast<std::byte*>(p), [length](std::byte* q) { munmap(q, length); }};
   }
   void* p = std::aligned_alloc(kTensorAlignment, rounded);
   if (!p) out_of_memory(nbytes);

@@ -63,6 +63,9 @@ struct Plan {
   std::shared_ptr<std::byte> workspace;
   std::size_t workspace_bytes = 0;
   std::vector<Layout> layouts;  // per slot
+  // Per slot, the graph output of the last run: reused by the next run once the caller has
+  // let go of it (no page faults or zeroing for a fresh buffer per run).
+  std::vector<Tensor> spare_outputs;
   PlanStats stats;
 };
 
@@ -448,7 +451,13 @@ std::vector<Tensor> Session::run(const std::vector<Tensor>& inputs_in) {
       case Kind::constant: vals[k] = s.constant; break;
       case Kind::input: vals[k] = inputs[static_cast<std::size_t>(s.graph_input)]; break;
       case Kind::dynamic:
-        if (s.graph_output >= 0) vals[k] = Tensor(s.meta.shape, s.meta.dtype);
+        if (s.graph_output >= 0) {
+          if (plan->spare_outputs.size() != plan->slots.size()) plan->spare_outputs.resize(plan->slots.size());
+          Tensor& spare = plan->spare_outputs[k];
+          // Every operator writes all of its output, so an old buffer needs no clearing.
+          vals[k] = spare.owns_storage_alone() ? spare : Tensor(s.meta.shape, s.meta.dtype);
+          spare = vals[k];
+        }
         else
           vals[k] = Tensor::wrap(plan->arena_mem.get() + plan->arena.offsets[static_cast<std::size_t>(s.buffer)], s.meta.shape, s.meta.dtype,
                                  plan->arena_mem, plan->layouts[k]);

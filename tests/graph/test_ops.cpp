@@ -655,6 +655,36 @@ TEST(Einsum, AttentionContractionsAndImplicitOutput) {
 // Conv -> InstanceNorm(+LeakyRelu) -> Conv with 12 channels (not a multiple of 8 or 16):
 // with optimized kernels the middle tensors stay blocked; the result must equal the plain
 // reference path's.
+// A graph output's buffer is reused by the next run only once the caller has let go of it:
+// outputs still held keep their values, and every run's values are right.
+TEST(Session, OutputBuffersAreReusedOnlyWhenReleased) {
+  graph::Graph g;
+  g.opset = 13;
+  graph::ValueInfo vi;
+  vi.name = "x";
+  g.inputs.push_back(vi);
+  test::add_node(g, "Neg", {"x"}, "y");
+  graph::ValueInfo out;
+  out.name = "y";
+  g.outputs.push_back(out);
+  graph::Session s(g);
+  const Tensor a = test::random_tensor(Shape{4, 300}, 31), b = test::random_tensor(Shape{4, 300}, 32);
+  auto first = s.run(std::vector<Tensor>{a});
+  const Tensor kept = first[0];
+  first.clear();
+  auto second = s.run(std::vector<Tensor>{b});  // `kept` is still held: a new buffer
+  EXPECT_FALSE(second[0].shares_storage_with(kept));
+  for (std::int64_t i = 0; i < a.numel(); ++i) {
+    ASSERT_EQ(kept.data<float>()[i], -a.data<float>()[i]);
+    ASSERT_EQ(second[0].data<float>()[i], -b.data<float>()[i]);
+  }
+  const void* second_data = second[0].raw();
+  second.clear();  // released: the third run writes into it
+  const auto third = s.run(std::vector<Tensor>{a});
+  EXPECT_EQ(third[0].raw(), second_data);
+  for (std::int64_t i = 0; i < a.numel(); ++i) ASSERT_EQ(third[0].data<float>()[i], -a.data<float>()[i]);
+}
+
 TEST(LayoutPass, BlockedInstanceNormChainMatchesPlainPath) {
   graph::Graph g;
   g.opset = 13;

@@ -193,6 +193,8 @@ class Tensor {
   }
 
   bool shares_storage_with(const Tensor& o) const noexcept { return holder_ && holder_ == o.holder_; }
+  // True when this tensor is the only owner of its storage (no other tensor or view holds it).
+  bool owns_storage_alone() const noexcept { return holder_ && holder_.use_count() == 1; }
 
  private:
   template <typename T> void check_type() const {
