@@ -703,20 +703,27 @@ TEST(LayoutPass, BlockedInstanceNormChainMatchesPlainPath) {
   graph::ValueInfo out;
   out.name = "y";
   g.outputs.push_back(out);
-  // 20x18x16 = 5760 voxels: several statistics chunks per channel block.
-  const Tensor x = test::random_tensor(Shape{2, 3, 20, 18, 16}, 136);
-  set_max_isa(Isa::generic);
-  graph::Session plain(g);
-  const Tensor ref = plain.run(std::vector<Tensor>{x})[0];
+  // 20x18x16 = 5760 voxels: several statistics chunks per channel block; 5x7x9 = 315: an odd
+  // row count (8-lane rows go through in pairs, the last alone). AVX2 runs 8-channel blocks,
+  // AVX-512 16-channel ones.
+  for (const Shape& shape : {Shape{2, 3, 20, 18, 16}, Shape{1, 3, 5, 7, 9}})
+    for (const Isa isa : {Isa::avx2, Isa::avx512}) {
+      if (static_cast<int>(hardware_isa()) < static_cast<int>(isa)) continue;
+      SCOPED_TRACE(shape.str() + " " + isa_name(isa));
+      const Tensor x = test::random_tensor(shape, 136);
+      set_max_isa(Isa::generic);
+      graph::Session plain(g);
+      const Tensor ref = plain.run(std::vector<Tensor>{x})[0];
+      set_max_isa(isa);
+      graph::Session fast(g);
+      const Tensor y = fast.run(std::vector<Tensor>{x})[0];
+      const auto st = fast.plan_stats({x.shape()});
+      std::printf("[layout] %s blocked values %d, reorders %d, max_abs_err %.3g\n", isa_name(isa), st.blocked_values, st.reorders,
+                  test::max_abs_diff(y, ref));
+      expect_close(y, ref, 1e-4, "blocked chain");
+      EXPECT_GE(st.blocked_values, 2);
+    }
   set_max_isa(Isa::avx512);
-  graph::Session fast(g);
-  const Tensor y = fast.run(std::vector<Tensor>{x})[0];
-  const auto st = fast.plan_stats({x.shape()});
-  std::printf("[layout] blocked values %d, reorders %d, max_abs_err %.3g\n", st.blocked_values, st.reorders, test::max_abs_diff(y, ref));
-  expect_close(y, ref, 1e-4, "blocked chain");
-  if (hardware_isa() != Isa::generic) {
-    EXPECT_GE(st.blocked_values, 2);
-  }
 }
 
 // Runs g on the reference path (generic ISA, no graph passes) and on the optimized one (the
