@@ -183,20 +183,30 @@ class ConvOp final : public Op {
     for (auto v : os) od.push_back(v);
     out[0].shape = Shape(od);
     out[0].dtype = DType::f32;
-    if (in.size() > 4 && in[4].present && in[4].shape != out[0].shape) fail_model("fused residual shape mismatch");
+    // A fused residual (Add after the convolution) normally has the output's shape; one that
+    // only broadcasts to it is added after the convolution on the reference path.
+    residual_broadcast_ = false;
+    if (in.size() > 4 && in[4].present && in[4].shape != out[0].shape) {
+      const Shape& r = in[4].shape;
+      bool ok = in[4].dtype == DType::f32 && r.rank() <= out[0].shape.rank();
+      for (int k = 1; ok && k <= r.rank(); ++k)
+        ok = r[r.rank() - k] == 1 || r[r.rank() - k] == out[0].shape[out[0].shape.rank() - k];
+      if (!ok) fail_model("fused residual " + r.str() + " does not broadcast to the output " + out[0].shape.str());
+      residual_broadcast_ = true;
+    }
   }
 
   void prepare(const std::vector<ValueMeta>& in, const std::vector<ValueMeta>&) override {
     ep_ = Epilogue{};
     ep_.act = parse_activation(node_, ep_.alpha, ep_.beta);
-    has_residual_ = in.size() > 4 && in[4].present;
+    has_residual_ = in.size() > 4 && in[4].present && !residual_broadcast_;
     slope_count_ = in.size() > 3 && in[3].present ? in[3].shape.numel() : 0;
     if (ep_.act == Activation::prelu && slope_count_ != 1 && slope_count_ != p_.oc) fail_model("PRelu slope count does not match the channels");
     kernel_.reset();
     head_.reset();
     const bool consts = in[1].constant && (!(in.size() > 2 && in[2].present) || in[2].constant) &&
                         (!(in.size() > 3 && in[3].present) || in[3].constant);
-    if (consts && active_isa() != Isa::generic) {
+    if (consts && active_isa() != Isa::generic && !residual_broadcast_) {
       Epilogue ep = ep_;
       ep.bias = in.size() > 2 && in[2].present ? in[2].constant->data<float>() : nullptr;
       ep.slope = slope_count_ ? in[3].constant->data<float>() : nullptr;
@@ -302,6 +312,14 @@ class ConvOp final : public Op {
     ep.slope = slope_count_ ? in[3]->data<float>() : nullptr;
     ep.slope_per_channel = slope_count_ != 1;
     ep.residual = residual;
+    if (residual_broadcast_) {  // convolution, then the broadcast residual, then the activation
+      Epilogue linear = ep;
+      linear.act = Activation::none;
+      if (transposed_) kernels::conv_transpose3d_ref(p_, in[0]->data<float>(), in[1]->data<float>(), linear, out[0]->data<float>());
+      else kernels::conv3d_ref(p_, in[0]->data<float>(), in[1]->data<float>(), linear, out[0]->data<float>());
+      add_broadcast_residual(*in[4], *out[0], ep);
+      return;
+    }
     if (transposed_) kernels::conv_transpose3d_ref(p_, in[0]->data<float>(), in[1]->data<float>(), ep, out[0]->data<float>());
     else kernels::conv3d_ref(p_, in[0]->data<float>(), in[1]->data<float>(), ep, out[0]->data<float>());
   }
@@ -310,7 +328,30 @@ class ConvOp final : public Op {
   bool transposed_;
   ConvParams p_;
   Epilogue ep_;
+  // out = act(out + residual) with the residual broadcast to out (plain layouts).
+  static void add_broadcast_residual(const Tensor& res, Tensor& out, const Epilogue& ep) {
+    const Shape& os = out.shape();
+    const Shape& rs = res.shape();
+    const int rank = os.rank(), off = rank - rs.rank();
+    std::vector<std::int64_t> rstride(static_cast<std::size_t>(rank), 0);
+    for (std::int64_t k = rank - 1, st = 1; k >= off; --k) {
+      rstride[static_cast<std::size_t>(k)] = rs[static_cast<int>(k) - off] == 1 ? 0 : st;
+      st *= rs[static_cast<int>(k) - off];
+    }
+    const float* r = res.data<float>();
+    float* o = out.data<float>();
+    std::vector<std::int64_t> idx(static_cast<std::size_t>(rank), 0);
+    const std::int64_t total = os.numel();
+    for (std::int64_t i = 0; i < total; ++i) {
+      std::int64_t ro = 0;
+      for (int k = 0; k < rank; ++k) ro += idx[static_cast<std::size_t>(k)] * rstride[static_cast<std::size_t>(k)];
+      o[i] = kernels::apply_activation(ep, rank > 1 ? idx[1] : 0, o[i] + r[ro]);
+      for (int k = rank - 1; k >= 0 && ++idx[static_cast<std::size_t>(k)] == os[k]; --k) idx[static_cast<std::size_t>(k)] = 0;
+    }
+  }
+
   bool has_residual_ = false;
+  bool residual_broadcast_ = false;
   std::int64_t slope_count_ = 0;
   std::unique_ptr<kernels::ConvKernel> kernel_;
   std::unique_ptr<kernels::ConvKernel> head_;  // 1x1x1 head, blocked src to plain dst, when it applies

@@ -225,6 +225,34 @@ PassReport fold_batchnorm(Graph& g) {
   return r;
 }
 
+PassReport fuse_residual_add(Graph& g) {
+  PassReport r;
+  std::set<std::size_t> drop;
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& conv = g.nodes[i];
+    // Bias, then residual, then activation is the epilogue's order: a convolution whose
+    // activation is already fused (it comes before the Add) cannot take the residual.
+    if (conv.op_type != "Conv" || conv.has("voxinfer.activation") || conv.outputs.size() != 1 || conv.inputs.size() > 3 ||
+        is_graph_output(g, conv.outputs[0]))
+      continue;
+    const int c = single_consumer(g, conv.outputs[0]);
+    if (c < 0) continue;
+    Node& add = g.nodes[static_cast<std::size_t>(c)];
+    if (add.op_type != "Add" || add.inputs.size() != 2 || add.outputs.size() != 1 || add.inputs[0] == add.inputs[1]) continue;
+    const std::string& other = add.inputs[0] == conv.outputs[0] ? add.inputs[1] : add.inputs[0];
+    if (other.empty() || constant_value(g, other) || g.initializers.count(other)) continue;  // a bias-like constant
+    Node fused = conv;
+    fused.inputs.resize(5);
+    fused.inputs[4] = other;
+    fused.outputs = add.outputs;
+    add = fused;  // the Add's position: the residual is computed by then
+    drop.insert(i);
+    ++r.residuals_fused;
+  }
+  erase_nodes(g, drop);
+  return r;
+}
+
 PassReport fuse_activations(Graph& g) {
   PassReport r;
   std::set<std::size_t> drop;
@@ -284,7 +312,7 @@ PassReport fuse_activations(Graph& g) {
     conv.attrs["voxinfer.alpha"] = Attribute::make_float(alpha);
     conv.attrs["voxinfer.beta"] = Attribute::make_float(beta);
     if (!slope.empty()) {
-      conv.inputs.resize(4);
+      if (conv.inputs.size() < 4) conv.inputs.resize(4);  // a fused residual stays input 4
       conv.inputs[3] = slope;
     }
     conv.outputs[0] = act.outputs[0];
@@ -353,10 +381,12 @@ PassReport optimize_graph(Graph& g) {
     total.reshapes_collapsed += p.reshapes_collapsed;
     total.dead_removed += p.dead_removed;
     total.group_norms_fused += p.group_norms_fused;
+    total.residuals_fused += p.residuals_fused;
   };
   add(drop_identities(g));
   add(fold_batchnorm(g));
   add(fuse_group_norm(g));
+  add(fuse_residual_add(g));
   add(fuse_activations(g));
   add(collapse_reshapes(g));
   add(remove_dead_nodes(g));

@@ -911,6 +911,60 @@ TEST(LayoutPass, GroupNormChainIsFusedAndStaysBlocked) {
   }
 }
 
+// Conv -> Add(conv, skip) -> Relu becomes one Conv with the skip as its fused residual and
+// the Relu in its epilogue (blocked, through the optimized kernels); a skip that only
+// broadcasts ([1, C, 1, 1, 1]) is added after the convolution; Conv -> Relu -> Add keeps its
+// Add (the epilogue adds the residual before the activation). Values equal the reference's.
+TEST(Passes, ResidualAddFusesIntoTheConvolution) {
+  struct Variant {
+    Shape skip;
+    bool relu_before_add;
+    int fused;
+  };
+  for (const Variant& v : {Variant{Shape{1, 20, 7, 9, 11}, false, 1}, Variant{Shape{1, 20, 1, 1, 1}, false, 1},
+                          Variant{Shape{1, 20, 7, 9, 11}, true, 0}}) {
+    SCOPED_TRACE(v.skip.str() + (v.relu_before_add ? " relu before add" : ""));
+    graph::Graph g;
+    g.opset = 13;
+    for (const char* name : {"x", "skip"}) {
+      graph::ValueInfo vi;
+      vi.name = name;
+      g.inputs.push_back(vi);
+    }
+    g.initializers["w"] = test::random_tensor(Shape{20, 6, 3, 3, 3}, 191, -0.3f, 0.3f);
+    g.initializers["b"] = test::random_tensor(Shape{20}, 192);
+    g.initializers["w2"] = test::random_tensor(Shape{4, 20, 3, 3, 3}, 193, -0.3f, 0.3f);
+    const auto pads = test::ints({1, 1, 1, 1, 1, 1});
+    test::add_node(g, "Conv", {"x", "w", "b"}, "c", {{"pads", pads}});
+    if (v.relu_before_add) {
+      test::add_node(g, "Relu", {"c"}, "r");
+      test::add_node(g, "Add", {"skip", "r"}, "y1");
+    } else {
+      test::add_node(g, "Add", {"skip", "c"}, "a");
+      test::add_node(g, "Relu", {"a"}, "y1");
+    }
+    test::add_node(g, "Conv", {"y1", "w2"}, "y", {{"pads", pads}});
+    graph::ValueInfo out;
+    out.name = "y";
+    g.outputs.push_back(out);
+    graph::Graph fused = g;
+    const auto rep = graph::optimize_graph(fused);
+    EXPECT_EQ(rep.residuals_fused, v.fused);
+    int adds = 0;
+    for (const auto& n : fused.nodes) adds += n.op_type == "Add";
+    EXPECT_EQ(adds, 1 - v.fused);
+    const Tensor x = test::random_tensor(Shape{1, 6, 7, 9, 11}, 194), skip = test::random_tensor(v.skip, 195);
+    const FastAndReference run = run_fast_and_reference(g, {x, skip});
+    std::printf("[residual] %s fused %d, max_abs_err %.3g\n", v.skip.str().c_str(), rep.residuals_fused,
+                test::max_abs_diff(run.fast[0], run.ref[0]));
+    expect_close(run.fast[0], run.ref[0], 1e-4, "residual");
+    if (hardware_isa() != Isa::generic) {  // only the broadcast residual takes the reference path
+      const auto it = run.stats.kernels.find("conv3d_ref");
+      EXPECT_EQ(it == run.stats.kernels.end() ? 0 : it->second, v.fused && v.skip[2] == 1 ? 1 : 0);
+    }
+  }
+}
+
 // Unfused Relu and residual Add on blocked tensors, with both inputs blocked and with one
 // plain graph input (mixed layouts), give the generic path's values.
 TEST(LayoutPass, ResidualAddAndReluRunBlocked) {

@@ -18,6 +18,7 @@ struct PassReport {
   int reshapes_collapsed = 0;
   int dead_removed = 0;
   int group_norms_fused = 0;
+  int residuals_fused = 0;
 };
 
 PassReport drop_identities(Graph& g);
@@ -25,6 +26,9 @@ PassReport fold_batchnorm(Graph& g);
 // PyTorch's exported GroupNorm chain (Reshape, InstanceNormalization, Reshape, Mul, Add)
 // becomes one GroupNormalization node.
 PassReport fuse_group_norm(Graph& g);
+// Conv -> Add(conv, r) with r a runtime value becomes one Conv with r as its fused residual
+// (input 4), placed where the Add was; an activation after the Add then fuses too.
+PassReport fuse_residual_add(Graph& g);
 PassReport fuse_activations(Graph& g);
 PassReport collapse_reshapes(Graph& g);
 PassReport remove_dead_nodes(Graph& g);
