@@ -81,6 +81,18 @@ inline void add_node(graph::Graph& g, const std::string& op, std::vector<std::st
   g.nodes.push_back(std::move(n));
 }
 
+// Declares a runtime input or an output of g by name (f32, shape from the data).
+inline void add_input(graph::Graph& g, const std::string& name) {
+  graph::ValueInfo vi;
+  vi.name = name;
+  g.inputs.push_back(vi);
+}
+inline void add_output(graph::Graph& g, const std::string& name) {
+  graph::ValueInfo vi;
+  vi.name = name;
+  g.outputs.push_back(vi);
+}
+
 inline graph::Attribute ints(std::vector<std::int64_t> v) { return graph::Attribute::make_ints(std::move(v)); }
 inline graph::Attribute i(std::int64_t v) { return graph::Attribute::make_int(v); }
 inline graph::Attribute f(float v) { return graph::Attribute::make_float(v); }

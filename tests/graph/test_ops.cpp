@@ -548,9 +548,7 @@ TEST(DataMovement, ShapeFoldingReshapeFromShapeSubgraph) {
   // y = Reshape(x, Concat(Gather(Shape(x), 0), [-1])) is folded at plan time.
   graph::Graph g;
   g.opset = 13;
-  graph::ValueInfo vi;
-  vi.name = "x";
-  g.inputs.push_back(vi);
+  test::add_input(g, "x");
   g.initializers["zero"] = Tensor::from_vector<std::int64_t>(Shape{}, {0});
   g.initializers["minus1"] = i64({-1});
   test::add_node(g, "Shape", {"x"}, "s");
@@ -558,9 +556,7 @@ TEST(DataMovement, ShapeFoldingReshapeFromShapeSubgraph) {
   test::add_node(g, "Unsqueeze", {"n"}, "n1", {{"axes", test::ints({0})}});
   test::add_node(g, "Concat", {"n1", "minus1"}, "shape", {{"axis", test::i(0)}});
   test::add_node(g, "Reshape", {"x", "shape"}, "y");
-  graph::ValueInfo out;
-  out.name = "y";
-  g.outputs.push_back(out);
+  test::add_output(g, "y");
   g.opset = 11;
   graph::Session s(g);
   const Tensor x = test::random_tensor(Shape{3, 2, 5}, 91);
@@ -660,13 +656,9 @@ TEST(Einsum, AttentionContractionsAndImplicitOutput) {
 TEST(Session, OutputBuffersAreReusedOnlyWhenReleased) {
   graph::Graph g;
   g.opset = 13;
-  graph::ValueInfo vi;
-  vi.name = "x";
-  g.inputs.push_back(vi);
+  test::add_input(g, "x");
   test::add_node(g, "Neg", {"x"}, "y");
-  graph::ValueInfo out;
-  out.name = "y";
-  g.outputs.push_back(out);
+  test::add_output(g, "y");
   graph::Session s(g);
   const Tensor a = test::random_tensor(Shape{4, 300}, 31), b = test::random_tensor(Shape{4, 300}, 32);
   auto first = s.run(std::vector<Tensor>{a});
@@ -688,9 +680,7 @@ TEST(Session, OutputBuffersAreReusedOnlyWhenReleased) {
 TEST(LayoutPass, BlockedInstanceNormChainMatchesPlainPath) {
   graph::Graph g;
   g.opset = 13;
-  graph::ValueInfo vi;
-  vi.name = "x";
-  g.inputs.push_back(vi);
+  test::add_input(g, "x");
   g.initializers["w1"] = test::random_tensor(Shape{12, 3, 3, 3, 3}, 131, -0.3f, 0.3f);
   g.initializers["b1"] = test::random_tensor(Shape{12}, 132);
   g.initializers["s"] = test::random_tensor(Shape{12}, 133, 0.5f, 1.5f);
@@ -700,9 +690,7 @@ TEST(LayoutPass, BlockedInstanceNormChainMatchesPlainPath) {
   test::add_node(g, "InstanceNormalization", {"c1", "s", "t"}, "n1");
   test::add_node(g, "LeakyRelu", {"n1"}, "a1", {{"alpha", test::f(0.1f)}});
   test::add_node(g, "Conv", {"a1", "w2"}, "y", {{"pads", test::ints({1, 1, 1, 1, 1, 1})}});
-  graph::ValueInfo out;
-  out.name = "y";
-  g.outputs.push_back(out);
+  test::add_output(g, "y");
   // 20x18x16 = 5760 voxels: several statistics chunks per channel block; 5x7x9 = 315: an odd
   // row count (8-lane rows go through in pairs, the last alone). AVX2 runs 8-channel blocks,
   // AVX-512 16-channel ones.
@@ -757,9 +745,7 @@ TEST(LayoutPass, SkipConcatStaysBlockedAndWritesInPlace) {
   for (const bool skip_used_later : {false, true}) {
     graph::Graph g;
     g.opset = 13;
-    graph::ValueInfo vi;
-    vi.name = "x";
-    g.inputs.push_back(vi);
+    test::add_input(g, "x");
     g.initializers["w1"] = test::random_tensor(Shape{16, 3, 3, 3, 3}, 141, -0.3f, 0.3f);
     g.initializers["s"] = test::random_tensor(Shape{16}, 142, 0.5f, 1.5f);
     g.initializers["t"] = test::random_tensor(Shape{16}, 143);
@@ -774,9 +760,7 @@ TEST(LayoutPass, SkipConcatStaysBlockedAndWritesInPlace) {
     test::add_node(g, "Relu", {"c2"}, "r2");
     test::add_node(g, "Concat", {"skip", "r2"}, "cat", {{"axis", test::i(1)}});
     test::add_node(g, "Conv", {"cat", "w3"}, "y", {{"pads", pads}});
-    graph::ValueInfo out;
-    out.name = "y";
-    g.outputs.push_back(out);
+    test::add_output(g, "y");
     if (skip_used_later) {
       test::add_node(g, "Conv", {"skip", "w4"}, "y2");
       graph::ValueInfo out2;
@@ -810,9 +794,7 @@ TEST(DataMovement, ConcatInPlaceWhenTheSlicesAreContiguous) {
     test::add_node(g, "Sigmoid", {"b"}, "sb");
     test::add_node(g, "Concat", {"ra", "sb"}, "cat", {{"axis", test::i(1)}});
     test::add_node(g, "Neg", {"cat"}, "y");
-    graph::ValueInfo out;
-    out.name = "y";
-    g.outputs.push_back(out);
+    test::add_output(g, "y");
     const Tensor a = test::random_tensor(Shape{batch, 2, 4, 4}, 151), b = test::random_tensor(Shape{batch, 3, 4, 4}, 152);
     graph::Session sess(g);
     const Tensor y = sess.run(std::vector<Tensor>{a, b})[0];
@@ -833,9 +815,7 @@ TEST(DataMovement, ConcatInPlaceWhenTheSlicesAreContiguous) {
 TEST(LayoutPass, OneByOneHeadWritesPlainOutputFromBlockedInput) {
   graph::Graph g;
   g.opset = 13;
-  graph::ValueInfo vi;
-  vi.name = "x";
-  g.inputs.push_back(vi);
+  test::add_input(g, "x");
   g.initializers["w1"] = test::random_tensor(Shape{20, 2, 3, 3, 3}, 161, -0.3f, 0.3f);
   g.initializers["w2"] = test::random_tensor(Shape{3, 20, 1, 1, 1}, 162, -0.5f, 0.5f);
   g.initializers["b2"] = test::random_tensor(Shape{3}, 163);
@@ -843,9 +823,7 @@ TEST(LayoutPass, OneByOneHeadWritesPlainOutputFromBlockedInput) {
   test::add_node(g, "Relu", {"c1"}, "r1");
   test::add_node(g, "Conv", {"r1", "w2", "b2"}, "c2");
   test::add_node(g, "Sigmoid", {"c2"}, "y");
-  graph::ValueInfo out;
-  out.name = "y";
-  g.outputs.push_back(out);
+  test::add_output(g, "y");
   const Tensor x = test::random_tensor(Shape{2, 2, 7, 9, 11}, 164);
   const FastAndReference run = run_fast_and_reference(g, {x});
   const Tensor& ref = run.ref[0];
@@ -869,9 +847,7 @@ TEST(LayoutPass, OneByOneHeadWritesPlainOutputFromBlockedInput) {
 TEST(LayoutPass, GroupNormChainIsFusedAndStaysBlocked) {
   graph::Graph g;
   g.opset = 13;
-  graph::ValueInfo vi;
-  vi.name = "x";
-  g.inputs.push_back(vi);
+  test::add_input(g, "x");
   g.initializers["w1"] = test::random_tensor(Shape{12, 2, 3, 3, 3}, 171, -0.3f, 0.3f);
   g.initializers["w2"] = test::random_tensor(Shape{4, 12, 3, 3, 3}, 172, -0.3f, 0.3f);
   g.initializers["gshape"] = i64({0, 3, -1});
@@ -889,9 +865,7 @@ TEST(LayoutPass, GroupNormChainIsFusedAndStaysBlocked) {
   test::add_node(g, "Add", {"m", "beta"}, "a");
   test::add_node(g, "Relu", {"a"}, "act");
   test::add_node(g, "Conv", {"act", "w2"}, "y", {{"pads", pads}});
-  graph::ValueInfo out;
-  out.name = "y";
-  g.outputs.push_back(out);
+  test::add_output(g, "y");
   graph::Graph fused = g;
   const auto rep = graph::optimize_graph(fused);
   EXPECT_EQ(rep.group_norms_fused, 1);
@@ -926,11 +900,8 @@ TEST(Passes, ResidualAddFusesIntoTheConvolution) {
     SCOPED_TRACE(v.skip.str() + (v.relu_before_add ? " relu before add" : ""));
     graph::Graph g;
     g.opset = 13;
-    for (const char* name : {"x", "skip"}) {
-      graph::ValueInfo vi;
-      vi.name = name;
-      g.inputs.push_back(vi);
-    }
+    test::add_input(g, "x");
+    test::add_input(g, "skip");
     g.initializers["w"] = test::random_tensor(Shape{20, 6, 3, 3, 3}, 191, -0.3f, 0.3f);
     g.initializers["b"] = test::random_tensor(Shape{20}, 192);
     g.initializers["w2"] = test::random_tensor(Shape{4, 20, 3, 3, 3}, 193, -0.3f, 0.3f);
@@ -944,9 +915,7 @@ TEST(Passes, ResidualAddFusesIntoTheConvolution) {
       test::add_node(g, "Relu", {"a"}, "y1");
     }
     test::add_node(g, "Conv", {"y1", "w2"}, "y", {{"pads", pads}});
-    graph::ValueInfo out;
-    out.name = "y";
-    g.outputs.push_back(out);
+    test::add_output(g, "y");
     graph::Graph fused = g;
     const auto rep = graph::optimize_graph(fused);
     EXPECT_EQ(rep.residuals_fused, v.fused);
@@ -970,11 +939,8 @@ TEST(Passes, ResidualAddFusesIntoTheConvolution) {
 TEST(LayoutPass, ResidualAddAndReluRunBlocked) {
   graph::Graph g;
   g.opset = 13;
-  for (const char* name : {"x", "skip"}) {
-    graph::ValueInfo vi;
-    vi.name = name;
-    g.inputs.push_back(vi);
-  }
+  test::add_input(g, "x");
+  test::add_input(g, "skip");
   g.initializers["w1"] = test::random_tensor(Shape{12, 3, 3, 3, 3}, 181, -0.3f, 0.3f);
   g.initializers["w2"] = test::random_tensor(Shape{5, 12, 3, 3, 3}, 182, -0.3f, 0.3f);
   const auto pads = test::ints({1, 1, 1, 1, 1, 1});
@@ -983,9 +949,7 @@ TEST(LayoutPass, ResidualAddAndReluRunBlocked) {
   test::add_node(g, "Add", {"c1", "r"}, "sum1");   // both inputs blocked
   test::add_node(g, "Add", {"sum1", "skip"}, "sum2");  // one plain graph input
   test::add_node(g, "Conv", {"sum2", "w2"}, "y", {{"pads", pads}});
-  graph::ValueInfo out;
-  out.name = "y";
-  g.outputs.push_back(out);
+  test::add_output(g, "y");
   const Tensor x = test::random_tensor(Shape{1, 3, 7, 9, 8}, 183), skip = test::random_tensor(Shape{1, 12, 7, 9, 8}, 184);
   const FastAndReference run = run_fast_and_reference(g, {x, skip});
   const Tensor& ref = run.ref[0];
