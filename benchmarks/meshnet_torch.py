@@ -52,7 +52,8 @@ with torch.inference_mode():
         print(f"run {r} {dt:.0f} ms", flush=True)
     lab = y.argmax(1)[0].numpy()
 print("agree", (lab == ref).mean())
-print(f"torch median_ms={np.median(times):.1f} min_ms={min(times):.1f} times_ms=" + ";".join(f"{t:.1f}" for t in times))
+if times:  # --runs 0: one untimed forward (for --export)
+    print(f"torch median_ms={np.median(times):.1f} min_ms={min(times):.1f} times_ms=" + ";".join(f"{t:.1f}" for t in times))
 if a.export:
     torch.onnx.export(net, x[:, :, :64, :64, :64], a.export, opset_version=13, input_names=["input"], output_names=["output"],
                       dynamic_axes={"input": {2: "D", 3: "H", 4: "W"}, "output": {2: "D", 3: "H", 4: "W"}})
