@@ -65,7 +65,7 @@ std::unique_ptr<ConvKernel> make_conv_head_kernel(const ConvParams& p, const flo
     return no("activation not fused here (PRelu)");
 
   head::Plan plan;
-  plan.n = p.n, plan.ic = p.ic, plan.oc = p.oc, plan.sp = p.od * p.oh * p.ow, plan.block = B;
+  plan.n = p.n, plan.oc = p.oc, plan.sp = p.od * p.oh * p.ow, plan.block = B;
   plan.icb = (p.ic + B - 1) / B;
   plan.act = ep.act, plan.alpha = ep.alpha, plan.beta = ep.beta;
   const std::int64_t wsize = p.oc * plan.icb * B;

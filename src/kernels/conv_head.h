@@ -15,7 +15,7 @@ inline constexpr std::int64_t kMaxOutputs = 16;
 inline constexpr std::int64_t kChunk = 4096;  // pixels per work item (a multiple of every block)
 
 struct Plan {
-  std::int64_t n = 1, ic = 1, icb = 1, oc = 1, sp = 1;  // sp: voxels per channel
+  std::int64_t n = 1, icb = 1, oc = 1, sp = 1;  // sp: voxels per channel; icb: input-channel blocks
   int block = 8;
   const float* w = nullptr;     // [oc][icb][block], zero beyond ic
   const float* bias = nullptr;  // [oc]
