@@ -1,5 +1,6 @@
 // Direct blocked convolution for AVX-512 (F/BW/VL/DQ): nCdhw16c activations, 16-wide
-// vectors, 32 zmm registers. Compiled with the avx512 flags only (voxinfer_isa_sources).
+// vectors, 32 zmm registers. Compiled with the avx512 flags only (voxinfer_isa_sources). Also
+// the AVX-512 builds of the Winograd, 1x1x1-head and normalisation bodies.
 // GCC 12 reports _mm512_undefined_ps() inside its own intrinsics as maybe-uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
@@ -16,6 +17,9 @@ struct Avx512 {
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  // Non-temporal store (p 64-byte aligned), and the fence that orders such stores.
+  static void stream(float* p, V v) { _mm512_stream_ps(p, v); }
+  static void stream_fence() { _mm_sfence(); }
   static V bcast(const float* p) { return _mm512_set1_ps(*p); }
   static constexpr int kRegs = 32;
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
@@ -98,3 +102,17 @@ void head_nCdhw16c__avx512(const Plan& p, const float* src, float* dst, std::int
 }
 
 }  // namespace voxinfer::kernels::head
+
+#include "kernels/norm_body.h"
+
+namespace voxinfer::kernels::norm {
+
+void moments__avx512(const float* p, std::int64_t count, int lanes, Moments* out) {
+  moments_any<direct::Avx512>(p, count, lanes, out);
+}
+void affine__avx512(const float* s, float* d, std::int64_t count, int lanes, const float* m, const float* a, const float* b,
+                   Activation act, float alpha, bool stream) {
+  affine_any<direct::Avx512>(s, d, count, lanes, m, a, b, act, alpha, stream);
+}
+
+}  // namespace voxinfer::kernels::norm

@@ -1,5 +1,6 @@
 // Direct blocked convolution for AVX2+FMA: nCdhw8c activations, 8-wide vectors, 16 ymm
-// registers. Compiled with -mavx2 -mfma only (voxinfer_isa_sources).
+// registers. Compiled with -mavx2 -mfma only (voxinfer_isa_sources). Also the AVX2 builds of
+// the Winograd, 1x1x1-head and normalisation bodies.
 #include <immintrin.h>
 
 #include "kernels/conv3d_direct_body.h"
@@ -14,6 +15,9 @@ struct Avx2 {
   static V set1(float x) { return _mm256_set1_ps(x); }
   static V load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  // Non-temporal store (p 32-byte aligned), and the fence that orders such stores.
+  static void stream(float* p, V v) { _mm256_stream_ps(p, v); }
+  static void stream_fence() { _mm_sfence(); }
   static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static constexpr int kRegs = 16;
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
@@ -98,3 +102,17 @@ void head_nCdhw8c__avx2_fma(const Plan& p, const float* src, float* dst, std::in
 }
 
 }  // namespace voxinfer::kernels::head
+
+#include "kernels/norm_body.h"
+
+namespace voxinfer::kernels::norm {
+
+void moments__avx2_fma(const float* p, std::int64_t count, int lanes, Moments* out) {
+  moments_any<direct::Avx2>(p, count, lanes, out);
+}
+void affine__avx2_fma(const float* s, float* d, std::int64_t count, int lanes, const float* m, const float* a, const float* b,
+                     Activation act, float alpha, bool stream) {
+  affine_any<direct::Avx2>(s, d, count, lanes, m, a, b, act, alpha, stream);
+}
+
+}  // namespace voxinfer::kernels::norm

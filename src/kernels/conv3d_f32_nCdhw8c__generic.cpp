@@ -2,7 +2,7 @@
 // extensions, built with the baseline flags of the library (SSE2 on x86-64, NEON on
 // AArch64). The fallback when no wider ISA is available or allowed (VOXINFER_MAX_ISA=generic);
 // multiply and add are separate operations here, so results differ from the FMA kernels in
-// the last bits.
+// the last bits. Also the portable builds of the 1x1x1-head and normalisation bodies.
 #include <cstring>
 
 #include "kernels/conv3d_direct_body.h"
@@ -39,9 +39,13 @@ struct Generic {
     std::memcpy(p, &v.lo, sizeof v.lo);
     std::memcpy(p + 4, &v.hi, sizeof v.hi);
   }
+  // No portable non-temporal store: an ordinary one.
+  static void stream(float* p, V v) { store(p, v); }
+  static void stream_fence() {}
   static V bcast(const float* p) { return set1(*p); }
   static V fma(V a, V b, V c) { return {a.lo * b.lo + c.lo, a.hi * b.hi + c.hi}; }
   static V add(V a, V b) { return {a.lo + b.lo, a.hi + b.hi}; }
+  static V sub(V a, V b) { return {a.lo - b.lo, a.hi - b.hi}; }
   static V mul(V a, V b) { return {a.lo * b.lo, a.hi * b.hi}; }
   static V max(V a, V b) { return {a.lo > b.lo ? a.lo : b.lo, a.hi > b.hi ? a.hi : b.hi}; }
   static V min(V a, V b) { return {a.lo < b.lo ? a.lo : b.lo, a.hi < b.hi ? a.hi : b.hi}; }
@@ -111,3 +115,17 @@ void head_nCdhw8c__generic(const Plan& p, const float* src, float* dst, std::int
 }
 
 }  // namespace voxinfer::kernels::head
+
+#include "kernels/norm_body.h"
+
+namespace voxinfer::kernels::norm {
+
+void moments__generic(const float* p, std::int64_t count, int lanes, Moments* out) {
+  moments_any<direct::Generic>(p, count, lanes, out);
+}
+void affine__generic(const float* s, float* d, std::int64_t count, int lanes, const float* m, const float* a, const float* b,
+                    Activation act, float alpha, bool stream) {
+  affine_any<direct::Generic>(s, d, count, lanes, m, a, b, act, alpha, stream);
+}
+
+}  // namespace voxinfer::kernels::norm

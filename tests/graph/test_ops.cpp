@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "graph_builder.h"
 #include "voxinfer/graph/passes.h"
 #include "voxinfer/core/cpu.h"
+#include "voxinfer/core/threading.h"
 #include "test_util.h"
 
 namespace voxinfer {
@@ -413,6 +415,46 @@ TEST(Norms, InstanceGroupLayerBatch) {
         const int i = (n * 4 + c) * 30 + k;
         ASSERT_NEAR(bn.data<float>()[i], (x.data<float>()[i] - mean.data<float>()[c]) / std::sqrt(var.data<float>()[c] + 1e-5f) * sc.data<float>()[c] + bi.data<float>()[c], 1e-5);
       }
+}
+
+// Bytes of an InstanceNormalization(+LeakyRelu) and a GroupNormalization on n threads.
+std::vector<Tensor> run_norms(const Tensor& x, int threads) {
+  set_num_threads(threads);
+  const std::int64_t c = x.shape()[1];
+  graph::Graph g;
+  g.opset = 18;
+  test::add_input(g, "x");
+  g.initializers["s"] = test::random_tensor(Shape{c}, 21, 0.5f, 1.5f);
+  g.initializers["t"] = test::random_tensor(Shape{c}, 22);
+  g.initializers["gs"] = test::random_tensor(Shape{c / 2}, 23, 0.5f, 1.5f);
+  g.initializers["gt"] = test::random_tensor(Shape{c / 2}, 24);
+  test::add_node(g, "InstanceNormalization", {"x", "s", "t"}, "n1");
+  test::add_node(g, "LeakyRelu", {"n1"}, "y", {{"alpha", test::f(0.01f)}});
+  test::add_node(g, "GroupNormalization", {"x", "gs", "gt"}, "z", {{"num_groups", test::i(c / 2)}});
+  test::add_output(g, "y");
+  test::add_output(g, "z");
+  graph::Session session(g);
+  std::vector<Tensor> out = session.run(std::vector<Tensor>{x});
+  set_num_threads(0);
+  return out;
+}
+
+TEST(Norms, SameBytesOnAnyThreadCountInEitherOrder) {
+  // 40000 voxels per channel: two statistics chunks. 6 channels (instance units) on 1, 2 and 3
+  // threads: whole units per thread. 2 images x 2 channels: 4 instance units and 2 group units,
+  // so 3 threads (and 2 for the groups) take the two-sweep order. Every order must give the
+  // same bytes.
+  for (const Shape& shape : {Shape{1, 6, 25, 40, 40}, Shape{2, 2, 25, 40, 41}}) {
+    SCOPED_TRACE(shape.str());
+    const Tensor x = test::random_tensor(shape, 25, -2.f, 3.f);
+    const std::vector<Tensor> one = run_norms(x, 1);
+    for (const int threads : {2, 3}) {
+      const std::vector<Tensor> more = run_norms(x, threads);
+      for (std::size_t k = 0; k < one.size(); ++k)
+        EXPECT_EQ(std::memcmp(one[k].data<float>(), more[k].data<float>(), static_cast<std::size_t>(one[k].numel()) * sizeof(float)), 0)
+            << threads << " threads, output " << k;
+    }
+  }
 }
 
 // ---------------------------------------------------------------- elementwise
