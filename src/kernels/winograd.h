@@ -38,7 +38,13 @@ struct Plan {
   std::int64_t tiles() const { return td * th * tw; }  // per image
   std::int64_t chunks() const { return (tiles() + nt - 1) / nt; }
   std::int64_t items() const { return n * chunks() * groups; }
-  std::int64_t scratch_floats() const { return 64 * nt * (icb + gb) * block; }
+  // Floats between the 64 transform positions of the transformed input V and of the GEMM
+  // output M in scratch: one vector more than the data, so that the 64 positions of a tile,
+  // written (V) or read (M) together, do not fall on the same few cache sets (the data
+  // alone is a multiple of 4 KiB for most chunk sizes).
+  std::int64_t v_step() const { return (icb * nt + 1) * block; }
+  std::int64_t m_step() const { return (gb * nt + 1) * block; }
+  std::int64_t scratch_floats() const { return 64 * (v_step() + m_step()); }
 };
 
 // Items [begin, end) (see Plan). `scratch` holds

@@ -28,7 +28,7 @@ void input_transform(const Plan& p, const float* src_n, float* v, std::int64_t t
     const float* sb = src_n + b * isp * B;
     for (std::int64_t t = 0; t < p.nt; ++t) {
       float* vt = v + (b * p.nt + t) * B;
-      const std::int64_t step = p.icb * p.nt * B;  // floats between consecutive xi
+      const std::int64_t step = p.v_step();  // floats between consecutive xi
       if (t0 + t >= ntiles) {
         for (int xi = 0; xi < 64; ++xi) T::store(vt + xi * step, T::zero());
         continue;
@@ -83,9 +83,9 @@ void gemm(const Plan& p, const float* v, float* m, std::int64_t ob0, std::int64_
   constexpr int B = T::B;
   const std::int64_t icp = p.icb * B;
   for (int xi = 0; xi < 64; ++xi) {
-    const float* vx = v + xi * p.icb * p.nt * B;
+    const float* vx = v + xi * p.v_step();
     const float* ux = p.u + xi * icp * p.ocb * B;
-    float* mx = m + xi * p.nt * p.gb * B;
+    float* mx = m + xi * p.m_step();
     for (std::int64_t ob = 0; ob < count; ob += NB)
       for (std::int64_t t0 = 0; t0 < p.nt; t0 += UR) {
         V acc[UR][NB];
@@ -120,7 +120,7 @@ void output_transform(const Plan& p, const float* m, float* dst_n, const float* 
   using V = typename T::V;
   constexpr int B = T::B;
   const std::int64_t osp = p.od * p.oh * p.ow;
-  const std::int64_t step = p.nt * p.gb * B;  // floats between consecutive xi
+  const std::int64_t step = p.m_step();  // floats between consecutive xi
   const std::int64_t ntiles = p.tiles();
   for (std::int64_t t = 0; t < p.nt && t0 + t < ntiles; ++t) {
     std::int64_t tz, ty, tx;
@@ -169,7 +169,7 @@ void run_items(const Plan& p, const float* src, float* dst, const float* res, fl
                std::int64_t end) {
   constexpr int B = T::B;
   float* v = scratch;
-  float* m = scratch + 64 * p.nt * p.icb * B;
+  float* m = scratch + 64 * p.v_step();
   const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
   const std::int64_t chunks = p.chunks();
   for (std::int64_t item = begin; item < end; ++item) {
