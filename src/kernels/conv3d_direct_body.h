@@ -248,6 +248,18 @@ void tile(const RowCtx& c, std::int64_t ow0, int ur) {
               ic_loop<B>(nic, [&](int i) { fma_step_at<T, NB, UR>(acc, [&](int u) { return sp[u] + i; }, w + i * NB * B); });
               continue;
             }
+            if constexpr (NB * UR + NB + 1 > T::kRegs) {
+              // A tile that fills the register file (AVX2 4 x 3), plain input: the full tile's
+              // register schedule with padding pixels read as zero (an FMA with 0 leaves the
+              // accumulator as it was); the loop below spilled there.
+              const float* sp[UR];
+#pragma GCC unroll 32
+              for (int u = 0; u < UR; ++u) sp[u] = srow + (iw0 + u * SW) * WS;
+              for (int i = 0; i < nic; ++i)
+                fma_step_at<T, NB, UR>(
+                    acc, [&](int u) { return (valid >> u) & 1u ? sp[u] + i * ics : kZeroBlock; }, w + i * NB * B);
+              continue;
+            }
             ic_loop<B>(nic, [&](int i) {
               const float* wi = w + i * NB * B;
               V wv[NB];
