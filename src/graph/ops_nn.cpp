@@ -417,9 +417,12 @@ class GroupNormOp final : public Op {
  public:
   GroupNormOp(const Node& n, std::int64_t opset, bool instance) : Op(n, opset), instance_(instance) {}
   void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
-    require_inputs(in, 3, 3);
+    require_inputs(in, 3, 4);  // a fused PRelu's slope is input 3
     const Shape& x = in[0].shape;
     if (x.rank() < 3) fail_input("input must be N, C, spatial...; got " + x.str());
+    slope_count_ = in.size() > 3 && in[3].present ? in[3].shape.numel() : 0;
+    if (slope_count_ > 1 && (slope_count_ != x[1] || x.rank() != 5))
+      fail_model("fused PRelu: " + std::to_string(slope_count_) + " slopes do not match the channels of " + x.str());
     groups_ = instance_ ? x[1] : node_.get_int("num_groups", 1);
     if (groups_ < 1 || x[1] % groups_) fail_model("num_groups " + std::to_string(groups_) + " does not divide " + std::to_string(x[1]) + " channels");
     per_channel_ = instance_ || in[1].shape.numel() == x[1];
@@ -463,6 +466,13 @@ class GroupNormOp final : public Op {
     float* d = out[0]->data<float>();
     Epilogue ep;
     ep.act = parse_activation(node_, ep.alpha, ep.beta);
+    // PRelu slope per channel (one value broadcast, or one per channel).
+    std::vector<float> slope(ep.act == Activation::prelu ? static_cast<std::size_t>(c) : 0);
+    if (!slope.empty()) {
+      if (!slope_count_) fail_model("fused PRelu without a slope");
+      const float* sv = in[3]->data<float>();
+      for (std::int64_t ch = 0; ch < c; ++ch) slope[static_cast<std::size_t>(ch)] = sv[slope_count_ == 1 ? 0 : ch];
+    }
 
     const bool blocked = bi > 1;
     const kernels::norm::Fns nk = kernels::norm::fns(active_isa());
@@ -525,20 +535,22 @@ class GroupNormOp final : public Op {
         for (std::int64_t i = i0; i < i1;) {  // a chunk may cross the channels of a group
           const std::int64_t e = std::min(i1, (i / sp + 1) * sp);
           const auto r = static_cast<std::size_t>(b * c + ch0 + i / sp);
-          nk.affine(src + i, dst + i, e - i, 1, &cm[r], &ca[r], &cb[r], ep.act, ep.alpha, stream);
+          const float* sl = slope.empty() ? nullptr : &slope[static_cast<std::size_t>(ch0 + i / sp)];
+          nk.affine(src + i, dst + i, e - i, 1, &cm[r], &ca[r], &cb[r], ep.act, ep.alpha, sl, stream);
           i = e;
         }
         return;
       }
-      alignas(64) float lm[16], la[16], lb[16];
+      alignas(64) float lm[16], la[16], lb[16], ls[16];
       const std::int64_t b = seg / ncb, cb0 = (seg % ncb) * bi;
       for (int l = 0; l < bi; ++l) {
         const bool real = cb0 + l < c;
         lm[l] = real ? cm[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
         la[l] = real ? ca[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
         lb[l] = real ? cb[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
+        ls[l] = real && !slope.empty() ? slope[static_cast<std::size_t>(cb0 + l)] : 0.f;
       }
-      nk.affine(src + i0, dst + i0, i1 - i0, bi, lm, la, lb, ep.act, ep.alpha, stream);
+      nk.affine(src + i0, dst + i0, i1 - i0, bi, lm, la, lb, ep.act, ep.alpha, ls, stream);
       if (cb0 + bi > c && ep.act == Activation::sigmoid)  // channel padding stays zero
         for (std::int64_t i = i0; i < i1; i += bi)
           for (std::int64_t l = c - cb0; l < bi; ++l) dst[i + l] = 0.f;
@@ -575,6 +587,22 @@ class GroupNormOp final : public Op {
       return;
     }
     // One side blocked, the other plain (or other blocks): element by element.
+    if (!slope.empty()) {
+      parallel_for(n * c, 1, [&](std::int64_t b0, std::int64_t e0) {
+        for (std::int64_t r = b0; r < e0; ++r) {
+          const float* src = s + kernels::channel_offset(bi, c, sp, r / c, r % c);
+          float* dst = d + kernels::channel_offset(bo, c, sp, r / c, r % c);
+          const float mu = cm[static_cast<std::size_t>(r)], a = ca[static_cast<std::size_t>(r)], bb = cb[static_cast<std::size_t>(r)];
+          const float k = slope[static_cast<std::size_t>(r % c)];
+          for (std::int64_t i = 0; i < sp; ++i) {
+            const float v = (src[i * bi] - mu) * a + bb;
+            dst[i * bo] = std::max(v, 0.f) + k * std::min(v, 0.f);  // branch-free: signs are random
+          }
+        }
+      });
+      kernels::zero_channel_padding(d, n, c, sp, bo);
+      return;
+    }
     with_activation(ep, [&](auto act) {
       parallel_for(n * c, 1, [&](std::int64_t b0, std::int64_t e0) {
         for (std::int64_t r = b0; r < e0; ++r) {
@@ -591,6 +619,7 @@ class GroupNormOp final : public Op {
  private:
   bool instance_;
   std::int64_t groups_ = 1;
+  std::int64_t slope_count_ = 0;
   bool per_channel_ = true;
   bool rank5_ = false;
   Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain;

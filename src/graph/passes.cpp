@@ -268,8 +268,11 @@ PassReport fuse_activations(Graph& g) {
     if (c < 0) continue;
     Node& act = g.nodes[static_cast<std::size_t>(c)];
     if (act.inputs.empty() || act.inputs[0] != conv.outputs[0] || act.outputs.size() != 1) continue;
-    // Normalizations take the simple activations only (no PRelu slopes, no Clip inputs).
-    if (is_norm && act.op_type != "Relu" && act.op_type != "LeakyRelu" && act.op_type != "Sigmoid") continue;
+    // Normalizations take Relu, LeakyRelu, Sigmoid, and (Instance/Group) PRelu with one slope
+    // or one per channel as [C,1,1,1] (5D data); no Clip, no BatchNormalization PRelu.
+    if (is_norm && act.op_type != "Relu" && act.op_type != "LeakyRelu" && act.op_type != "Sigmoid" &&
+        !(act.op_type == "PRelu" && conv.op_type != "BatchNormalization"))
+      continue;
     std::string kind;
     float alpha = 0, beta = 0;
     std::string slope;
@@ -284,6 +287,17 @@ PassReport fuse_activations(Graph& g) {
       if (act.has_input(2)) { const Tensor* t = constant_f32(g, act.inputs[2]); ok = ok && t && t->numel() == 1; if (ok) beta = t->data<float>()[0]; }
       if (!ok) continue;
       kind = "clip";
+    } else if (act.op_type == "PRelu" && act.inputs.size() == 2 && is_norm) {
+      const Tensor* s = constant_f32(g, act.inputs[1]);
+      if (!s) continue;
+      if (s->numel() != 1) {
+        const Tensor* scale = conv.inputs.size() > 1 ? constant_f32(g, conv.inputs[1]) : nullptr;
+        const std::int64_t ch = s->rank() == 4 ? s->dim(0) : 0;
+        if (!scale || conv.op_type != "InstanceNormalization" || ch != scale->numel() || s->numel() != ch) continue;
+      }
+      kind = "prelu";
+      slope = fresh_name(g, act.inputs[1] + "_flat");
+      g.initializers[slope] = s->reshape(Shape{s->numel()});
     } else if (act.op_type == "PRelu" && act.inputs.size() == 2) {
       const Tensor* s = constant_f32(g, act.inputs[1]);
       if (!s) continue;

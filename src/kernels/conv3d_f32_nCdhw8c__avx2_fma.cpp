@@ -111,8 +111,8 @@ void moments__avx2_fma(const float* p, std::int64_t count, int lanes, Moments* o
   moments_any<direct::Avx2>(p, count, lanes, out);
 }
 void affine__avx2_fma(const float* s, float* d, std::int64_t count, int lanes, const float* m, const float* a, const float* b,
-                     Activation act, float alpha, bool stream) {
-  affine_any<direct::Avx2>(s, d, count, lanes, m, a, b, act, alpha, stream);
+                     Activation act, float alpha, const float* slope, bool stream) {
+  affine_any<direct::Avx2>(s, d, count, lanes, m, a, b, act, alpha, slope, stream);
 }
 
 }  // namespace voxinfer::kernels::norm

@@ -124,8 +124,8 @@ void moments__generic(const float* p, std::int64_t count, int lanes, Moments* ou
   moments_any<direct::Generic>(p, count, lanes, out);
 }
 void affine__generic(const float* s, float* d, std::int64_t count, int lanes, const float* m, const float* a, const float* b,
-                    Activation act, float alpha, bool stream) {
-  affine_any<direct::Generic>(s, d, count, lanes, m, a, b, act, alpha, stream);
+                    Activation act, float alpha, const float* slope, bool stream) {
+  affine_any<direct::Generic>(s, d, count, lanes, m, a, b, act, alpha, slope, stream);
 }
 
 }  // namespace voxinfer::kernels::norm

@@ -45,11 +45,12 @@ inline constexpr int kPartials = 32;
 // Per-lane moments of p[0, count) into out[0, lanes).
 using MomentsFn = void (*)(const float* p, std::int64_t count, int lanes, Moments* out);
 // d[i] = act((s[i] - m[l]) * a[l] + b[l]) with l = i % lanes; s may equal d. Relu, LeakyRelu
-// (alpha) and Sigmoid; other activations are not fused into normalisations. `stream`: write d
+// (alpha), PRelu (slope[l] per lane) and Sigmoid; other activations are not fused into
+// normalisations. `stream`: write d
 // with non-temporal stores (for outputs far larger than the caches: no read for ownership,
 // and the caches keep what is still to be read).
 using AffineFn = void (*)(const float* s, float* d, std::int64_t count, int lanes, const float* m, const float* a,
-                          const float* b, Activation act, float alpha, bool stream);
+                          const float* b, Activation act, float alpha, const float* slope, bool stream);
 
 struct Fns {
   MomentsFn moments;
@@ -63,10 +64,10 @@ void moments__avx512(const float*, std::int64_t, int, Moments*);
 void moments__avx2_fma(const float*, std::int64_t, int, Moments*);
 void moments__generic(const float*, std::int64_t, int, Moments*);
 void affine__avx512(const float*, float*, std::int64_t, int, const float*, const float*, const float*, Activation,
-                    float, bool);
+                    float, const float*, bool);
 void affine__avx2_fma(const float*, float*, std::int64_t, int, const float*, const float*, const float*, Activation,
-                      float, bool);
+                      float, const float*, bool);
 void affine__generic(const float*, float*, std::int64_t, int, const float*, const float*, const float*, Activation,
-                     float, bool);
+                     float, const float*, bool);
 
 }  // namespace voxinfer::kernels::norm

@@ -79,14 +79,14 @@ void affine_loop(const float* s, float* d, std::int64_t count, int lanes, const 
     for (std::int64_t i = 0; i < full; i += kPartials)
       for (int k = 0; k < K; ++k) {
         const V v = T::load(s + i + k * B);
-        T::stream(d + i + k * B, act(T::add(T::mul(T::sub(v, vm[k]), va[k]), vb[k])));
+        T::stream(d + i + k * B, act(T::add(T::mul(T::sub(v, vm[k]), va[k]), vb[k]), k));
       }
     T::stream_fence();
   } else {
     for (std::int64_t i = 0; i < full; i += kPartials)
       for (int k = 0; k < K; ++k) {
         const V v = T::load(s + i + k * B);
-        T::store(d + i + k * B, act(T::add(T::mul(T::sub(v, vm[k]), va[k]), vb[k])));
+        T::store(d + i + k * B, act(T::add(T::mul(T::sub(v, vm[k]), va[k]), vb[k]), k));
       }
   }
   if (full == count) return;
@@ -95,26 +95,35 @@ void affine_loop(const float* s, float* d, std::int64_t count, int lanes, const 
   const auto rest = static_cast<std::size_t>(count - full);
   std::memcpy(buf, s + full, rest * sizeof(float));
   for (int k = 0; k < K; ++k)
-    T::store(buf + k * B, act(T::add(T::mul(T::sub(T::load(buf + k * B), vm[k]), va[k]), vb[k])));
+    T::store(buf + k * B, act(T::add(T::mul(T::sub(T::load(buf + k * B), vm[k]), va[k]), vb[k]), k));
   std::memcpy(d + full, buf, rest * sizeof(float));
 }
 
 template <class T>
 void affine_any(const float* s, float* d, std::int64_t count, int lanes, const float* m, const float* a, const float* b,
-                Activation act, float alpha, bool stream) {
+                Activation act, float alpha, const float* slope, bool stream) {
   using V = typename T::V;
+  constexpr int B = T::B, K = kPartials / B;
   switch (act) {
     case Activation::relu:
-      return affine_loop<T>(s, d, count, lanes, m, a, b, stream, [](V v) { return T::max(v, T::zero()); });
+      return affine_loop<T>(s, d, count, lanes, m, a, b, stream, [](V v, int) { return T::max(v, T::zero()); });
     case Activation::leaky_relu: {
       const V al = T::set1(alpha);
       return affine_loop<T>(s, d, count, lanes, m, a, b, stream,
-                            [al](V v) { return T::select_nonneg(v, v, T::mul(v, al)); });
+                            [al](V v, int) { return T::select_nonneg(v, v, T::mul(v, al)); });
+    }
+    case Activation::prelu: {  // slope[l] per lane, laid out like the other per-lane values
+      alignas(64) float ps[kPartials];
+      for (int j = 0; j < kPartials; ++j) ps[j] = slope[j % lanes];
+      V vs[K];
+      for (int k = 0; k < K; ++k) vs[k] = T::load(ps + k * B);
+      return affine_loop<T>(s, d, count, lanes, m, a, b, stream,
+                            [&vs](V v, int k) { return T::select_nonneg(v, v, T::mul(v, vs[k])); });
     }
     case Activation::sigmoid:
-      return affine_loop<T>(s, d, count, lanes, m, a, b, stream, [](V v) { return T::sigmoid(v); });
+      return affine_loop<T>(s, d, count, lanes, m, a, b, stream, [](V v, int) { return T::sigmoid(v); });
     default:
-      return affine_loop<T>(s, d, count, lanes, m, a, b, stream, [](V v) { return v; });
+      return affine_loop<T>(s, d, count, lanes, m, a, b, stream, [](V v, int) { return v; });
   }
 }
 

@@ -976,6 +976,47 @@ TEST(Passes, ResidualAddFusesIntoTheConvolution) {
   }
 }
 
+// InstanceNormalization -> PRelu (MONAI's Norm -> Act blocks) fuses the PRelu into the
+// normalisation when its slope is one value or one per channel as [C,1,1,1]; other slope
+// shapes (one per W position here) keep the PRelu node. On the blocked path (after a Conv) and the plain one (on the
+// graph input), values equal the reference's.
+TEST(Passes, PReluFusesIntoInstanceNormalization) {
+  struct Variant {
+    Shape slope;
+    bool after_conv;
+    int fused;
+  };
+  for (const Variant& v : {Variant{Shape{1, 1, 1, 1}, true, 1}, Variant{Shape{12, 1, 1, 1}, true, 1},
+                          Variant{Shape{12, 1, 1, 1}, false, 1}, Variant{Shape{1}, false, 1},
+                          Variant{Shape{1, 1, 1, 11}, true, 0}}) {
+    SCOPED_TRACE(v.slope.str() + (v.after_conv ? " after conv" : " on the input"));
+    graph::Graph g;
+    g.opset = 13;
+    test::add_input(g, "x");
+    g.initializers["w"] = test::random_tensor(Shape{12, 3, 3, 3, 3}, 201, -0.3f, 0.3f);
+    g.initializers["s"] = test::random_tensor(Shape{12}, 202, 0.5f, 1.5f);
+    g.initializers["t"] = test::random_tensor(Shape{12}, 203);
+    g.initializers["k"] = test::random_tensor(v.slope, 204, 0.05f, 0.4f);
+    g.initializers["w2"] = test::random_tensor(Shape{4, 12, 3, 3, 3}, 205, -0.3f, 0.3f);
+    const auto pads = test::ints({1, 1, 1, 1, 1, 1});
+    if (v.after_conv) test::add_node(g, "Conv", {"x", "w"}, "c", {{"pads", pads}});
+    test::add_node(g, "InstanceNormalization", {v.after_conv ? "c" : "x", "s", "t"}, "n");
+    test::add_node(g, "PRelu", {"n", "k"}, "p");
+    test::add_node(g, "Conv", {"p", "w2"}, "y", {{"pads", pads}});
+    test::add_output(g, "y");
+    graph::Graph fused = g;
+    graph::optimize_graph(fused);
+    int prelus = 0;
+    for (const auto& n : fused.nodes) prelus += n.op_type == "PRelu";
+    EXPECT_EQ(prelus, 1 - v.fused);
+    const Tensor x = test::random_tensor(Shape{1, v.after_conv ? 3 : 12, 7, 9, 11}, 206, -2.f, 3.f);
+    const FastAndReference run = run_fast_and_reference(g, {x});
+    std::printf("[norm+prelu] %s fused %d, max_abs_err %.3g\n", v.slope.str().c_str(), v.fused,
+                test::max_abs_diff(run.fast[0], run.ref[0]));
+    expect_close(run.fast[0], run.ref[0], 1e-4, "norm + prelu");
+  }
+}
+
 // Unfused Relu and residual Add on blocked tensors, with both inputs blocked and with one
 // plain graph input (mixed layouts), give the generic path's values.
 TEST(LayoutPass, ResidualAddAndReluRunBlocked) {
