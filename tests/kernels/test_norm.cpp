@@ -78,7 +78,7 @@ TEST(NormKernels, AffineMatchesDoubleReferenceWithGuards) {
                   random_floats(static_cast<std::size_t>(count), 11u + static_cast<unsigned>(count), -3.f, 3.f);
               const std::vector<float> m = random_floats(16, 12, -0.5f, 0.5f), a = random_floats(16, 13, 0.2f, 2.f),
                                        b = random_floats(16, 14, -0.5f, 0.5f);
-            const std::vector<float> sl = random_floats(16, 15, 0.05f, 0.5f);  // PRelu slopes per lane
+              const std::vector<float> sl = random_floats(16, 15, 0.05f, 0.5f);  // PRelu slopes per lane
               // dst 64-byte aligned, so that the streamed path takes non-temporal stores.
               std::vector<float> storage(static_cast<std::size_t>(count + 2 * kGuard + 16), 77.f);
               float* base =
@@ -99,7 +99,7 @@ TEST(NormKernels, AffineMatchesDoubleReferenceWithGuards) {
                 double e = (static_cast<double>(s[static_cast<std::size_t>(i)]) - m[l]) * a[l] + b[l];
                 if (act == Activation::relu) e = e > 0 ? e : 0;
                 if (act == Activation::leaky_relu) e = e >= 0 ? e : 0.1 * e;
-              if (act == Activation::prelu) e = e >= 0 ? e : sl[l] * e;
+                if (act == Activation::prelu) e = e >= 0 ? e : sl[l] * e;
                 if (act == Activation::sigmoid) e = 1 / (1 + std::exp(-e));
                 ASSERT_NEAR(d[i], e, 2e-6 * (1 + std::abs(e))) << "element " << i;
               }
