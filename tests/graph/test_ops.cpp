@@ -586,6 +586,40 @@ TEST(DataMovement, TransposeConcatSplitGatherExpandTile) {
   EXPECT_EQ(ti.data<float>()[5], 2.f);
 }
 
+// Expand and Tile copy blocks; an element-by-element oracle over shapes where the repeated
+// axis is first, last, in the middle, several at once, and a rank-increasing Expand.
+TEST(DataMovement, ExpandAndTileMatchElementOracle) {
+  struct Case {
+    Shape in;
+    std::vector<std::int64_t> arg;
+    bool tile;
+  };
+  const Case cases[] = {
+      {Shape{1, 1, 4, 5, 3}, {1, 16, 1, 1, 1}, true}, {Shape{2, 3, 4}, {2, 1, 3}, true},   {Shape{2, 3, 4}, {1, 1, 1}, true},
+      {Shape{3, 1, 2}, {2, 2, 2}, true},              {Shape{1, 4, 1}, {3, 4, 5}, false},  {Shape{3, 1}, {2, 3, 4}, false},
+      {Shape{1}, {2, 3}, false},                      {Shape{2, 1, 1, 3}, {2, 4, 5, 3}, false}, {Shape{2, 3}, {2, 3}, false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.in.str() + (c.tile ? " tile" : " expand"));
+    const Tensor x = test::random_tensor(c.in, 211);
+    const Tensor y = OneOp(c.tile ? "Tile" : "Expand").input(x).constant(i64(c.arg)).run1();
+    const Shape& os = y.shape();
+    const int r = os.rank(), off = r - c.in.rank();
+    for (std::int64_t i = 0; i < y.numel(); ++i) {
+      std::int64_t rem = i, so = 0, st = 1;
+      for (int k = r - 1; k >= 0; --k) {
+        const std::int64_t idx = rem % os[k];
+        rem /= os[k];
+        if (k < off) continue;
+        const std::int64_t n = c.in[k - off];
+        so += (c.tile ? idx % n : (n == 1 ? 0 : idx)) * st;
+        st *= n;
+      }
+      ASSERT_EQ(y.data<float>()[i], x.data<float>()[so]) << "element " << i;
+    }
+  }
+}
+
 TEST(DataMovement, ShapeFoldingReshapeFromShapeSubgraph) {
   // y = Reshape(x, Concat(Gather(Shape(x), 0), [-1])) is folded at plan time.
   graph::Graph g;
