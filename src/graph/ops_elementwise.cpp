@@ -229,6 +229,17 @@ class BinaryOp final : public Op {
       fail_model("slope shape " + in[1].shape.str() + " does not broadcast to the input " + in[0].shape.str());
     out[0].dtype = is_compare(kind_) ? DType::boolean : in[0].dtype;
     same_rank5_f32_ = in[0].dtype == DType::f32 && in[0].shape.rank() == 5 && in[0].shape == in[1].shape;
+    // PRelu on 5D f32 data with one slope or one per channel also runs on blocked data.
+    prelu_blockable_ = false;
+    if (kind_ == BinKind::prelu && in[0].dtype == DType::f32 && in[0].shape.rank() == 5 && in[1].shape.rank() <= 5) {
+      const Shape& s = in[1].shape;
+      bool ok = true;
+      for (int k = 0; k < s.rank(); ++k) {
+        const int axis = 5 - s.rank() + k;
+        if (s[k] != 1 && axis != 1) ok = false;
+      }
+      prelu_blockable_ = ok;
+    }
   }
   int inplace_input() const override { return is_compare(kind_) ? -1 : 0; }
   std::int64_t flops(const std::vector<ValueMeta>&, const std::vector<ValueMeta>& out) const override {
@@ -241,12 +252,14 @@ class BinaryOp final : public Op {
                                kind_ == BinKind::min || kind_ == BinKind::max);
   }
   Layout preferred_output_layout(int o) const override {
+    if (o == 0 && prelu_blockable_) return in_layouts_[0];
     if (o != 0 || !blockable()) return Layout::plain;
     for (Layout l : in_layouts_)
       if (l != Layout::plain) return l;
     return Layout::plain;
   }
   bool accepts_input_layout(int i, Layout l) const override {
+    if (prelu_blockable_) return l == Layout::plain || (i == 0 && !layout_is_weights(l));
     return l == Layout::plain || (i < 2 && blockable() && !layout_is_weights(l));
   }
   void set_layouts(const std::vector<Layout>& in, const std::vector<Layout>& out) override {
@@ -254,7 +267,10 @@ class BinaryOp final : public Op {
     in_layouts_.resize(2, Layout::plain);
     out_layout_ = out.empty() ? Layout::plain : out[0];
   }
-  int reorders() const override { return (in_layouts_[0] != out_layout_) + (in_layouts_[1] != out_layout_); }
+  int reorders() const override {
+    if (prelu_blockable_) return in_layouts_[0] != out_layout_;  // the slope is read as it is
+    return (in_layouts_[0] != out_layout_) + (in_layouts_[1] != out_layout_);
+  }
 
   void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
     if (out_layout_ != Layout::plain || in_layouts_[0] != Layout::plain || in_layouts_[1] != Layout::plain) {
@@ -361,8 +377,53 @@ class BinaryOp final : public Op {
     });
     kernels::zero_channel_padding(pd, nn, c, sp, kd);
   }
+  // PRelu with one slope or one per channel (b, plain) on a blocked or plain a, into d of
+  // a's layout or plain: per (image, channel), branch-free (activation signs are random).
+  void prelu_blocked(const Tensor& a, const Tensor& b, Tensor& d, Layout la, Layout ld) {
+    const Shape& sh = d.shape();
+    const std::int64_t nn = sh[0], c = sh[1], sp = sh.numel() / (nn * c);
+    const int ka = layout_block(la), kd = layout_block(ld);
+    const float* pa = a.data<float>();
+    const float* pb = b.data<float>();
+    const bool per_channel = b.numel() > 1;
+    float* pd = d.data<float>();
+    if (ka == kd && ka > 1) {  // same blocked layout: rows of ka lanes, slope per lane
+      const std::int64_t ncb = (c + ka - 1) / ka;
+      parallel_for(nn * ncb, 1, [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r) {
+          const std::int64_t c0 = (r % ncb) * ka;
+          float s[16];
+          for (int l = 0; l < ka; ++l) s[l] = c0 + l < c ? pb[per_channel ? c0 + l : 0] : 0.f;
+          const float* x = pa + r * sp * ka;
+          float* z = pd + r * sp * ka;
+          for (std::int64_t i = 0; i < sp; ++i)
+            for (int l = 0; l < ka; ++l) {
+              const float v = x[i * ka + l];
+              z[i * ka + l] = std::max(v, 0.f) + s[l] * std::min(v, 0.f);
+            }
+        }
+      });
+      return;
+    }
+    parallel_for(nn * c, 1, [&](std::int64_t r0, std::int64_t r1) {
+      for (std::int64_t r = r0; r < r1; ++r) {
+        const float* x = pa + kernels::channel_offset(ka, c, sp, r / c, r % c);
+        float* z = pd + kernels::channel_offset(kd, c, sp, r / c, r % c);
+        const float s = pb[per_channel ? r % c : 0];
+        for (std::int64_t i = 0; i < sp; ++i) {
+          const float v = x[i * ka];
+          z[i * kd] = std::max(v, 0.f) + s * std::min(v, 0.f);
+        }
+      }
+    });
+    kernels::zero_channel_padding(pd, nn, c, sp, kd);
+  }
   void run_blocked(const Tensor& a, const Tensor& b, Tensor& d) {
     const Layout la = in_layouts_[0], lb = in_layouts_[1], ld = out_layout_;
+    if (kind_ == BinKind::prelu && prelu_blockable_ && lb == Layout::plain) {
+      prelu_blocked(a, b, d, la, ld);
+      return;
+    }
     switch (kind_) {
       case BinKind::add: blocked_loop(a, b, d, la, lb, ld, [](float x, float y) { return x + y; }); break;
       case BinKind::sub: blocked_loop(a, b, d, la, lb, ld, [](float x, float y) { return x - y; }); break;
@@ -376,6 +437,7 @@ class BinaryOp final : public Op {
   BinKind kind_;
   bool fmod_ = false;
   bool same_rank5_f32_ = false;
+  bool prelu_blockable_ = false;
   std::vector<Layout> in_layouts_{Layout::plain, Layout::plain};
   Layout out_layout_ = Layout::plain;
 };

@@ -1051,6 +1051,47 @@ TEST(Passes, PReluFusesIntoInstanceNormalization) {
   }
 }
 
+// A PRelu that cannot fuse (after a residual Add of two activated convolutions, as in VNet)
+// runs on the blocked Add output with one slope or one per channel, without reorders around
+// it; on a plain graph input it runs plain. Values equal the reference's.
+TEST(LayoutPass, PReluAfterAddRunsBlocked) {
+  for (const Shape& slope : {Shape{1}, Shape{12, 1, 1, 1}, Shape{1, 12, 1, 1, 1}}) {
+    SCOPED_TRACE(slope.str());
+    graph::Graph g;
+    g.opset = 13;
+    test::add_input(g, "x");
+    g.initializers["w1"] = test::random_tensor(Shape{12, 3, 3, 3, 3}, 221, -0.3f, 0.3f);
+    g.initializers["w2"] = test::random_tensor(Shape{12, 3, 3, 3, 3}, 222, -0.3f, 0.3f);
+    g.initializers["k"] = test::random_tensor(slope, 223, 0.05f, 0.4f);
+    g.initializers["w3"] = test::random_tensor(Shape{4, 12, 3, 3, 3}, 224, -0.3f, 0.3f);
+    const auto pads = test::ints({1, 1, 1, 1, 1, 1});
+    test::add_node(g, "Conv", {"x", "w1"}, "c1", {{"pads", pads}});
+    test::add_node(g, "Relu", {"c1"}, "r1");
+    test::add_node(g, "Conv", {"x", "w2"}, "c2", {{"pads", pads}});
+    test::add_node(g, "Sigmoid", {"c2"}, "r2");
+    test::add_node(g, "Add", {"r1", "r2"}, "a");
+    test::add_node(g, "PRelu", {"a", "k"}, "p");
+    test::add_node(g, "Conv", {"p", "w3"}, "y", {{"pads", pads}});
+    test::add_output(g, "y");
+    const Tensor x = test::random_tensor(Shape{1, 3, 7, 9, 11}, 225, -2.f, 3.f);
+    const FastAndReference run = run_fast_and_reference(g, {x});
+    std::printf("[prelu blocked] %s blocked values %d, reorders %d, max_abs_err %.3g\n", slope.str().c_str(),
+                run.stats.blocked_values, run.stats.reorders, test::max_abs_diff(run.fast[0], run.ref[0]));
+    expect_close(run.fast[0], run.ref[0], 1e-4, "prelu after add");
+    if (hardware_isa() != Isa::generic) {
+      EXPECT_EQ(run.stats.reorders, 1);  // the output only (the first convolutions read x plain)
+    }
+  }
+  // Plain: PRelu straight on a graph input.
+  const Tensor x = test::random_tensor(Shape{2, 5, 3, 4, 6}, 226, -2.f, 2.f);
+  const Tensor k = test::random_tensor(Shape{5, 1, 1, 1}, 227, 0.05f, 0.4f);
+  const Tensor y = OneOp("PRelu").input(x).constant(k).run1();
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    const float v = x.data<float>()[i], s = k.data<float>()[(i / 72) % 5];
+    ASSERT_EQ(y.data<float>()[i], v >= 0 ? v : v * s) << i;
+  }
+}
+
 // Unfused Relu and residual Add on blocked tensors, with both inputs blocked and with one
 // plain graph input (mixed layouts), give the generic path's values.
 TEST(LayoutPass, ResidualAddAndReluRunBlocked) {
