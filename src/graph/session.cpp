@@ -128,6 +128,11 @@ std::shared_ptr<Plan> Session::Impl::plan_for(const std::vector<Shape>& shapes, 
 
 std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, const std::vector<DType>& dtypes) {
   auto plan = std::make_shared<Plan>();
+  // ValueMeta::constant points into plan->slots while an operator is prepared, and creating
+  // its output slots must not move them: room for every name the graph can mention.
+  std::size_t names = graph.initializers.size() + graph.inputs.size() + graph.outputs.size();
+  for (const Node& node : graph.nodes) names += node.inputs.size() + node.outputs.size();
+  plan->slots.reserve(names);
   std::map<std::string, int> index;
   auto slot_of = [&](const std::string& name) -> int {
     auto it = index.find(name);
