@@ -733,12 +733,35 @@ class PoolOp final : public Op {
     p.od = o3[0]; p.oh = o3[1]; p.ow = o3[2];
     out[0].dtype = DType::f32;
     for (std::size_t i = 1; i < out.size(); ++i) out[i].present = false;
+    rank5_ = x.rank() == 5 && in[0].dtype == DType::f32;
   }
+
+  // 3D pooling also runs on channel-blocked activations (DenseNet's stem MaxPool after a
+  // blocked Conv), vectorised over the block's channels.
+  Layout preferred_output_layout(int o) const override { return o == 0 && rank5_ ? in_layout_ : Layout::plain; }
+  bool accepts_input_layout(int i, Layout l) const override {
+    return l == Layout::plain || (i == 0 && rank5_ && !layout_is_weights(l));
+  }
+  void set_layouts(const std::vector<Layout>& in, const std::vector<Layout>& out) override {
+    in_layout_ = in.empty() ? Layout::plain : in[0];
+    out_layout_ = out.empty() ? Layout::plain : out[0];
+  }
+
   void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
     const ConvParams p = p_;
     const float* src = in[0]->data<float>();
     float* dst = out[0]->data<float>();
     const bool mx = max_, cip = count_include_pad_;
+    const int bi = layout_block(in_layout_), bo = layout_block(out_layout_);
+    if (bi > 1 && bi == bo) {
+      if (bi == 16) run_blocked<16>(src, dst);
+      else run_blocked<8>(src, dst);
+      return;
+    }
+    if (bi != 1 || bo != 1) {
+      run_mixed(src, dst, bi, bo);
+      return;
+    }
     parallel_for(p.n * p.ic, 1, [&](std::int64_t b0, std::int64_t e0) {
       for (std::int64_t nc = b0; nc < e0; ++nc) {
         const float* s = src + nc * p.id * p.ih * p.iw;
@@ -772,8 +795,111 @@ class PoolOp final : public Op {
   }
 
  private:
+  // Taps [lo, hi) of one axis whose input position o * s - pad + t * dil falls inside [0, in),
+  // and how many fall before in + pad (the positions count_include_pad counts).
+  struct AxisTaps {
+    std::int64_t lo, hi, with_pad;
+  };
+  static AxisTaps axis_taps(std::int64_t o, std::int64_t s, std::int64_t pad, std::int64_t dil, std::int64_t k, std::int64_t in) {
+    AxisTaps a{k, 0, 0};
+    for (std::int64_t t = 0; t < k; ++t) {
+      const std::int64_t pos = o * s - pad + t * dil;
+      if (pos >= 0 && pos < in) a.lo = std::min(a.lo, t), a.hi = t + 1;
+      if (pos < in + pad) ++a.with_pad;
+    }
+    if (a.hi <= a.lo) a.lo = a.hi = 0;
+    return a;
+  }
+  // Blocked (nCdhw<B>c) in and out: per output voxel, the window's B-lane rows combined lane by
+  // lane, in the reference's order; padding lanes stay 0.
+  template <int B>
+  void run_blocked(const float* src, float* dst) const {
+    const ConvParams p = p_;
+    const bool mx = max_, cip = count_include_pad_;
+    const std::int64_t ncb = (p.ic + B - 1) / B, isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+    parallel_for(p.n * ncb * p.od, 1, [&](std::int64_t b0, std::int64_t e0) {
+      for (std::int64_t it = b0; it < e0; ++it) {
+        const std::int64_t blk = it / p.od, z = it % p.od;
+        const float* s = src + blk * isp * B;
+        float* d = dst + blk * osp * B + z * p.oh * p.ow * B;
+        const AxisTaps az = axis_taps(z, p.sd, p.pd, p.dd, p.kd, p.id);
+        for (std::int64_t y = 0; y < p.oh; ++y) {
+          const AxisTaps ay = axis_taps(y, p.sh, p.ph, p.dh, p.kh, p.ih);
+          for (std::int64_t x = 0; x < p.ow; ++x) {
+            const AxisTaps ax = axis_taps(x, p.sw, p.pw, p.dw, p.kw, p.iw);
+            float acc[B];
+            for (int l = 0; l < B; ++l) acc[l] = mx ? -std::numeric_limits<float>::infinity() : 0.f;
+            for (std::int64_t a = az.lo; a < az.hi; ++a) {
+              const std::int64_t iz = z * p.sd - p.pd + a * p.dd;
+              for (std::int64_t b = ay.lo; b < ay.hi; ++b) {
+                const std::int64_t iy = y * p.sh - p.ph + b * p.dh;
+                for (std::int64_t c = ax.lo; c < ax.hi; ++c) {
+                  const float* q = s + ((iz * p.ih + iy) * p.iw + x * p.sw - p.pw + c * p.dw) * B;
+                  if (mx)
+                    for (int l = 0; l < B; ++l) acc[l] = q[l] > acc[l] ? q[l] : acc[l];
+                  else
+                    for (int l = 0; l < B; ++l) acc[l] += q[l];
+                }
+              }
+            }
+            float* o = d + (y * p.ow + x) * B;
+            if (mx) {
+              for (int l = 0; l < B; ++l) o[l] = acc[l];
+            } else {
+              const std::int64_t cnt = (az.hi - az.lo) * (ay.hi - ay.lo) * (ax.hi - ax.lo);
+              const float div = static_cast<float>(cip ? az.with_pad * ay.with_pad * ax.with_pad : std::max<std::int64_t>(cnt, 1));
+              for (int l = 0; l < B; ++l) o[l] = acc[l] / div;
+            }
+          }
+        }
+      }
+    });
+    // Channel padding: max over zeros is 0, but an empty window would leave -inf there.
+    kernels::zero_channel_padding(dst, p.n, p.ic, osp, B);
+  }
+
+  // One side blocked, the other plain (a layout boundary): channel by channel, strided.
+  void run_mixed(const float* src, float* dst, int bi, int bo) const {
+    const ConvParams p = p_;
+    const bool mx = max_, cip = count_include_pad_;
+    const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+    parallel_for(p.n * p.ic, 1, [&](std::int64_t b0, std::int64_t e0) {
+      for (std::int64_t nc = b0; nc < e0; ++nc) {
+        const float* s = src + kernels::channel_offset(bi, p.ic, isp, nc / p.ic, nc % p.ic);
+        float* d = dst + kernels::channel_offset(bo, p.ic, osp, nc / p.ic, nc % p.ic);
+        for (std::int64_t z = 0; z < p.od; ++z) {
+          const AxisTaps az = axis_taps(z, p.sd, p.pd, p.dd, p.kd, p.id);
+          for (std::int64_t y = 0; y < p.oh; ++y) {
+            const AxisTaps ay = axis_taps(y, p.sh, p.ph, p.dh, p.kh, p.ih);
+            for (std::int64_t x = 0; x < p.ow; ++x) {
+              const AxisTaps ax = axis_taps(x, p.sw, p.pw, p.dw, p.kw, p.iw);
+              float acc = mx ? -std::numeric_limits<float>::infinity() : 0.f;
+              for (std::int64_t a = az.lo; a < az.hi; ++a)
+                for (std::int64_t b = ay.lo; b < ay.hi; ++b)
+                  for (std::int64_t c = ax.lo; c < ax.hi; ++c) {
+                    const std::int64_t iz = z * p.sd - p.pd + a * p.dd, iy = y * p.sh - p.ph + b * p.dh,
+                                       ix = x * p.sw - p.pw + c * p.dw;
+                    const float v = s[((iz * p.ih + iy) * p.iw + ix) * bi];
+                    if (mx) acc = v > acc ? v : acc;
+                    else acc += v;
+                  }
+              if (!mx) {
+                const std::int64_t cnt = (az.hi - az.lo) * (ay.hi - ay.lo) * (ax.hi - ax.lo);
+                acc /= static_cast<float>(cip ? az.with_pad * ay.with_pad * ax.with_pad : std::max<std::int64_t>(cnt, 1));
+              }
+              d[((z * p.oh + y) * p.ow + x) * bo] = acc;
+            }
+          }
+        }
+      }
+    });
+    kernels::zero_channel_padding(dst, p.n, p.ic, osp, bo);
+  }
+
   bool max_, global_;
   bool count_include_pad_ = false;
+  bool rank5_ = false;
+  Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain;
   ConvParams p_;
 };
 

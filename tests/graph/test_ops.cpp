@@ -1092,6 +1092,63 @@ TEST(LayoutPass, PReluAfterAddRunsBlocked) {
   }
 }
 
+// MaxPool and AveragePool between blocked convolutions run blocked (no reorders around them)
+// and give the reference's values: stride 2 with padding (DenseNet's stem), ceil mode,
+// count_include_pad, dilation, and 20 channels (a partial last block).
+TEST(LayoutPass, PoolingRunsBlocked) {
+  struct Variant {
+    const char* op;
+    std::vector<std::int64_t> k, s, pads, dil;
+    int ceil, cip;
+  };
+  const Variant variants[] = {
+      {"MaxPool", {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}, {1, 1, 1}, 0, 0},
+      {"MaxPool", {2, 3, 2}, {2, 1, 2}, {0, 1, 0, 1, 1, 0}, {1, 2, 1}, 1, 0},
+      {"AveragePool", {3, 3, 3}, {2, 2, 2}, {1, 1, 1, 1, 1, 1}, {1, 1, 1}, 0, 0},
+      {"AveragePool", {3, 2, 3}, {1, 2, 2}, {1, 0, 1, 1, 1, 0}, {1, 1, 1}, 1, 1},
+  };
+  for (const Variant& v : variants) {
+    SCOPED_TRACE(std::string(v.op) + (v.cip ? " count_include_pad" : "") + (v.ceil ? " ceil" : ""));
+    graph::Graph g;
+    g.opset = 13;
+    test::add_input(g, "x");
+    g.initializers["w1"] = test::random_tensor(Shape{20, 5, 3, 3, 3}, 231, -0.3f, 0.3f);
+    g.initializers["w2"] = test::random_tensor(Shape{4, 20, 3, 3, 3}, 232, -0.3f, 0.3f);
+    const auto pads = test::ints({1, 1, 1, 1, 1, 1});
+    test::add_node(g, "Conv", {"x", "w1"}, "c1", {{"pads", pads}});
+    std::map<std::string, graph::Attribute> attrs{{"kernel_shape", test::ints(v.k)}, {"strides", test::ints(v.s)},
+                                                  {"pads", test::ints(v.pads)}, {"ceil_mode", test::i(v.ceil)}};
+    if (std::string(v.op) == "MaxPool") attrs["dilations"] = test::ints(v.dil);
+    else attrs["count_include_pad"] = test::i(v.cip);
+    test::add_node(g, v.op, {"c1"}, "p", attrs);
+    test::add_node(g, "Conv", {"p", "w2"}, "y", {{"pads", pads}});
+    test::add_output(g, "y");
+    const Tensor x = test::random_tensor(Shape{2, 5, 9, 10, 11}, 233, -2.f, 3.f);
+    const FastAndReference run = run_fast_and_reference(g, {x});
+    std::printf("[pool blocked] %s reorders %d, max_abs_err %.3g\n", v.op, run.stats.reorders,
+                test::max_abs_diff(run.fast[0], run.ref[0]));
+    expect_close(run.fast[0], run.ref[0], 1e-4, "pooling");
+    if (hardware_isa() != Isa::generic) {
+      EXPECT_EQ(run.stats.reorders, 2);  // the 5-channel input and the output only
+    }
+  }
+  // Blocked in, plain out (the pooled value is the graph output): the layout boundary path.
+  for (const char* op : {"MaxPool", "AveragePool"}) {
+    SCOPED_TRACE(std::string(op) + " to a plain output");
+    graph::Graph g;
+    g.opset = 13;
+    test::add_input(g, "x");
+    g.initializers["w1"] = test::random_tensor(Shape{20, 5, 3, 3, 3}, 234, -0.3f, 0.3f);
+    test::add_node(g, "Conv", {"x", "w1"}, "c1", {{"pads", test::ints({1, 1, 1, 1, 1, 1})}});
+    test::add_node(g, op, {"c1"}, "y",
+                   {{"kernel_shape", test::ints({3, 3, 3})}, {"strides", test::ints({2, 2, 2})}, {"pads", test::ints({1, 1, 1, 1, 1, 1})}});
+    test::add_output(g, "y");
+    const Tensor x = test::random_tensor(Shape{1, 5, 8, 9, 7}, 235, -2.f, 3.f);
+    const FastAndReference run = run_fast_and_reference(g, {x});
+    expect_close(run.fast[0], run.ref[0], 1e-4, "pooling to plain");
+  }
+}
+
 // Unfused Relu and residual Add on blocked tensors, with both inputs blocked and with one
 // plain graph input (mixed layouts), give the generic path's values.
 TEST(LayoutPass, ResidualAddAndReluRunBlocked) {
