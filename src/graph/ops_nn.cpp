@@ -373,8 +373,20 @@ class BatchNormOp final : public Op {
     out[0].shape = x;
     out[0].dtype = DType::f32;
     for (std::size_t i = 1; i < out.size(); ++i) out[i].present = false;
+    rank5_ = x.rank() == 5 && in[0].dtype == DType::f32;
   }
   int inplace_input() const override { return 0; }
+
+  // Also on channel-blocked activations (DenseNet's BN -> ReLU -> Conv after a blocked Concat).
+  Layout preferred_output_layout(int o) const override { return o == 0 && rank5_ ? in_layout_ : Layout::plain; }
+  bool accepts_input_layout(int i, Layout l) const override {
+    return l == Layout::plain || (i == 0 && rank5_ && !layout_is_weights(l));
+  }
+  void set_layouts(const std::vector<Layout>& in, const std::vector<Layout>& out) override {
+    in_layout_ = in.empty() ? Layout::plain : in[0];
+    out_layout_ = out.empty() ? Layout::plain : out[0];
+  }
+
   void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
     const Shape& x = in[0]->shape();
     const std::int64_t c = x[1], n = x[0], sp = x.numel() / std::max<std::int64_t>(1, n * c);
@@ -389,14 +401,47 @@ class BatchNormOp final : public Op {
     float* d = out[0]->data<float>();
     Epilogue ep;
     ep.act = parse_activation(node_, ep.alpha, ep.beta);
+    const int lb = layout_block(in_layout_), ob = layout_block(out_layout_);
+    const kernels::norm::Fns nk = kernels::norm::fns(active_isa());
+    static const float kZero[16] = {};
+    if (lb == ob) {  // x * a + b (the affine pass of the normalisations with a zero mean), per ISA
+      const std::int64_t ncb = (c + lb - 1) / lb;
+      parallel_for(n * ncb, 1, [&](std::int64_t b0, std::int64_t e0) {
+        for (std::int64_t r = b0; r < e0; ++r) {
+          const std::int64_t c0 = (r % ncb) * lb;
+          alignas(64) float la[16], lbb[16];
+          for (int l = 0; l < lb; ++l) {
+            const bool real = c0 + l < c;
+            la[l] = real ? a[static_cast<std::size_t>(c0 + l)] : 0.f;
+            lbb[l] = real ? b[static_cast<std::size_t>(c0 + l)] : 0.f;
+          }
+          nk.affine(s + r * sp * lb, d + r * sp * lb, sp * lb, lb, kZero, la, lbb, ep.act, ep.alpha, kZero, false);
+          if (lb > 1 && c0 + lb > c && ep.act == Activation::sigmoid)  // channel padding stays zero
+            for (std::int64_t i = 0; i < sp; ++i)
+              for (std::int64_t l = c - c0; l < lb; ++l) d[(r * sp + i) * lb + l] = 0.f;
+        }
+      });
+      return;
+    }
+    // One side blocked, the other plain: channel by channel, strided.
     parallel_for(n * c, 1, [&](std::int64_t b0, std::int64_t e0) {
       for (std::int64_t r = b0; r < e0; ++r) {
         const auto k = static_cast<std::size_t>(r % c);
-        for (std::int64_t i = 0; i < sp; ++i) d[r * sp + i] = s[r * sp + i] * a[k] + b[k];
-        apply_fused(ep, d + r * sp, sp);
+        const float* src = s + kernels::channel_offset(lb, c, sp, r / c, r % c);
+        float* dst = d + kernels::channel_offset(ob, c, sp, r / c, r % c);
+        for (std::int64_t i = 0; i < sp; ++i) {
+          float v = src[i * lb] * a[k] + b[k];
+          apply_fused(ep, &v, 1);
+          dst[i * ob] = v;
+        }
       }
     });
+    kernels::zero_channel_padding(d, n, c, sp, ob);
   }
+
+ private:
+  bool rank5_ = false;
+  Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain;
 };
 
 // Mean and variance of `count` values, accumulated in double in a fixed order.

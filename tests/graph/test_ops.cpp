@@ -1149,6 +1149,40 @@ TEST(LayoutPass, PoolingRunsBlocked) {
   }
 }
 
+// DenseNet's pre-activation: Concat -> BatchNormalization -> Relu -> Conv. The BN (which cannot
+// fold into a convolution) runs on the blocked Concat output with the Relu fused, and into a
+// plain graph output across the layout boundary; values equal the reference's.
+TEST(LayoutPass, BatchNormRunsBlocked) {
+  for (const bool to_output : {false, true}) {
+    SCOPED_TRACE(to_output ? "to a plain output" : "between convolutions");
+    graph::Graph g;
+    g.opset = 13;
+    test::add_input(g, "x");
+    g.initializers["w1"] = test::random_tensor(Shape{16, 3, 3, 3, 3}, 241, -0.3f, 0.3f);
+    g.initializers["w2"] = test::random_tensor(Shape{10, 3, 3, 3, 3}, 242, -0.3f, 0.3f);
+    g.initializers["sc"] = test::random_tensor(Shape{26}, 243, 0.5f, 1.5f);
+    g.initializers["bi"] = test::random_tensor(Shape{26}, 244);
+    g.initializers["mu"] = test::random_tensor(Shape{26}, 245);
+    g.initializers["va"] = test::random_tensor(Shape{26}, 246, 0.5f, 2.f);
+    g.initializers["w3"] = test::random_tensor(Shape{4, 26, 3, 3, 3}, 247, -0.3f, 0.3f);
+    const auto pads = test::ints({1, 1, 1, 1, 1, 1});
+    test::add_node(g, "Conv", {"x", "w1"}, "c1", {{"pads", pads}});
+    test::add_node(g, "Conv", {"x", "w2"}, "c2", {{"pads", pads}});
+    test::add_node(g, "Concat", {"c1", "c2"}, "cat", {{"axis", test::i(1)}});
+    test::add_node(g, "BatchNormalization", {"cat", "sc", "bi", "mu", "va"}, "bn");
+    test::add_node(g, "Relu", {"bn"}, to_output ? "y" : "r");
+    if (!to_output) test::add_node(g, "Conv", {"r", "w3"}, "y", {{"pads", pads}});
+    test::add_output(g, "y");
+    const Tensor x = test::random_tensor(Shape{1, 3, 7, 9, 11}, 248, -2.f, 3.f);
+    const FastAndReference run = run_fast_and_reference(g, {x});
+    std::printf("[bn blocked] reorders %d, max_abs_err %.3g\n", run.stats.reorders, test::max_abs_diff(run.fast[0], run.ref[0]));
+    expect_close(run.fast[0], run.ref[0], 1e-4, "batch norm");
+    if (hardware_isa() != Isa::generic) {
+      EXPECT_EQ(run.stats.reorders, to_output ? 0 : 1);  // the BN writes the plain output itself
+    }
+  }
+}
+
 // Unfused Relu and residual Add on blocked tensors, with both inputs blocked and with one
 // plain graph input (mixed layouts), give the generic path's values.
 TEST(LayoutPass, ResidualAddAndReluRunBlocked) {
