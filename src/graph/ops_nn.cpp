@@ -361,9 +361,30 @@ class ConvOp final : public Op {
 
 // ------------------------------------------------------------------ normalizations
 
-class BatchNormOp final : public Op {
+// An operator whose first input may be channel-blocked (5D f32, rank5_ set by infer) and whose
+// output keeps that layout, so that chains of Conv -> (normalisation, pooling) -> Conv stay
+// blocked: InstanceNorm/GroupNorm (nnU-Net's and SegResNet's blocks), BatchNorm (DenseNet's
+// BN -> ReLU -> Conv after a blocked Concat) and 3D pooling.
+class BlockedThroughOp : public Op {
  public:
   using Op::Op;
+  Layout preferred_output_layout(int o) const override { return o == 0 && rank5_ ? in_layout_ : Layout::plain; }
+  bool accepts_input_layout(int i, Layout l) const override {
+    return l == Layout::plain || (i == 0 && rank5_ && !layout_is_weights(l));
+  }
+  void set_layouts(const std::vector<Layout>& in, const std::vector<Layout>& out) override {
+    in_layout_ = in.empty() ? Layout::plain : in[0];
+    out_layout_ = out.empty() ? Layout::plain : out[0];
+  }
+
+ protected:
+  bool rank5_ = false;
+  Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain;
+};
+
+class BatchNormOp final : public BlockedThroughOp {
+ public:
+  using BlockedThroughOp::BlockedThroughOp;
   void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
     require_inputs(in, 5, 5);
     const Shape& x = in[0].shape;
@@ -376,16 +397,6 @@ class BatchNormOp final : public Op {
     rank5_ = x.rank() == 5 && in[0].dtype == DType::f32;
   }
   int inplace_input() const override { return 0; }
-
-  // Also on channel-blocked activations (DenseNet's BN -> ReLU -> Conv after a blocked Concat).
-  Layout preferred_output_layout(int o) const override { return o == 0 && rank5_ ? in_layout_ : Layout::plain; }
-  bool accepts_input_layout(int i, Layout l) const override {
-    return l == Layout::plain || (i == 0 && rank5_ && !layout_is_weights(l));
-  }
-  void set_layouts(const std::vector<Layout>& in, const std::vector<Layout>& out) override {
-    in_layout_ = in.empty() ? Layout::plain : in[0];
-    out_layout_ = out.empty() ? Layout::plain : out[0];
-  }
 
   void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
     const Shape& x = in[0]->shape();
@@ -438,10 +449,6 @@ class BatchNormOp final : public Op {
     });
     kernels::zero_channel_padding(d, n, c, sp, ob);
   }
-
- private:
-  bool rank5_ = false;
-  Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain;
 };
 
 // Mean and variance of `count` values, accumulated in double in a fixed order.
@@ -458,9 +465,9 @@ inline void moments(const float* p, std::int64_t count, double& mean, double& va
 }
 
 // InstanceNormalization and GroupNormalization: statistics over (channels of a group) x spatial.
-class GroupNormOp final : public Op {
+class GroupNormOp final : public BlockedThroughOp {
  public:
-  GroupNormOp(const Node& n, std::int64_t opset, bool instance) : Op(n, opset), instance_(instance) {}
+  GroupNormOp(const Node& n, std::int64_t opset, bool instance) : BlockedThroughOp(n, opset), instance_(instance) {}
   void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
     require_inputs(in, 3, 4);  // a fused PRelu's slope is input 3
     const Shape& x = in[0].shape;
@@ -477,17 +484,6 @@ class GroupNormOp final : public Op {
     out[0].dtype = DType::f32;
   }
   int inplace_input() const override { return 0; }
-
-  // Instance and group normalization also run on channel-blocked activations, so that chains
-  // of Conv -> Norm(+activation) -> Conv stay blocked (nnU-Net's and SegResNet's blocks).
-  Layout preferred_output_layout(int o) const override { return o == 0 && rank5_ ? in_layout_ : Layout::plain; }
-  bool accepts_input_layout(int i, Layout l) const override {
-    return l == Layout::plain || (i == 0 && rank5_ && !layout_is_weights(l));
-  }
-  void set_layouts(const std::vector<Layout>& in, const std::vector<Layout>& out) override {
-    in_layout_ = in.empty() ? Layout::plain : in[0];
-    out_layout_ = out.empty() ? Layout::plain : out[0];
-  }
 
   // Statistics in one read of the input (chunked two-pass moments, merged in double), then
   // one pass computing (x - mean) * a + b and the fused activation. Either side may be channel-blocked
@@ -666,8 +662,6 @@ class GroupNormOp final : public Op {
   std::int64_t groups_ = 1;
   std::int64_t slope_count_ = 0;
   bool per_channel_ = true;
-  bool rank5_ = false;
-  Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain;
 };
 
 class LayerNormOp final : public Op {
@@ -711,9 +705,9 @@ class LayerNormOp final : public Op {
 
 // ------------------------------------------------------------------ pooling
 
-class PoolOp final : public Op {
+class PoolOp final : public BlockedThroughOp {
  public:
-  PoolOp(const Node& n, std::int64_t opset, bool max, bool global) : Op(n, opset), max_(max), global_(global) {}
+  PoolOp(const Node& n, std::int64_t opset, bool max, bool global) : BlockedThroughOp(n, opset), max_(max), global_(global) {}
   void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
     require_inputs(in, 1, 1);
     const Shape& x = in[0].shape;
@@ -779,17 +773,6 @@ class PoolOp final : public Op {
     out[0].dtype = DType::f32;
     for (std::size_t i = 1; i < out.size(); ++i) out[i].present = false;
     rank5_ = x.rank() == 5 && in[0].dtype == DType::f32;
-  }
-
-  // 3D pooling also runs on channel-blocked activations (DenseNet's stem MaxPool after a
-  // blocked Conv), vectorised over the block's channels.
-  Layout preferred_output_layout(int o) const override { return o == 0 && rank5_ ? in_layout_ : Layout::plain; }
-  bool accepts_input_layout(int i, Layout l) const override {
-    return l == Layout::plain || (i == 0 && rank5_ && !layout_is_weights(l));
-  }
-  void set_layouts(const std::vector<Layout>& in, const std::vector<Layout>& out) override {
-    in_layout_ = in.empty() ? Layout::plain : in[0];
-    out_layout_ = out.empty() ? Layout::plain : out[0];
   }
 
   void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
@@ -943,8 +926,6 @@ class PoolOp final : public Op {
 
   bool max_, global_;
   bool count_include_pad_ = false;
-  bool rank5_ = false;
-  Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain;
   ConvParams p_;
 };
 
