@@ -378,6 +378,14 @@ class BlockedThroughOp : public Op {
   }
 
  protected:
+  // For `info` and profiles: what a run with these layouts executes.
+  std::string name_for(const char* what, bool to_plain_too = false) const {
+    const int b = layout_block(in_layout_);
+    const std::string in = b > 1 ? "_nCdhw" + std::to_string(b) + "c" : "_plain";
+    if (in_layout_ == out_layout_) return what + in;
+    if (to_plain_too && b > 1 && out_layout_ == Layout::plain) return what + in + "_to_plain";
+    return "ref";  // other layout boundaries: strided per-channel loops
+  }
   bool rank5_ = false;
   Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain;
 };
@@ -385,6 +393,7 @@ class BlockedThroughOp : public Op {
 class BatchNormOp final : public BlockedThroughOp {
  public:
   using BlockedThroughOp::BlockedThroughOp;
+  std::string kernel_name() const override { return name_for((std::string("norm_affine__") + isa_name(active_isa())).c_str()); }
   void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
     require_inputs(in, 5, 5);
     const Shape& x = in[0].shape;
@@ -468,6 +477,7 @@ inline void moments(const float* p, std::int64_t count, double& mean, double& va
 class GroupNormOp final : public BlockedThroughOp {
  public:
   GroupNormOp(const Node& n, std::int64_t opset, bool instance) : BlockedThroughOp(n, opset), instance_(instance) {}
+  std::string kernel_name() const override { return name_for((std::string("norm__") + isa_name(active_isa())).c_str(), true); }
   void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
     require_inputs(in, 3, 4);  // a fused PRelu's slope is input 3
     const Shape& x = in[0].shape;
@@ -627,7 +637,35 @@ class GroupNormOp final : public BlockedThroughOp {
       });
       return;
     }
-    // One side blocked, the other plain (or other blocks): element by element.
+    if (blocked && bo == 1) {
+      // Blocked in, plain out (a layout boundary, e.g. a network's last norm before a plain
+      // consumer): the affine kernel on runs of block rows into a small buffer, then each lane's
+      // values copied to its channel plane.
+      constexpr std::int64_t kRun = 256;  // pixels per work item
+      const std::int64_t runs = (sp + kRun - 1) / kRun;
+      parallel_for(n * ncb * runs, 1, [&](std::int64_t b0, std::int64_t e0) {
+        alignas(64) float buf[kRun * 16];
+        alignas(64) float lm[16], la[16], lb[16], ls[16];
+        for (std::int64_t it = b0; it < e0; ++it) {
+          const std::int64_t seg = it / runs, i0 = (it % runs) * kRun, len = std::min(kRun, sp - i0);
+          const std::int64_t b = seg / ncb, cb0 = (seg % ncb) * bi, nl = std::min<std::int64_t>(bi, c - cb0);
+          for (int l = 0; l < bi; ++l) {
+            const bool real = l < nl;
+            lm[l] = real ? cm[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
+            la[l] = real ? ca[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
+            lb[l] = real ? cb[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
+            ls[l] = real && !slope.empty() ? slope[static_cast<std::size_t>(cb0 + l)] : 0.f;
+          }
+          nk.affine(s + seg * span + i0 * bi, buf, len * bi, bi, lm, la, lb, ep.act, ep.alpha, ls, false);
+          for (std::int64_t l = 0; l < nl; ++l) {
+            float* dst = d + (b * c + cb0 + l) * sp + i0;
+            for (std::int64_t i = 0; i < len; ++i) dst[i] = buf[i * bi + l];
+          }
+        }
+      });
+      return;
+    }
+    // Plain in, blocked out (or other blocks): element by element.
     if (!slope.empty()) {
       parallel_for(n * c, 1, [&](std::int64_t b0, std::int64_t e0) {
         for (std::int64_t r = b0; r < e0; ++r) {
@@ -708,6 +746,9 @@ class LayerNormOp final : public Op {
 class PoolOp final : public BlockedThroughOp {
  public:
   PoolOp(const Node& n, std::int64_t opset, bool max, bool global) : BlockedThroughOp(n, opset), max_(max), global_(global) {}
+  std::string kernel_name() const override {
+    return layout_block(in_layout_) > 1 && in_layout_ == out_layout_ ? name_for("pool") : "ref";
+  }
   void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
     require_inputs(in, 1, 1);
     const Shape& x = in[0].shape;

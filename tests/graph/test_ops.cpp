@@ -1183,6 +1183,36 @@ TEST(LayoutPass, BatchNormRunsBlocked) {
   }
 }
 
+// A normalisation at a layout boundary (blocked input, plain graph output): InstanceNorm with
+// LeakyRelu and a per-channel PRelu, and a GroupNorm, on 20 channels (a partial block) and
+// 9x10x11 voxels (runs of 256 pixels end early). Values equal the reference's.
+TEST(LayoutPass, NormalisationIntoPlainOutput) {
+  for (const std::string act : {"LeakyRelu", "PRelu", "GroupNormalization"}) {
+    SCOPED_TRACE(act);
+    graph::Graph g;
+    g.opset = 18;
+    test::add_input(g, "x");
+    g.initializers["w"] = test::random_tensor(Shape{20, 5, 3, 3, 3}, 251, -0.3f, 0.3f);
+    g.initializers["s"] = test::random_tensor(Shape{20}, 252, 0.5f, 1.5f);
+    g.initializers["t"] = test::random_tensor(Shape{20}, 253);
+    g.initializers["k"] = test::random_tensor(Shape{20, 1, 1, 1}, 254, 0.05f, 0.4f);
+    test::add_node(g, "Conv", {"x", "w"}, "c", {{"pads", test::ints({1, 1, 1, 1, 1, 1})}});
+    if (act == "GroupNormalization") {
+      g.initializers["gs"] = test::random_tensor(Shape{5}, 255, 0.5f, 1.5f);
+      g.initializers["gt"] = test::random_tensor(Shape{5}, 256);
+      test::add_node(g, "GroupNormalization", {"c", "gs", "gt"}, "y", {{"num_groups", test::i(5)}});
+    } else {
+      test::add_node(g, "InstanceNormalization", {"c", "s", "t"}, "n");
+      if (act == "PRelu") test::add_node(g, "PRelu", {"n", "k"}, "y");
+      else test::add_node(g, "LeakyRelu", {"n"}, "y", {{"alpha", test::f(0.1f)}});
+    }
+    test::add_output(g, "y");
+    const Tensor x = test::random_tensor(Shape{2, 5, 9, 10, 11}, 257, -2.f, 3.f);
+    const FastAndReference run = run_fast_and_reference(g, {x});
+    expect_close(run.fast[0], run.ref[0], 1e-4, "norm into plain output");
+  }
+}
+
 // Unfused Relu and residual Add on blocked tensors, with both inputs blocked and with one
 // plain graph input (mixed layouts), give the generic path's values.
 TEST(LayoutPass, ResidualAddAndReluRunBlocked) {
