@@ -49,40 +49,6 @@ Activation parse_activation(const Node& n, float& alpha, float& beta) {
   throw Error(ErrorCode::invalid_model, n.label() + ": unknown fused activation '" + a + "'");
 }
 
-// A fused activation (Relu, LeakyRelu, Sigmoid) applied in place to n values.
-void apply_fused(const Epilogue& ep, float* x, std::int64_t n) {
-  switch (ep.act) {
-    case Activation::relu:
-      for (std::int64_t i = 0; i < n; ++i) x[i] = x[i] > 0 ? x[i] : 0.f;
-      break;
-    case Activation::leaky_relu: {
-      const float a = ep.alpha;
-      for (std::int64_t i = 0; i < n; ++i) x[i] = x[i] >= 0 ? x[i] : a * x[i];
-      break;
-    }
-    case Activation::sigmoid:
-      for (std::int64_t i = 0; i < n; ++i) x[i] = 1.f / (1.f + std::exp(-x[i]));
-      break;
-    default: break;
-  }
-}
-
-// Calls f with the fused activation as a float -> float functor (identity without one).
-template <class F>
-void with_activation(const Epilogue& ep, F&& f) {
-  switch (ep.act) {
-    // Branch-free forms: activations are about half negative, and they vectorise.
-    case Activation::relu: f([](float v) { return std::max(v, 0.f); }); break;
-    case Activation::leaky_relu: {
-      const float a = ep.alpha;
-      f([a](float v) { return std::max(v, 0.f) + a * std::min(v, 0.f); });
-      break;
-    }
-    case Activation::sigmoid: f([](float v) { return 1.f / (1.f + std::exp(-v)); }); break;
-    default: f([](float v) { return v; }); break;
-  }
-}
-
 // Conv and ConvTranspose. Inputs: X, W, optional B; fused graphs add an optional PRelu
 // slope (input 3) and residual (input 4).
 class ConvOp final : public Op {
@@ -361,6 +327,41 @@ class ConvOp final : public Op {
 
 // ------------------------------------------------------------------ normalizations
 
+// Per-lane values of the channel block [c0, c0 + lanes) from a per-channel array (null: all
+// zero); lanes past the c channels (block padding) get 0.
+void lane_values(const float* v, std::int64_t c0, std::int64_t c, int lanes, float* out) {
+  for (int l = 0; l < lanes; ++l) out[l] = v && c0 + l < c ? v[c0 + l] : 0.f;
+}
+
+// d (plain NCDHW) = act((s - m) * a + b) for s channel-blocked with bi lanes: m, a, b per
+// (image, channel) at image * stride + channel (stride 0: one set for all images), PRelu slopes
+// per channel (null without PRelu). A layout boundary (a normalisation before a plain
+// consumer): the affine kernel on runs of block rows into a small buffer, then each lane
+// copied to its channel plane.
+void affine_blocked_to_plain(const kernels::norm::Fns& nk, const float* s, float* d, std::int64_t n, std::int64_t c,
+                             std::int64_t sp, int bi, const float* m, const float* a, const float* b, std::int64_t stride,
+                             const float* slope, const Epilogue& ep) {
+  constexpr std::int64_t kRun = 256;  // pixels per work item
+  const std::int64_t ncb = (c + bi - 1) / bi, runs = (sp + kRun - 1) / kRun;
+  parallel_for(n * ncb * runs, 1, [&](std::int64_t b0, std::int64_t e0) {
+    alignas(64) float buf[kRun * 16];
+    alignas(64) float lm[16], la[16], lb[16], ls[16];
+    for (std::int64_t it = b0; it < e0; ++it) {
+      const std::int64_t seg = it / runs, i0 = (it % runs) * kRun, len = std::min(kRun, sp - i0);
+      const std::int64_t img = seg / ncb, c0 = (seg % ncb) * bi, nl = std::min<std::int64_t>(bi, c - c0);
+      lane_values(m ? m + img * stride : nullptr, c0, c, bi, lm);
+      lane_values(a + img * stride, c0, c, bi, la);
+      lane_values(b + img * stride, c0, c, bi, lb);
+      lane_values(slope, c0, c, bi, ls);
+      nk.affine(s + seg * sp * bi + i0 * bi, buf, len * bi, bi, lm, la, lb, ep.act, ep.alpha, ls, false);
+      for (std::int64_t l = 0; l < nl; ++l) {
+        float* dst = d + (img * c + c0 + l) * sp + i0;
+        for (std::int64_t i = 0; i < len; ++i) dst[i] = buf[i * bi + l];
+      }
+    }
+  });
+}
+
 // An operator whose first input may be channel-blocked (5D f32, rank5_ set by infer) and whose
 // output keeps that layout, so that chains of Conv -> (normalisation, pooling) -> Conv stay
 // blocked: InstanceNorm/GroupNorm (nnU-Net's and SegResNet's blocks), BatchNorm (DenseNet's
@@ -393,7 +394,7 @@ class BlockedThroughOp : public Op {
 class BatchNormOp final : public BlockedThroughOp {
  public:
   using BlockedThroughOp::BlockedThroughOp;
-  std::string kernel_name() const override { return name_for((std::string("norm_affine__") + isa_name(active_isa())).c_str()); }
+  std::string kernel_name() const override { return name_for((std::string("norm_affine__") + isa_name(active_isa())).c_str(), true); }
   void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
     require_inputs(in, 5, 5);
     const Shape& x = in[0].shape;
@@ -423,40 +424,25 @@ class BatchNormOp final : public BlockedThroughOp {
     ep.act = parse_activation(node_, ep.alpha, ep.beta);
     const int lb = layout_block(in_layout_), ob = layout_block(out_layout_);
     const kernels::norm::Fns nk = kernels::norm::fns(active_isa());
-    static const float kZero[16] = {};
-    if (lb == ob) {  // x * a + b (the affine pass of the normalisations with a zero mean), per ISA
-      const std::int64_t ncb = (c + lb - 1) / lb;
-      parallel_for(n * ncb, 1, [&](std::int64_t b0, std::int64_t e0) {
-        for (std::int64_t r = b0; r < e0; ++r) {
-          const std::int64_t c0 = (r % ncb) * lb;
-          alignas(64) float la[16], lbb[16];
-          for (int l = 0; l < lb; ++l) {
-            const bool real = c0 + l < c;
-            la[l] = real ? a[static_cast<std::size_t>(c0 + l)] : 0.f;
-            lbb[l] = real ? b[static_cast<std::size_t>(c0 + l)] : 0.f;
-          }
-          nk.affine(s + r * sp * lb, d + r * sp * lb, sp * lb, lb, kZero, la, lbb, ep.act, ep.alpha, kZero, false);
-          if (lb > 1 && c0 + lb > c && ep.act == Activation::sigmoid)  // channel padding stays zero
-            for (std::int64_t i = 0; i < sp; ++i)
-              for (std::int64_t l = c - c0; l < lb; ++l) d[(r * sp + i) * lb + l] = 0.f;
-        }
-      });
+    if (lb != ob) {  // blocked in, plain out (the only boundary the layout pass makes)
+      affine_blocked_to_plain(nk, s, d, n, c, sp, lb, nullptr, a.data(), b.data(), 0, nullptr, ep);
       return;
     }
-    // One side blocked, the other plain: channel by channel, strided.
-    parallel_for(n * c, 1, [&](std::int64_t b0, std::int64_t e0) {
+    // x * a + b: the affine pass of the normalisations with a zero mean, per ISA.
+    static const float kZero[16] = {};
+    const std::int64_t ncb = (c + lb - 1) / lb;
+    parallel_for(n * ncb, 1, [&](std::int64_t b0, std::int64_t e0) {
       for (std::int64_t r = b0; r < e0; ++r) {
-        const auto k = static_cast<std::size_t>(r % c);
-        const float* src = s + kernels::channel_offset(lb, c, sp, r / c, r % c);
-        float* dst = d + kernels::channel_offset(ob, c, sp, r / c, r % c);
-        for (std::int64_t i = 0; i < sp; ++i) {
-          float v = src[i * lb] * a[k] + b[k];
-          apply_fused(ep, &v, 1);
-          dst[i * ob] = v;
-        }
+        const std::int64_t c0 = (r % ncb) * lb;
+        alignas(64) float la[16], lbb[16];
+        lane_values(a.data(), c0, c, lb, la);
+        lane_values(b.data(), c0, c, lb, lbb);
+        nk.affine(s + r * sp * lb, d + r * sp * lb, sp * lb, lb, kZero, la, lbb, ep.act, ep.alpha, kZero, false);
+        if (lb > 1 && c0 + lb > c && ep.act == Activation::sigmoid)  // channel padding stays zero
+          for (std::int64_t i = 0; i < sp; ++i)
+            for (std::int64_t l = c - c0; l < lb; ++l) d[(r * sp + i) * lb + l] = 0.f;
       }
     });
-    kernels::zero_channel_padding(d, n, c, sp, ob);
   }
 };
 
@@ -594,13 +580,10 @@ class GroupNormOp final : public BlockedThroughOp {
       }
       alignas(64) float lm[16], la[16], lb[16], ls[16];
       const std::int64_t b = seg / ncb, cb0 = (seg % ncb) * bi;
-      for (int l = 0; l < bi; ++l) {
-        const bool real = cb0 + l < c;
-        lm[l] = real ? cm[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
-        la[l] = real ? ca[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
-        lb[l] = real ? cb[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
-        ls[l] = real && !slope.empty() ? slope[static_cast<std::size_t>(cb0 + l)] : 0.f;
-      }
+      lane_values(cm.data() + b * c, cb0, c, bi, lm);
+      lane_values(ca.data() + b * c, cb0, c, bi, la);
+      lane_values(cb.data() + b * c, cb0, c, bi, lb);
+      lane_values(slope.empty() ? nullptr : slope.data(), cb0, c, bi, ls);
       nk.affine(src + i0, dst + i0, i1 - i0, bi, lm, la, lb, ep.act, ep.alpha, ls, stream);
       if (cb0 + bi > c && ep.act == Activation::sigmoid)  // channel padding stays zero
         for (std::int64_t i = i0; i < i1; i += bi)
@@ -637,62 +620,10 @@ class GroupNormOp final : public BlockedThroughOp {
       });
       return;
     }
-    if (blocked && bo == 1) {
-      // Blocked in, plain out (a layout boundary, e.g. a network's last norm before a plain
-      // consumer): the affine kernel on runs of block rows into a small buffer, then each lane's
-      // values copied to its channel plane.
-      constexpr std::int64_t kRun = 256;  // pixels per work item
-      const std::int64_t runs = (sp + kRun - 1) / kRun;
-      parallel_for(n * ncb * runs, 1, [&](std::int64_t b0, std::int64_t e0) {
-        alignas(64) float buf[kRun * 16];
-        alignas(64) float lm[16], la[16], lb[16], ls[16];
-        for (std::int64_t it = b0; it < e0; ++it) {
-          const std::int64_t seg = it / runs, i0 = (it % runs) * kRun, len = std::min(kRun, sp - i0);
-          const std::int64_t b = seg / ncb, cb0 = (seg % ncb) * bi, nl = std::min<std::int64_t>(bi, c - cb0);
-          for (int l = 0; l < bi; ++l) {
-            const bool real = l < nl;
-            lm[l] = real ? cm[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
-            la[l] = real ? ca[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
-            lb[l] = real ? cb[static_cast<std::size_t>(b * c + cb0 + l)] : 0.f;
-            ls[l] = real && !slope.empty() ? slope[static_cast<std::size_t>(cb0 + l)] : 0.f;
-          }
-          nk.affine(s + seg * span + i0 * bi, buf, len * bi, bi, lm, la, lb, ep.act, ep.alpha, ls, false);
-          for (std::int64_t l = 0; l < nl; ++l) {
-            float* dst = d + (b * c + cb0 + l) * sp + i0;
-            for (std::int64_t i = 0; i < len; ++i) dst[i] = buf[i * bi + l];
-          }
-        }
-      });
-      return;
-    }
-    // Plain in, blocked out (or other blocks): element by element.
-    if (!slope.empty()) {
-      parallel_for(n * c, 1, [&](std::int64_t b0, std::int64_t e0) {
-        for (std::int64_t r = b0; r < e0; ++r) {
-          const float* src = s + kernels::channel_offset(bi, c, sp, r / c, r % c);
-          float* dst = d + kernels::channel_offset(bo, c, sp, r / c, r % c);
-          const float mu = cm[static_cast<std::size_t>(r)], a = ca[static_cast<std::size_t>(r)], bb = cb[static_cast<std::size_t>(r)];
-          const float k = slope[static_cast<std::size_t>(r % c)];
-          for (std::int64_t i = 0; i < sp; ++i) {
-            const float v = (src[i * bi] - mu) * a + bb;
-            dst[i * bo] = std::max(v, 0.f) + k * std::min(v, 0.f);  // branch-free: signs are random
-          }
-        }
-      });
-      kernels::zero_channel_padding(d, n, c, sp, bo);
-      return;
-    }
-    with_activation(ep, [&](auto act) {
-      parallel_for(n * c, 1, [&](std::int64_t b0, std::int64_t e0) {
-        for (std::int64_t r = b0; r < e0; ++r) {
-          const float* src = s + kernels::channel_offset(bi, c, sp, r / c, r % c);
-          float* dst = d + kernels::channel_offset(bo, c, sp, r / c, r % c);
-          const float mu = cm[static_cast<std::size_t>(r)], a = ca[static_cast<std::size_t>(r)], bb = cb[static_cast<std::size_t>(r)];
-          for (std::int64_t i = 0; i < sp; ++i) dst[i * bo] = act((src[i * bi] - mu) * a + bb);
-        }
-      });
-    });
-    kernels::zero_channel_padding(d, n, c, sp, bo);
+    // Blocked in, plain out: the only boundary the layout pass makes (the output takes the
+    // input's layout or plain).
+    if (!blocked || bo != 1) fail_unsupported("normalisation from " + std::string(layout_name(in_layout_)) + " to " + std::string(layout_name(out_layout_)));
+    affine_blocked_to_plain(nk, s, d, n, c, sp, bi, cm.data(), ca.data(), cb.data(), c, slope.empty() ? nullptr : slope.data(), ep);
   }
 
  private:
@@ -746,9 +677,7 @@ class LayerNormOp final : public Op {
 class PoolOp final : public BlockedThroughOp {
  public:
   PoolOp(const Node& n, std::int64_t opset, bool max, bool global) : BlockedThroughOp(n, opset), max_(max), global_(global) {}
-  std::string kernel_name() const override {
-    return layout_block(in_layout_) > 1 && in_layout_ == out_layout_ ? name_for("pool") : "ref";
-  }
+  std::string kernel_name() const override { return name_for("pool"); }
   void infer(const std::vector<ValueMeta>& in, std::vector<ValueMeta>& out) override {
     require_inputs(in, 1, 1);
     const Shape& x = in[0].shape;
@@ -817,50 +746,13 @@ class PoolOp final : public BlockedThroughOp {
   }
 
   void run(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out, void*) override {
-    const ConvParams p = p_;
     const float* src = in[0]->data<float>();
     float* dst = out[0]->data<float>();
-    const bool mx = max_, cip = count_include_pad_;
     const int bi = layout_block(in_layout_), bo = layout_block(out_layout_);
-    if (bi > 1 && bi == bo) {
-      if (bi == 16) run_blocked<16>(src, dst);
-      else run_blocked<8>(src, dst);
-      return;
-    }
-    if (bi != 1 || bo != 1) {
-      run_mixed(src, dst, bi, bo);
-      return;
-    }
-    parallel_for(p.n * p.ic, 1, [&](std::int64_t b0, std::int64_t e0) {
-      for (std::int64_t nc = b0; nc < e0; ++nc) {
-        const float* s = src + nc * p.id * p.ih * p.iw;
-        float* d = dst + nc * p.od * p.oh * p.ow;
-        for (std::int64_t z = 0; z < p.od; ++z)
-          for (std::int64_t y = 0; y < p.oh; ++y)
-            for (std::int64_t x = 0; x < p.ow; ++x) {
-              float acc = mx ? -std::numeric_limits<float>::infinity() : 0.f;
-              std::int64_t cnt = 0, cnt_pad = 0;
-              for (std::int64_t a = 0; a < p.kd; ++a) {
-                const std::int64_t iz = z * p.sd - p.pd + a * p.dd;
-                for (std::int64_t b = 0; b < p.kh; ++b) {
-                  const std::int64_t iy = y * p.sh - p.ph + b * p.dh;
-                  for (std::int64_t c = 0; c < p.kw; ++c) {
-                    const std::int64_t ix = x * p.sw - p.pw + c * p.dw;
-                    // Window positions inside input + padding count for count_include_pad.
-                    if (iz < p.id + p.pd && iy < p.ih + p.ph && ix < p.iw + p.pw) ++cnt_pad;
-                    if (iz < 0 || iy < 0 || ix < 0 || iz >= p.id || iy >= p.ih || ix >= p.iw) continue;
-                    const float v = s[(iz * p.ih + iy) * p.iw + ix];
-                    if (mx) acc = v > acc ? v : acc;
-                    else acc += v;
-                    ++cnt;
-                  }
-                }
-              }
-              if (!mx) acc /= static_cast<float>(cip ? cnt_pad : std::max<std::int64_t>(cnt, 1));
-              d[(z * p.oh + y) * p.ow + x] = acc;
-            }
-      }
-    });
+    if (bi != bo) return run_mixed(src, dst, bi, bo);
+    if (bi == 16) return run_blocked<16>(src, dst);
+    if (bi == 8) return run_blocked<8>(src, dst);
+    run_blocked<1>(src, dst);  // plain NCDHW is 1-lane blocks
   }
 
  private:
@@ -879,8 +771,9 @@ class PoolOp final : public BlockedThroughOp {
     if (a.hi <= a.lo) a.lo = a.hi = 0;
     return a;
   }
-  // Blocked (nCdhw<B>c) in and out: per output voxel, the window's B-lane rows combined lane by
-  // lane, in the reference's order; padding lanes stay 0.
+  // Blocked (nCdhw<B>c, B = 1 for plain) in and out: per output voxel, the window's B-lane rows
+  // combined lane by lane, valid taps in order (those of each axis found once); padding lanes
+  // stay 0.
   template <int B>
   void run_blocked(const float* src, float* dst) const {
     const ConvParams p = p_;
@@ -924,10 +817,10 @@ class PoolOp final : public BlockedThroughOp {
       }
     });
     // Channel padding: max over zeros is 0, but an empty window would leave -inf there.
-    kernels::zero_channel_padding(dst, p.n, p.ic, osp, B);
+    if (B > 1) kernels::zero_channel_padding(dst, p.n, p.ic, osp, B);
   }
 
-  // One side blocked, the other plain (a layout boundary): channel by channel, strided.
+  // Blocked in, plain out (a layout boundary): channel by channel, strided.
   void run_mixed(const float* src, float* dst, int bi, int bo) const {
     const ConvParams p = p_;
     const bool mx = max_, cip = count_include_pad_;
