@@ -3,7 +3,8 @@
 // instantiations apart). The data is a flat run of floats whose lane is index % lanes; with
 // lanes in {1, 8, 16}, a group of kPartials floats holds every lane the same number of times,
 // so kPartials / T::B vectors can be summed side by side, each position keeping its lane.
-// The order of every float operation is fixed by the code, not by the ISA's vector width.
+// The partial sums and their order are fixed by the code, not by the ISA's vector width (the
+// compiler may contract the affine's multiply-add where the ISA has FMA).
 #pragma once
 
 #include <cstdint>
@@ -74,28 +75,23 @@ void affine_loop(const float* s, float* d, std::int64_t count, int lanes, const 
   for (int j = 0; j < kPartials; ++j) pm[j] = m[j % lanes], pa[j] = a[j % lanes], pb[j] = b[j % lanes];
   V vm[K], va[K], vb[K];
   for (int k = 0; k < K; ++k) vm[k] = T::load(pm + k * B), va[k] = T::load(pa + k * B), vb[k] = T::load(pb + k * B);
+  // Vector k of a group of kPartials floats: act((x - m) * a + b) with its lanes' values.
+  auto y = [&](const float* x, int k) { return act(T::add(T::mul(T::sub(T::load(x), vm[k]), va[k]), vb[k]), k); };
   const std::int64_t full = count / kPartials * kPartials;
   if (stream && reinterpret_cast<std::uintptr_t>(d) % (B * sizeof(float)) == 0) {
     for (std::int64_t i = 0; i < full; i += kPartials)
-      for (int k = 0; k < K; ++k) {
-        const V v = T::load(s + i + k * B);
-        T::stream(d + i + k * B, act(T::add(T::mul(T::sub(v, vm[k]), va[k]), vb[k]), k));
-      }
+      for (int k = 0; k < K; ++k) T::stream(d + i + k * B, y(s + i + k * B, k));
     T::stream_fence();
   } else {
     for (std::int64_t i = 0; i < full; i += kPartials)
-      for (int k = 0; k < K; ++k) {
-        const V v = T::load(s + i + k * B);
-        T::store(d + i + k * B, act(T::add(T::mul(T::sub(v, vm[k]), va[k]), vb[k]), k));
-      }
+      for (int k = 0; k < K; ++k) T::store(d + i + k * B, y(s + i + k * B, k));
   }
   if (full == count) return;
   // The last partial group through a buffer, with the same operations.
   alignas(64) float buf[kPartials] = {};
   const auto rest = static_cast<std::size_t>(count - full);
   std::memcpy(buf, s + full, rest * sizeof(float));
-  for (int k = 0; k < K; ++k)
-    T::store(buf + k * B, act(T::add(T::mul(T::sub(T::load(buf + k * B), vm[k]), va[k]), vb[k]), k));
+  for (int k = 0; k < K; ++k) T::store(buf + k * B, y(buf + k * B, k));
   std::memcpy(d + full, buf, rest * sizeof(float));
 }
 
