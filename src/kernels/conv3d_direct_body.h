@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/conv_direct.h"
 
@@ -57,11 +58,6 @@ inline typename T::V activation_of(Activation act, float alpha, float beta, cons
     case Activation::clip: return T::min(T::max(v, T::set1(alpha)), T::set1(beta));
   }
   return v;
-}
-
-template <class T>
-inline typename T::V activate(const RowCtx& c, typename T::V v, std::int64_t ob) {
-  return activation_of<T>(c.act, c.alpha, c.beta, c.slope, v, ob);
 }
 
 // Runs f(i) for i in [0, n), unrolled by 2 when n is the whole block (a full unroll made
@@ -126,6 +122,51 @@ inline constexpr float kZeroBlock[16] = {};
 // the flattened (oh, ow) plane, each with its own address and H and W padding checks, so
 // that narrow rows (8 or 4 pixels in the deepest U-Net stages) still fill the registers.
 inline constexpr int kFull = 0, kMasked = 1, kPlane = 2;
+
+// The tile's epilogue: partial sums back to dst, or (last pass) bias, residual and
+// activation; masked tiles store only their first ur pixels.
+// ACT is the epilogue's activation as a constant, so the per-vector switch folds away.
+template <class T, int NB, int UR, bool MASKED, Activation ACT>
+[[gnu::always_inline]] inline void finish_as(const RowCtx& c, typename T::V (&acc)[NB][UR], std::int64_t ow0, int ur) {
+  using V = typename T::V;
+  constexpr int B = T::B;
+  float* dst = c.dst + ow0 * c.dst_ws;
+#pragma GCC unroll 8
+  for (int j = 0; j < NB; ++j) {
+    float* dj = dst + j * c.dst_cs;
+    if (!c.last) {
+#pragma GCC unroll 32
+      for (int u = 0; u < UR; ++u)
+        if (!MASKED || u < ur) T::store(dj + u * c.dst_ws, acc[j][u]);
+      continue;
+    }
+    const std::int64_t ob = c.ob0 + j;
+    const V bias = T::load(c.bias + ob * B);
+    const float* rj = c.res ? c.res + ow0 * c.dst_ws + j * c.dst_cs : nullptr;
+    const bool partial = ob + 1 == c.ocb && c.oc_tail < B;
+#pragma GCC unroll 32
+    for (int u = 0; u < UR; ++u) {
+      if (MASKED && u >= ur) continue;
+      V v = T::add(acc[j][u], bias);
+      if (rj) v = T::add(v, T::load(rj + u * c.dst_ws));
+      v = activation_of<T>(ACT, c.alpha, c.beta, c.slope, v, ob);
+      if (partial) v = T::keep_lanes(v, c.oc_tail);  // channel padding of dst stays zero
+      T::store(dj + u * c.dst_ws, v);
+    }
+  }
+}
+
+template <class T, int NB, int UR, bool MASKED>
+[[gnu::always_inline]] inline void finish(const RowCtx& c, typename T::V (&acc)[NB][UR], std::int64_t ow0, int ur) {
+  switch (c.act) {
+    case Activation::none: return finish_as<T, NB, UR, MASKED, Activation::none>(c, acc, ow0, ur);
+    case Activation::relu: return finish_as<T, NB, UR, MASKED, Activation::relu>(c, acc, ow0, ur);
+    case Activation::leaky_relu: return finish_as<T, NB, UR, MASKED, Activation::leaky_relu>(c, acc, ow0, ur);
+    case Activation::prelu: return finish_as<T, NB, UR, MASKED, Activation::prelu>(c, acc, ow0, ur);
+    case Activation::sigmoid: return finish_as<T, NB, UR, MASKED, Activation::sigmoid>(c, acc, ow0, ur);
+    case Activation::clip: return finish_as<T, NB, UR, MASKED, Activation::clip>(c, acc, ow0, ur);
+  }
+}
 
 // One register tile: NB output-channel blocks x `ur` pixels starting at ow0 (plane tiles:
 // at flattened pixel ow0 of the plane c.dst points at).
@@ -279,29 +320,7 @@ void tile(const RowCtx& c, std::int64_t ow0, int ur) {
     }
   }
 
-#pragma GCC unroll 8
-  for (int j = 0; j < NB; ++j) {
-    float* dj = dst + j * c.dst_cs;
-    if (!c.last) {
-#pragma GCC unroll 32
-      for (int u = 0; u < UR; ++u)
-        if (!MASKED || u < ur) T::store(dj + u * c.dst_ws, acc[j][u]);
-      continue;
-    }
-    const std::int64_t ob = c.ob0 + j;
-    const V bias = T::load(c.bias + ob * B);
-    const float* rj = c.res ? c.res + ow0 * c.dst_ws + j * c.dst_cs : nullptr;
-    const bool partial = ob + 1 == c.ocb && c.oc_tail < B;
-#pragma GCC unroll 32
-    for (int u = 0; u < UR; ++u) {
-      if (MASKED && u >= ur) continue;
-      V v = T::add(acc[j][u], bias);
-      if (rj) v = T::add(v, T::load(rj + u * c.dst_ws));
-      v = activate<T>(c, v, ob);
-      if (partial) v = T::keep_lanes(v, c.oc_tail);  // channel padding of dst stays zero
-      T::store(dj + u * c.dst_ws, v);
-    }
-  }
+  finish<T, NB, UR, MASKED>(c, acc, ow0, ur);
 }
 
 // Sweeps one output row with full tiles where no W padding is read, masked tiles elsewhere.
@@ -315,6 +334,117 @@ void row(const RowCtx& c, std::int64_t ow, std::int64_t lo, std::int64_t hi) {
       tile<T, NB, UR, SW, PLAIN, kMasked>(c, x, static_cast<int>(std::min<std::int64_t>(UR, ow - x)));
     }
   }
+}
+
+// First layers (plain src with 1-4 channels): the input rows an output row reads, kept
+// with their W padding in a zeroed buffer, so every tile of the row runs the full-tile
+// code. A masked edge tile checks each pixel of each tap and cost about twice a full
+// one; with 2 of 43 tiles per 128-pixel row that was a tenth of the layer.
+struct PaddedRows {
+  static constexpr int kMaxRows = 64;  // kd x kh taps of one output row (7 x 7 = 49)
+  struct Row {
+    const float* src;  // channel 0 of a valid (kd, kh) input row, at pixel 0 of its padding
+    const float* wei;  // packed weights of that row's taps
+  };
+  Row row[kMaxRows];  // the first n
+  int n = 0;
+  std::int64_t ics = 0;  // floats between the channels of a row
+};
+
+// Padded copies of input rows, reused by the output rows that read them: slot
+// (d mod span_d, h mod span_h) holds one row of every channel, and its tag names the
+// source row it holds. The rows of one output row never share a slot; consecutive output
+// rows (and planes) find all but the rows they add already there.
+struct RowCache {
+  std::vector<float> buf;         // [span_d][span_h][channel][len]; pads stay zero
+  std::vector<const float*> tag;  // source row of each slot, or null
+  std::int64_t span_d = 1, span_h = 1, len = 0;  // D and H extents of the taps, floats per channel row
+};
+
+template <class T, int NB, int UR, int SW, bool PARTIAL>
+void padded_tile(const RowCtx& c, const PaddedRows& r, std::int64_t ow0, int ur) {
+  using V = typename T::V;
+  constexpr int B = T::B;
+  float* dst = c.dst + ow0 * c.dst_ws;
+  V acc[NB][UR];
+#pragma GCC unroll 8
+  for (int j = 0; j < NB; ++j)
+#pragma GCC unroll 32
+    for (int u = 0; u < UR; ++u)
+      acc[j][u] = (c.first || (PARTIAL && u >= ur)) ? T::zero() : T::load(dst + j * c.dst_cs + u * c.dst_ws);
+  const int nic = c.ic_tail;
+  if constexpr (NB == 4 && UR == 3 && SW == 1 && requires { T::first_rows_4x3(acc, r.row, r.n, ow0); }) {
+    if (nic == 1 && c.kw_n == 3 && c.dw == 1) {
+      T::first_rows_4x3(acc, r.row, r.n, ow0);
+      finish<T, NB, UR, PARTIAL>(c, acc, ow0, ur);
+      return;
+    }
+  }
+  for (int k = 0; k < r.n; ++k) {
+    const float* s = r.row[k].src + ow0 * SW;
+    const float* wi = r.row[k].wei;  // taps then channels, as packed
+    if (nic == 1 && c.kw_n == 3) {
+      if constexpr (NB * UR + NB + 1 > T::kRegs) {
+        // A tile that fills the register file (AVX2 4 x 3): straight-line code for the
+        // three taps let GCC overlap them and spill an accumulator; a loop does not.
+#pragma GCC unroll 1
+        for (int kw = 0; kw < 3; ++kw) fma_step<T, NB, UR, SW>(acc, s + kw * c.dw, wi + kw * NB * B);
+      } else {
+        fma_step<T, NB, UR, SW>(acc, s, wi);
+        fma_step<T, NB, UR, SW>(acc, s + c.dw, wi + NB * B);
+        fma_step<T, NB, UR, SW>(acc, s + 2 * c.dw, wi + 2 * NB * B);
+      }
+      continue;
+    }
+    for (std::int64_t kw = 0; kw < c.kw_n; ++kw) {
+      const float* skw = s + kw * c.dw;
+#pragma GCC unroll 4
+      for (int i = 0; i < nic; ++i, wi += NB * B) fma_step<T, NB, UR, SW>(acc, skw + i * r.ics, wi);
+    }
+  }
+  finish<T, NB, UR, PARTIAL>(c, acc, ow0, ur);
+}
+
+// The cache for a plan's rows, or an empty one where rows go through the masked tiles
+// (plane tiles, or a buffer over 1 MiB).
+inline RowCache make_row_cache(const Plan& p, int ur) {
+  RowCache rc;
+  if (!p.plain_src || p.plane || p.kd * p.kh > PaddedRows::kMaxRows) return rc;
+  const std::int64_t tiles = (p.ow + ur - 1) / ur;  // every tile, the last one included, reads inside a row
+  rc.len = std::max((tiles * ur - 1) * p.sw + (p.kw - 1) * p.dw + 1, p.pw + p.iw);
+  rc.span_d = (p.kd - 1) * p.dd + 1, rc.span_h = (p.kh - 1) * p.dh + 1;
+  const std::int64_t floats = rc.span_d * rc.span_h * p.ic * rc.len;
+  if (floats * static_cast<std::int64_t>(sizeof(float)) > (std::int64_t{1} << 20)) return RowCache{};
+  rc.buf.assign(static_cast<std::size_t>(floats), 0.f);
+  rc.tag.assign(static_cast<std::size_t>(rc.span_d * rc.span_h), nullptr);
+  return rc;
+}
+
+// One output row of a plain-src layer through padded rows: brings the valid (kd, kh)
+// input rows into the cache and sweeps the row with full tiles and one partial tile.
+template <class T, int NB, int UR, int SW>
+void padded_row(const RowCtx& c, RowCache& rc) {
+  PaddedRows r;
+  r.ics = rc.len;
+  const int nic = c.ic_tail;
+  const std::int64_t lead = -c.w0;  // input pixel w sits at lead + w
+  for (std::int64_t kd = c.kd_lo; kd < c.kd_hi; ++kd) {
+    const std::int64_t d = c.d0 + kd * c.dd;
+    for (std::int64_t kh = c.kh_lo; kh < c.kh_hi; ++kh) {
+      const std::int64_t h = c.h0 + kh * c.dh;
+      const float* src = c.src + (d * c.ih + h) * c.iw;
+      const std::size_t slot = static_cast<std::size_t>(d % rc.span_d * rc.span_h + h % rc.span_h);
+      float* out = rc.buf.data() + slot * nic * rc.len;
+      if (rc.tag[slot] != src) {
+        for (int i = 0; i < nic; ++i) std::copy_n(src + i * c.src_ics, c.iw, out + i * rc.len + lead);
+        rc.tag[slot] = src;
+      }
+      r.row[r.n++] = {out, c.wei + (kd * c.kh + kh) * c.kw * c.w_tap};
+    }
+  }
+  const std::int64_t full = c.ow_n / UR * UR;
+  for (std::int64_t x = 0; x < full; x += UR) padded_tile<T, NB, UR, SW, false>(c, r, x, UR);
+  if (full < c.ow_n) padded_tile<T, NB, UR, SW, true>(c, r, full, static_cast<int>(c.ow_n - full));
 }
 
 template <class T>
@@ -345,6 +475,7 @@ void conv_items(const Plan& p, const float* src, float* dst, const float* res, s
   const std::int64_t dst_n = p.ocb * osp * B;
   const std::int64_t tiles = p.tiles();
   const std::int64_t lo = std::min(p.ow_lo, p.ow), hi = std::max(lo, std::min(p.ow_hi, p.ow));
+  RowCache rows = PLAIN ? make_row_cache(p, UR) : RowCache{};
   for (std::int64_t item = begin; item < end; ++item) {
     std::int64_t r = item;
     const std::int64_t rg = r % p.row_groups;
@@ -390,6 +521,12 @@ void conv_items(const Plan& p, const float* src, float* dst, const float* res, s
           while (c.kh_hi > c.kh_lo && c.h0 + (c.kh_hi - 1) * p.dh >= p.ih) --c.kh_hi;
           c.dst = dst_t + oh * p.ow * B;
           c.res = res_t ? res_t + oh * p.ow * B : nullptr;
+          if constexpr (PLAIN) {
+            if (!rows.buf.empty()) {
+              padded_row<T, NB, UR, SW>(c, rows);
+              continue;
+            }
+          }
           row<T, NB, UR, SW, PLAIN>(c, p.ow, lo, hi);
         }
       }

@@ -23,6 +23,84 @@ struct Avx2 {
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   // An empty asm that takes v in a register: the compiler cannot re-read it from memory.
   static void pin(V& v) { asm("" : "+x"(v)); }
+  // First layers, the 4 x 3 tile (4 output blocks x 3 pixels) over rows of 1 input channel
+  // with 3 taps along W at dilation 1 and stride 1: per row, 36 FMAs of straight-line code
+  // on fixed registers, the 5 input values of a row broadcast once each (tap kw of pixel u
+  // reads value kw + u). rows[k] holds row k's first input value and its packed weights
+  // [kw][block][8]; off is the tile's first pixel. GCC, given the same code in intrinsics,
+  // spilled accumulators or split the row into a loop per tap.
+  template <class Row>
+  static void first_rows_4x3(V (&acc)[4][3], const Row* rows, int n, std::int64_t off) {
+    static_assert(sizeof(Row) == 16);  // {const float* src, const float* wei}
+    if (n <= 0) return;
+    asm volatile(
+        "1:\n\t"
+        "mov (%[rows]), %%rax\n\t"
+        "mov 8(%[rows]), %%rdx\n\t"
+        "lea (%%rax,%[off],4), %%rax\n\t"
+        "add $16, %[rows]\n\t"
+        "vbroadcastss 0(%%rax), %%ymm12\n\t"
+        "vbroadcastss 4(%%rax), %%ymm13\n\t"
+        "vbroadcastss 8(%%rax), %%ymm14\n\t"
+        "vmovups 0(%%rdx), %%ymm15\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[a00]\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[a01]\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[a02]\n\t"
+        "vmovups 32(%%rdx), %%ymm15\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[a10]\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[a11]\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[a12]\n\t"
+        "vmovups 64(%%rdx), %%ymm15\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[a20]\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[a21]\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[a22]\n\t"
+        "vmovups 96(%%rdx), %%ymm15\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[a30]\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[a31]\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[a32]\n\t"
+        "vbroadcastss 12(%%rax), %%ymm12\n\t"
+        "vmovups 128(%%rdx), %%ymm15\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[a00]\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[a01]\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[a02]\n\t"
+        "vmovups 160(%%rdx), %%ymm15\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[a10]\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[a11]\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[a12]\n\t"
+        "vmovups 192(%%rdx), %%ymm15\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[a20]\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[a21]\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[a22]\n\t"
+        "vmovups 224(%%rdx), %%ymm15\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[a30]\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[a31]\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[a32]\n\t"
+        "vbroadcastss 16(%%rax), %%ymm13\n\t"
+        "vmovups 256(%%rdx), %%ymm15\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[a00]\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[a01]\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[a02]\n\t"
+        "vmovups 288(%%rdx), %%ymm15\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[a10]\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[a11]\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[a12]\n\t"
+        "vmovups 320(%%rdx), %%ymm15\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[a20]\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[a21]\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[a22]\n\t"
+        "vmovups 352(%%rdx), %%ymm15\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[a30]\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[a31]\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[a32]\n\t"
+        "dec %[n]\n\t"
+        "jnz 1b\n\t"
+        : [a00] "+x"(acc[0][0]), [a01] "+x"(acc[0][1]), [a02] "+x"(acc[0][2]), [a10] "+x"(acc[1][0]),
+          [a11] "+x"(acc[1][1]), [a12] "+x"(acc[1][2]), [a20] "+x"(acc[2][0]), [a21] "+x"(acc[2][1]),
+          [a22] "+x"(acc[2][2]), [a30] "+x"(acc[3][0]), [a31] "+x"(acc[3][1]), [a32] "+x"(acc[3][2]),
+          [rows] "+r"(rows), [n] "+r"(n)
+        : [off] "r"(off)
+        : "rax", "rdx", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
+  }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }

@@ -341,6 +341,19 @@ std::vector<Case> fixed_cases(int block) {
       add(conv_params(ic, 2 * b, {5, 6, 15}, {3, 3, 3}, one, one, one, one), {Activation::prelu, true, false},
           {0, 0, 0, plain});
   add(conv_params(1, b, {6, 7, 16}, {3, 3, 3}, two, one, one, one), {Activation::relu, true, false}, {0, 0, 0, 1});
+  // First layers through padded input rows: 1 channel into 4 output blocks (the AVX2 4 x 3
+  // row code) at widths around the tile, depth passes, a residual, a batch of two, and the
+  // rows shared by consecutive output rows and planes at dilation 2.
+  for (std::int64_t w : {1, 2, 3, 4, 7, 17})
+    for (int kd_split : {0, 1})
+      add(conv_params(1, 4 * b, {4, 5, w}, {3, 3, 3}, one, one, one, one), {Activation::leaky_relu, true, true},
+          {4, 0, 0, 1, kd_split, 0});
+  add(conv_params(1, 4 * b, {5, 4, 11}, {3, 3, 3}, one, one, one, one, 1, 2), {Activation::relu, true, false},
+      {4, 0, 2, 1, 0, 0});
+  add(conv_params(1, 3 * b, {7, 8, 9}, {3, 3, 3}, one, two, two, two), {Activation::none, true, false},
+      {0, 0, 0, 1, 0, 0});
+  add(conv_params(3, 2 * b, {5, 6, 10}, {3, 5, 3}, one, one, {1, 2, 1}, {1, 2, 1}), {Activation::prelu, true, true},
+      {0, 0, 0, 1, 0, 0});
   // Stride 2 (downsampling), anisotropic kernels, large kernels, dilation.
   add(conv_params(b, 2 * b, {8, 9, 17}, {3, 3, 3}, two, one, one, one), {Activation::clip, true, true});
   add(conv_params(b + 3, b, {4, 9, 9}, {1, 3, 3}, one, one, {0, 1, 1}, {0, 1, 1}), {Activation::sigmoid, true, false});
