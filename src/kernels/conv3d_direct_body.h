@@ -125,9 +125,10 @@ inline constexpr int kFull = 0, kMasked = 1, kPlane = 2;
 
 // The tile's epilogue: partial sums back to dst, or (last pass) bias, residual and
 // activation; masked tiles store only their first ur pixels.
-// ACT is the epilogue's activation as a constant, so the per-vector switch folds away.
-template <class T, int NB, int UR, bool MASKED, Activation ACT>
-[[gnu::always_inline]] inline void finish_as(const RowCtx& c, typename T::V (&acc)[NB][UR], std::int64_t ow0, int ur) {
+// ACT >= 0 makes the activation a constant (the per-vector switch folds away); -1 reads it
+// from c.
+template <class T, int NB, int UR, bool MASKED, int ACT = -1>
+[[gnu::always_inline]] inline void finish(const RowCtx& c, typename T::V (&acc)[NB][UR], std::int64_t ow0, int ur) {
   using V = typename T::V;
   constexpr int B = T::B;
   float* dst = c.dst + ow0 * c.dst_ws;
@@ -149,22 +150,25 @@ template <class T, int NB, int UR, bool MASKED, Activation ACT>
       if (MASKED && u >= ur) continue;
       V v = T::add(acc[j][u], bias);
       if (rj) v = T::add(v, T::load(rj + u * c.dst_ws));
-      v = activation_of<T>(ACT, c.alpha, c.beta, c.slope, v, ob);
+      v = activation_of<T>(ACT < 0 ? c.act : static_cast<Activation>(ACT), c.alpha, c.beta, c.slope, v, ob);
       if (partial) v = T::keep_lanes(v, c.oc_tail);  // channel padding of dst stays zero
       T::store(dj + u * c.dst_ws, v);
     }
   }
 }
 
+// The epilogue with one switch per tile rather than one per vector: worth it where the
+// tile is short (first layers: 3 x 12 FMAs per row); in the other tiles the six copies
+// cost more than they save (stride-2 layer g on AVX-512: 290 -> 800 ms).
 template <class T, int NB, int UR, bool MASKED>
-[[gnu::always_inline]] inline void finish(const RowCtx& c, typename T::V (&acc)[NB][UR], std::int64_t ow0, int ur) {
+[[gnu::always_inline]] inline void finish_switched(const RowCtx& c, typename T::V (&acc)[NB][UR], std::int64_t ow0, int ur) {
   switch (c.act) {
-    case Activation::none: return finish_as<T, NB, UR, MASKED, Activation::none>(c, acc, ow0, ur);
-    case Activation::relu: return finish_as<T, NB, UR, MASKED, Activation::relu>(c, acc, ow0, ur);
-    case Activation::leaky_relu: return finish_as<T, NB, UR, MASKED, Activation::leaky_relu>(c, acc, ow0, ur);
-    case Activation::prelu: return finish_as<T, NB, UR, MASKED, Activation::prelu>(c, acc, ow0, ur);
-    case Activation::sigmoid: return finish_as<T, NB, UR, MASKED, Activation::sigmoid>(c, acc, ow0, ur);
-    case Activation::clip: return finish_as<T, NB, UR, MASKED, Activation::clip>(c, acc, ow0, ur);
+    case Activation::none: return finish<T, NB, UR, MASKED, static_cast<int>(Activation::none)>(c, acc, ow0, ur);
+    case Activation::relu: return finish<T, NB, UR, MASKED, static_cast<int>(Activation::relu)>(c, acc, ow0, ur);
+    case Activation::leaky_relu: return finish<T, NB, UR, MASKED, static_cast<int>(Activation::leaky_relu)>(c, acc, ow0, ur);
+    case Activation::prelu: return finish<T, NB, UR, MASKED, static_cast<int>(Activation::prelu)>(c, acc, ow0, ur);
+    case Activation::sigmoid: return finish<T, NB, UR, MASKED, static_cast<int>(Activation::sigmoid)>(c, acc, ow0, ur);
+    case Activation::clip: return finish<T, NB, UR, MASKED, static_cast<int>(Activation::clip)>(c, acc, ow0, ur);
   }
 }
 
@@ -376,7 +380,7 @@ void padded_tile(const RowCtx& c, const PaddedRows& r, std::int64_t ow0, int ur)
   if constexpr (NB == 4 && UR == 3 && SW == 1 && requires { T::first_rows_4x3(acc, r.row, r.n, ow0); }) {
     if (nic == 1 && c.kw_n == 3 && c.dw == 1) {
       T::first_rows_4x3(acc, r.row, r.n, ow0);
-      finish<T, NB, UR, PARTIAL>(c, acc, ow0, ur);
+      finish_switched<T, NB, UR, PARTIAL>(c, acc, ow0, ur);
       return;
     }
   }
@@ -402,7 +406,7 @@ void padded_tile(const RowCtx& c, const PaddedRows& r, std::int64_t ow0, int ur)
       for (int i = 0; i < nic; ++i, wi += NB * B) fma_step<T, NB, UR, SW>(acc, skw + i * r.ics, wi);
     }
   }
-  finish<T, NB, UR, PARTIAL>(c, acc, ow0, ur);
+  finish_switched<T, NB, UR, PARTIAL>(c, acc, ow0, ur);
 }
 
 // The cache for a plan's rows, or an empty one where rows go through the masked tiles
