@@ -185,8 +185,11 @@ class ConvOp final : public Op {
       Isa isa = active_isa();
       if (isa == Isa::avx512 && std::max(p_.ic / p_.groups, p_.oc / p_.groups) <= 8) isa = Isa::avx2;
       kernel_ = kernels::make_conv_kernel(p_, in[1].constant->data<float>(), ep, transposed_, isa, nullptr);
-      if (kernel_ && !transposed_ && kernel_->src_layout() != Layout::plain)
-        head_ = kernels::make_conv_head_kernel(p_, in[1].constant->data<float>(), ep, kernel_->src_layout(), isa, nullptr);
+      if (kernel_ && kernel_->src_layout() != Layout::plain) {
+        const float* w = in[1].constant->data<float>();
+        head_ = transposed_ ? kernels::make_deconv_head_kernel(p_, w, ep, kernel_->src_layout(), isa, nullptr)
+                            : kernels::make_conv_head_kernel(p_, w, ep, kernel_->src_layout(), isa, nullptr);
+      }
     }
   }
 
@@ -202,10 +205,11 @@ class ConvOp final : public Op {
   bool reorder_dst() const {
     return kernel_ && kernel_->dst_layout() != Layout::plain && out_layout_ == Layout::plain && !plain_head();
   }
-  // A 1x1x1 head with few output channels reading a blocked input and writing a plain output
-  // (a network's logits) is computed straight from the blocked input by the head kernel: the
-  // convolution kernel's path would write a channel-padded blocked dst (16 channels for 3
-  // classes) and reorder it, through a workspace as large as that padded output.
+  // A 1x1x1 head (or a stride-2 ConvTranspose) with few output channels reading a blocked
+  // input and writing a plain output (a network's logits, or its last up-sampling to the
+  // classes) is computed straight from the blocked input by the head kernel: the convolution
+  // kernel's path would write a channel-padded blocked dst (16 channels for 3 classes) and
+  // reorder it, through a workspace as large as that padded output.
   bool plain_head() const {
     return head_ && kernel_ && !has_residual_ && out_layout_ == Layout::plain && in_layout_ == kernel_->src_layout() &&
            in_layout_ != Layout::plain;

@@ -101,6 +101,10 @@ void head_nCdhw16c__avx512(const Plan& p, const float* src, float* dst, std::int
   run_items<direct::Avx512>(p, src, dst, b, e);
 }
 
+void deconv_head_nCdhw16c__avx512(const DeconvPlan& p, const float* src, float* dst, std::int64_t b, std::int64_t e) {
+  deconv_items<direct::Avx512>(p, src, dst, b, e);
+}
+
 }  // namespace voxinfer::kernels::head
 
 #include "kernels/norm_body.h"

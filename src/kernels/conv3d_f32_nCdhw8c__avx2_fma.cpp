@@ -179,6 +179,10 @@ void head_nCdhw8c__avx2_fma(const Plan& p, const float* src, float* dst, std::in
   run_items<direct::Avx2>(p, src, dst, b, e);
 }
 
+void deconv_head_nCdhw8c__avx2_fma(const DeconvPlan& p, const float* src, float* dst, std::int64_t b, std::int64_t e) {
+  deconv_items<direct::Avx2>(p, src, dst, b, e);
+}
+
 }  // namespace voxinfer::kernels::head
 
 #include "kernels/norm_body.h"

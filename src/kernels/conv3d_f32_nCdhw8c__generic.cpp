@@ -114,6 +114,10 @@ void head_nCdhw8c__generic(const Plan& p, const float* src, float* dst, std::int
   run_items<direct::Generic>(p, src, dst, b, e);
 }
 
+void deconv_head_nCdhw8c__generic(const DeconvPlan& p, const float* src, float* dst, std::int64_t b, std::int64_t e) {
+  deconv_items<direct::Generic>(p, src, dst, b, e);
+}
+
 }  // namespace voxinfer::kernels::head
 
 #include "kernels/norm_body.h"

@@ -13,9 +13,10 @@
 namespace voxinfer::kernels {
 namespace {
 
+template <class PlanT, class Fn>
 class HeadKernel final : public ConvKernel {
  public:
-  HeadKernel(const char* name, head::RunFn fn, const head::Plan& plan, Layout src, std::shared_ptr<std::byte> storage)
+  HeadKernel(const char* name, Fn fn, const PlanT& plan, Layout src, std::shared_ptr<std::byte> storage)
       : name_(name), fn_(fn), plan_(plan), src_(src), storage_(std::move(storage)) {}
   const char* name() const override { return name_; }
   Layout src_layout() const override { return src_; }
@@ -29,14 +30,14 @@ class HeadKernel final : public ConvKernel {
     };
     const Args args{this, src, dst};
     const Args* a = &args;
-    // Fixed chunks of pixels, each computed the same way whichever thread takes it.
+    // Fixed chunks of pixels (rows), each computed the same way whichever thread takes it.
     parallel_for(plan_.items(), 1, [a](std::int64_t b, std::int64_t e) { a->self->fn_(a->self->plan_, a->src, a->dst, b, e); });
   }
 
  private:
   const char* name_;
-  head::RunFn fn_;
-  head::Plan plan_;
+  Fn fn_;
+  PlanT plan_;
   Layout src_;
   std::shared_ptr<std::byte> storage_;  // packed weights and bias
 };
@@ -79,7 +80,50 @@ std::unique_ptr<ConvKernel> make_conv_head_kernel(const ConvParams& p, const flo
   plan.w = w, plan.bias = bias;
   const head::RunFn fn = B == 16 ? head::head_nCdhw16c__avx512
                                  : isa == Isa::generic ? head::head_nCdhw8c__generic : head::head_nCdhw8c__avx2_fma;
-  return std::make_unique<HeadKernel>(name, fn, plan, src, std::move(storage));
+  return std::make_unique<HeadKernel<head::Plan, head::RunFn>>(name, fn, plan, src, std::move(storage));
+}
+
+std::unique_ptr<ConvKernel> make_deconv_head_kernel(const ConvParams& p, const float* wei, const Epilogue& ep,
+                                                    Layout src, Isa isa, std::string* why) {
+  if (static_cast<int>(isa) > static_cast<int>(hardware_isa())) isa = hardware_isa();
+  const int B = src == Layout::nCdhw16c ? 16 : src == Layout::nCdhw8c ? 8 : 0;
+  const char* name = B == 16 ? "deconv_head_nCdhw16c__avx512" : isa == Isa::generic ? "deconv_head_nCdhw8c__generic"
+                                                                                      : "deconv_head_nCdhw8c__avx2_fma";
+  auto no = [&](const std::string& reason) -> std::unique_ptr<ConvKernel> {
+    if (why) *why += std::string(name) + ": " + reason + "\n";
+    return nullptr;
+  };
+  if (!B) return no("src is not channel-blocked");
+  if (B == 16 && isa != Isa::avx512) return no("16-channel blocks need AVX-512");
+  if (p.sw != 2 || p.dd != 1 || p.dh != 1 || p.dw != 1 || p.groups != 1 || p.kd > 16 || p.kh > 16)
+    return no("not a ConvTranspose with stride 2 along W, no dilation, one group and at most 16 taps per axis: " + p.str());
+  if (p.oc > head::kMaxOutputs) return no("more than " + std::to_string(head::kMaxOutputs) + " output channels");
+  if (ep.residual) return no("residual add");
+  if (ep.act == Activation::prelu && !ep.slope) return no("PRelu without slopes");
+
+  head::DeconvPlan plan;
+  plan.n = p.n, plan.oc = p.oc, plan.block = B, plan.icb = (p.ic + B - 1) / B;
+  plan.id = p.id, plan.ih = p.ih, plan.iw = p.iw, plan.od = p.od, plan.oh = p.oh, plan.ow = p.ow;
+  plan.kd = p.kd, plan.kh = p.kh, plan.kw = p.kw, plan.sd = p.sd, plan.sh = p.sh;
+  plan.pd = p.pd, plan.ph = p.ph, plan.pw = p.pw;
+  plan.act = ep.act, plan.alpha = ep.alpha, plan.beta = ep.beta;
+  const std::int64_t taps = p.kd * p.kh * p.kw, wsize = p.oc * taps * plan.icb * B;
+  auto storage = aligned_bytes(static_cast<std::size_t>(wsize + 2 * p.oc) * sizeof(float));
+  float* w = reinterpret_cast<float*>(storage.get());
+  float* bias = w + wsize;
+  float* slope = bias + p.oc;
+  std::fill_n(w, wsize, 0.f);
+  for (std::int64_t o = 0; o < p.oc; ++o) {
+    for (std::int64_t t = 0; t < taps; ++t)  // ONNX ConvTranspose weights: [ic][oc][kd][kh][kw]
+      for (std::int64_t c = 0; c < p.ic; ++c) w[((o * taps + t) * plan.icb + c / B) * B + c % B] = wei[(c * p.oc + o) * taps + t];
+    bias[o] = ep.bias ? ep.bias[o] : 0.f;
+    slope[o] = ep.act == Activation::prelu ? ep.slope[ep.slope_per_channel ? o : 0] : 0.f;
+  }
+  plan.w = w, plan.bias = bias, plan.slope = slope;
+  const head::DeconvRunFn fn = B == 16 ? head::deconv_head_nCdhw16c__avx512
+                                       : isa == Isa::generic ? head::deconv_head_nCdhw8c__generic
+                                                             : head::deconv_head_nCdhw8c__avx2_fma;
+  return std::make_unique<HeadKernel<head::DeconvPlan, head::DeconvRunFn>>(name, fn, plan, src, std::move(storage));
 }
 
 }  // namespace voxinfer::kernels

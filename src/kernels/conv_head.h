@@ -28,8 +28,30 @@ struct Plan {
 
 using RunFn = void (*)(const Plan& plan, const float* src, float* dst, std::int64_t begin, std::int64_t end);
 
+// The transposed head: a ConvTranspose with stride 2 along W (MONAI's last up-sampling to the
+// classes), the same dot products over the input-channel blocks, summed over each output
+// pixel's taps. Work items are output rows (image, od, oh).
+struct DeconvPlan {
+  std::int64_t n = 1, icb = 1, oc = 1;
+  std::int64_t id = 1, ih = 1, iw = 1, od = 1, oh = 1, ow = 1;
+  std::int64_t kd = 1, kh = 1, kw = 1, sd = 1, sh = 1, pd = 0, ph = 0, pw = 0;  // stride along W is 2
+  int block = 8;
+  const float* w = nullptr;     // [oc][kd][kh][kw][icb][block], zero beyond ic
+  const float* bias = nullptr;   // [oc]
+  const float* slope = nullptr;  // [oc], PRelu
+  Activation act = Activation::none;
+  float alpha = 0.f, beta = 0.f;
+
+  std::int64_t items() const { return n * od * oh; }
+};
+
+using DeconvRunFn = void (*)(const DeconvPlan& plan, const float* src, float* dst, std::int64_t begin, std::int64_t end);
+
 void head_nCdhw16c__avx512(const Plan&, const float*, float*, std::int64_t, std::int64_t);
 void head_nCdhw8c__avx2_fma(const Plan&, const float*, float*, std::int64_t, std::int64_t);
 void head_nCdhw8c__generic(const Plan&, const float*, float*, std::int64_t, std::int64_t);
+void deconv_head_nCdhw16c__avx512(const DeconvPlan&, const float*, float*, std::int64_t, std::int64_t);
+void deconv_head_nCdhw8c__avx2_fma(const DeconvPlan&, const float*, float*, std::int64_t, std::int64_t);
+void deconv_head_nCdhw8c__generic(const DeconvPlan&, const float*, float*, std::int64_t, std::int64_t);
 
 }  // namespace voxinfer::kernels::head

@@ -53,4 +53,96 @@ void run_items(const Plan& p, const float* src, float* dst, std::int64_t begin, 
   }
 }
 
+// One group of B output pixels [ow0, ow0 + B) of output channel o, for the taps of one
+// output row: W tap kw feeds the pixels q whose ow + pw - kw is even (q of parity P = (pw -
+// kw) & 1, as ow0 is even), from input pixels base, base + 1, ... MASKED groups read input
+// pixels outside the row from a block of zeros.
+template <class T, int P, bool MASKED>
+inline void deconv_taps(typename T::V (&acc)[T::B], const float* row, typename T::V w, std::int64_t base,
+                        std::int64_t iw) {
+  constexpr int B = T::B;
+#pragma GCC unroll 16
+  for (int q = P; q < B; q += 2) {
+    const std::int64_t x = base + (q - P) / 2;
+    const float* v = !MASKED || (x >= 0 && x < iw) ? row + x * B : direct::kZeroBlock;
+    acc[q] = T::fma(T::load(v), w, acc[q]);
+  }
+}
+
+template <class T, bool MASKED>
+inline void deconv_group(const DeconvPlan& p, const float* in, const std::int64_t* dtap, int nd,
+                         const std::int64_t* htap, int nh, std::int64_t o, std::int64_t ow0, typename T::V (&acc)[T::B]) {
+  using V = typename T::V;
+  constexpr int B = T::B;
+  const std::int64_t isp = p.id * p.ih * p.iw;
+  for (int q = 0; q < B; ++q) acc[q] = T::zero();
+  for (int a = 0; a < nd; ++a)
+    for (int b = 0; b < nh; ++b) {
+      const std::int64_t kd = dtap[2 * a], kh = htap[2 * b];
+      const float* row0 = in + (dtap[2 * a + 1] * p.ih + htap[2 * b + 1]) * p.iw * B;
+      const float* w0 = p.w + ((o * p.kd + kd) * p.kh + kh) * p.kw * p.icb * B;
+      for (std::int64_t kw = 0; kw < p.kw; ++kw) {
+        const std::int64_t t = ow0 + p.pw - kw;  // ow + pw - kw at q = 0
+        const int par = static_cast<int>(t & 1);
+        const std::int64_t base = (t + par) / 2;  // input pixel of the first q of that parity
+        for (std::int64_t cb = 0; cb < p.icb; ++cb) {
+          const V w = T::load(w0 + (kw * p.icb + cb) * B);
+          const float* row = row0 + cb * isp * B;
+          if (par) deconv_taps<T, 1, MASKED>(acc, row, w, base, p.iw);
+          else deconv_taps<T, 0, MASKED>(acc, row, w, base, p.iw);
+        }
+      }
+    }
+}
+
+// Output rows [begin, end) of a transposed head. Per row: the (kd, input d) and (kh, input
+// h) taps that reach it, then groups of B pixels per output channel, reduced across lanes
+// like the 1x1x1 head; groups whose taps stay inside the input row skip the range checks.
+template <class T>
+void deconv_items(const DeconvPlan& p, const float* src, float* dst, std::int64_t begin, std::int64_t end) {
+  using V = typename T::V;
+  constexpr int B = T::B;
+  // Tap lists hold (k, input index) pairs; kernels up to 16 taps per axis.
+  std::int64_t dtap[32], htap[32];
+  // Full groups: every q reads input pixels (ow0 + q + pw - kw) / 2 inside [0, iw).
+  const std::int64_t lo = (p.pw >= p.kw - 1 ? 0 : (p.kw - 1 - p.pw + B - 1) / B * B);
+  for (std::int64_t item = begin; item < end; ++item) {
+    const std::int64_t n = item / (p.od * p.oh), r = item % (p.od * p.oh), od = r / p.oh, oh = r % p.oh;
+    int nd = 0, nh = 0;
+    for (std::int64_t k = 0; k < p.kd; ++k) {
+      const std::int64_t t = od + p.pd - k;
+      if (t >= 0 && t % p.sd == 0 && t / p.sd < p.id) dtap[2 * nd] = k, dtap[2 * nd + 1] = t / p.sd, ++nd;
+    }
+    for (std::int64_t k = 0; k < p.kh; ++k) {
+      const std::int64_t t = oh + p.ph - k;
+      if (t >= 0 && t % p.sh == 0 && t / p.sh < p.ih) htap[2 * nh] = k, htap[2 * nh + 1] = t / p.sh, ++nh;
+    }
+    const float* in = src + n * p.icb * p.id * p.ih * p.iw * B;
+    float* out = dst + ((n * p.oc) * p.od + od) * p.oh * p.ow + oh * p.ow;
+    const std::int64_t ostride = p.od * p.oh * p.ow;
+    for (std::int64_t ow0 = 0; ow0 < p.ow; ow0 += B) {
+      // The group's largest input pixel: (ow0 + B - 1 + pw) / 2 at kw = 0.
+      const bool full = ow0 >= lo && (ow0 + B - 1 + p.pw) / 2 < p.iw;
+      for (std::int64_t o = 0; o < p.oc; ++o) {
+        V acc[B];
+        if (full) deconv_group<T, false>(p, in, dtap, nd, htap, nh, o, ow0, acc);
+        else deconv_group<T, true>(p, in, dtap, nd, htap, nh, o, ow0, acc);
+        V s = T::add(T::lane_sums(acc), T::set1(p.bias[o]));
+        if (p.act == Activation::prelu)  // the vector holds pixels of one channel: one slope
+          s = T::select_nonneg(s, s, T::mul(s, T::set1(p.slope[o])));
+        else
+          s = direct::activation_of<T>(p.act, p.alpha, p.beta, nullptr, s, 0);
+        float* y = out + o * ostride + ow0;
+        if (ow0 + B <= p.ow) {
+          T::store(y, s);
+        } else {
+          float tmp[B];
+          T::store(tmp, s);
+          std::copy_n(tmp, p.ow - ow0, y);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace voxinfer::kernels::head

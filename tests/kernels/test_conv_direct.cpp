@@ -727,6 +727,122 @@ TEST(ConvHead, MatchesReferenceOverSweep) {
   }
 }
 
+// The transposed head (ConvTranspose, stride 2 along W, few outputs): blocked src, plain
+// dst, against the reference over kernels with W taps on either side of the stride, pads,
+// output padding, widths that leave partial vector groups and groups at both row edges,
+// batches and activations; guard bytes, and 1 and 2 threads bitwise equal.
+TEST(ConvHead, TransposedMatchesReferenceOverSweep) {
+  struct Variant {
+    Isa isa;
+    Layout src;
+    const char* name;
+  };
+  std::vector<Variant> variants{{Isa::generic, Layout::nCdhw8c, "deconv_head_nCdhw8c__generic"}};
+  if (cpu_has(Isa::avx2)) variants.push_back({Isa::avx2, Layout::nCdhw8c, "deconv_head_nCdhw8c__avx2_fma"});
+  if (cpu_has(Isa::avx512)) variants.push_back({Isa::avx512, Layout::nCdhw16c, "deconv_head_nCdhw16c__avx512"});
+  struct Geo {
+    std::array<std::int64_t, 3> k, s, pad, op;
+  };
+  const Geo geos[] = {
+      {{3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}},  // MONAI's last up-sampling
+      {{2, 2, 2}, {2, 2, 2}, {0, 0, 0}, {0, 0, 0}},  // U-Net k2s2
+      {{3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {0, 0, 0}},
+      {{1, 3, 4}, {1, 2, 2}, {0, 1, 1}, {0, 1, 0}},
+      {{3, 1, 5}, {3, 1, 2}, {2, 0, 3}, {1, 0, 1}},  // pad beyond the kernel's reach on the left
+      {{2, 3, 1}, {2, 2, 2}, {0, 1, 0}, {1, 0, 1}},  // W kernel below the stride: bias-only pixels
+  };
+  const std::array<std::pair<std::int64_t, std::int64_t>, 5> chans{{{1, 1}, {5, 3}, {16, 2}, {32, 3}, {21, 7}}};
+  const std::array<Activation, 6> acts{{Activation::none, Activation::relu, Activation::leaky_relu, Activation::prelu,
+                                        Activation::sigmoid, Activation::clip}};
+  std::uint32_t seed = 7000;
+  int i = 0;
+  for (const Variant& v : variants) {
+    const int block = layout_block(v.src);
+    for (const Geo& g : geos)
+      for (const auto& [ic, oc] : chans)
+        for (std::int64_t iw : {std::int64_t{1}, std::int64_t{4}, std::int64_t{13}, std::int64_t{24}}) {
+          ++i;
+          ConvParams p;
+          p.n = i % 3 == 0 ? 2 : 1, p.ic = ic, p.oc = oc;
+          p.id = 2, p.ih = 1 + i % 3, p.iw = iw;
+          p.kd = g.k[0], p.kh = g.k[1], p.kw = g.k[2];
+          p.sd = g.s[0], p.sh = g.s[1], p.sw = g.s[2];
+          p.pd = g.pad[0], p.ph = g.pad[1], p.pw = g.pad[2];
+          p.od = deconv_out(p.id, g.k[0], g.s[0], g.pad[0], g.op[0]);
+          p.oh = deconv_out(p.ih, g.k[1], g.s[1], g.pad[1], g.op[1]);
+          p.ow = deconv_out(p.iw, g.k[2], g.s[2], g.pad[2], g.op[2]);
+          if (p.od <= 0 || p.oh <= 0 || p.ow <= 0) continue;
+          SCOPED_TRACE(std::string(v.name) + " " + p.str());
+          std::mt19937 rng(seed++);
+          const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+          const auto src = random_vec(static_cast<std::size_t>(p.n * ic * isp), rng);
+          const auto wei = random_vec(static_cast<std::size_t>(ic * oc * p.kd * p.kh * p.kw), rng);
+          const auto bias = random_vec(static_cast<std::size_t>(oc), rng);
+          const auto slopes = random_vec(static_cast<std::size_t>(oc), rng);
+          Epilogue ep;
+          ep.act = acts[static_cast<std::size_t>(i) % acts.size()];
+          ep.bias = i % 2 ? bias.data() : nullptr;
+          ep.slope = slopes.data();
+          ep.slope_per_channel = i % 4 < 2;  // else one slope for every channel
+          ep.alpha = ep.act == Activation::clip ? -0.5f : 0.1f;
+          ep.beta = 0.75f;
+          std::string why;
+          auto k = make_deconv_head_kernel(p, wei.data(), ep, v.src, v.isa, &why);
+          ASSERT_NE(k, nullptr) << why;
+          EXPECT_STREQ(k->name(), v.name);
+          EXPECT_EQ(k->dst_layout(), Layout::plain);
+          std::vector<float> src_b(static_cast<std::size_t>(activation_elements(v.src, p.n, ic, isp)), sentinel());
+          reorder_plain_to_blocked(src.data(), src_b.data(), p.n, ic, isp, block);
+          std::vector<float> ref(static_cast<std::size_t>(p.n * oc * osp)), pre(ref.size());
+          conv_transpose3d_ref(p, src.data(), wei.data(), ep, ref.data());
+          Epilogue linear = ep;
+          linear.act = Activation::none;
+          conv_transpose3d_ref(p, src.data(), wei.data(), linear, pre.data());
+          auto run = [&](int threads) {
+            std::vector<float> buf(ref.size() + 2 * kGuard, sentinel());
+            set_num_threads(threads);
+            k->run(src_b.data(), buf.data() + kGuard, nullptr, nullptr);
+            set_num_threads(0);
+            for (std::size_t j = 0; j < kGuard; ++j) {
+              EXPECT_TRUE(is_sentinel(buf[j])) << "write before dst at -" << (kGuard - j);
+              EXPECT_TRUE(is_sentinel(buf[kGuard + ref.size() + j])) << "write after dst at +" << j;
+            }
+            return std::vector<float>(buf.begin() + kGuard, buf.begin() + static_cast<std::ptrdiff_t>(kGuard + ref.size()));
+          };
+          const auto out1 = run(1), out2 = run(2);
+          EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float))) << "1 and 2 threads differ";
+          double max_err = 0, max_pre = 0;
+          for (std::size_t j = 0; j < ref.size(); ++j) {
+            const double e = std::abs(double(out1[j]) - double(ref[j]));
+            if (!(e <= max_err)) max_err = e;
+            max_pre = std::max(max_pre, std::abs(double(pre[j])));
+          }
+          EXPECT_LE(max_err, kTolerance * std::max(1.0, max_pre));
+        }
+  }
+}
+
+TEST(ConvHead, TransposedRejectsWhatItCannotRun) {
+  const std::vector<float> w(8 * 3 * 27, 0.1f);
+  ConvParams p;
+  p.ic = 8, p.oc = 3, p.id = p.ih = p.iw = 4, p.kd = p.kh = p.kw = 3, p.pd = p.ph = p.pw = 1;
+  p.sd = p.sh = p.sw = 2, p.od = p.oh = p.ow = 8;
+  std::string why;
+  EXPECT_NE(make_deconv_head_kernel(p, w.data(), Epilogue{}, Layout::nCdhw8c, Isa::avx2, &why), nullptr) << why;
+  ConvParams s1 = p;
+  s1.sw = 1, s1.ow = 4;
+  EXPECT_EQ(make_deconv_head_kernel(s1, w.data(), Epilogue{}, Layout::nCdhw8c, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("stride 2 along W"), std::string::npos) << why;
+  why.clear();
+  EXPECT_EQ(make_deconv_head_kernel(p, w.data(), Epilogue{}, Layout::plain, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("blocked"), std::string::npos) << why;
+  Epilogue res;
+  res.residual = w.data();
+  why.clear();
+  EXPECT_EQ(make_deconv_head_kernel(p, w.data(), res, Layout::nCdhw8c, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("residual"), std::string::npos) << why;
+}
+
 TEST(ConvHead, RejectsWhatItCannotRun) {
   const std::vector<float> w(40 * 40 * 27, 0.1f);
   std::string why;

@@ -90,4 +90,12 @@ std::unique_ptr<ConvKernel> make_conv_kernel(const ConvParams& p, const float* w
 std::unique_ptr<ConvKernel> make_conv_head_kernel(const ConvParams& p, const float* wei, const Epilogue& ep, Layout src,
                                                   Isa isa, std::string* why = nullptr);
 
+// The same for a ConvTranspose with stride 2 along W and few outputs (a network's last
+// up-sampling to its classes): blocked input, plain NCDHW output, each output pixel the sum
+// of its taps' dot products over the input channels. ONNX ConvTranspose weights
+// [IC, OC, K...]; no dilation, one group, no residual. Null (with the reason in `why`)
+// otherwise.
+std::unique_ptr<ConvKernel> make_deconv_head_kernel(const ConvParams& p, const float* wei, const Epilogue& ep,
+                                                    Layout src, Isa isa, std::string* why = nullptr);
+
 }  // namespace voxinfer::kernels
