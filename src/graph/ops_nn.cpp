@@ -171,6 +171,7 @@ class ConvOp final : public Op {
     if (ep_.act == Activation::prelu && slope_count_ != 1 && slope_count_ != p_.oc) fail_model("PRelu slope count does not match the channels");
     kernel_.reset();
     head_.reset();
+    small_.reset();
     const bool consts = in[1].constant && (!(in.size() > 2 && in[2].present) || in[2].constant) &&
                         (!(in.size() > 3 && in[3].present) || in[3].constant);
     if (consts && active_isa() != Isa::generic && !residual_broadcast_) {
@@ -190,6 +191,8 @@ class ConvOp final : public Op {
         head_ = transposed_ ? kernels::make_deconv_head_kernel(p_, w, ep, kernel_->src_layout(), isa, nullptr)
                             : kernels::make_conv_head_kernel(p_, w, ep, kernel_->src_layout(), isa, nullptr);
       }
+      if (kernel_ && !transposed_ && kernel_->src_layout() == Layout::plain)
+        small_ = kernels::make_small_plain_conv_kernel(p_, in[1].constant->data<float>(), ep, active_isa(), nullptr);
     }
   }
 
@@ -203,7 +206,15 @@ class ConvOp final : public Op {
   // Which boundary reorders remain once the Session has chosen the value layouts.
   bool reorder_src() const { return kernel_ && kernel_->src_layout() != Layout::plain && in_layout_ == Layout::plain; }
   bool reorder_dst() const {
-    return kernel_ && kernel_->dst_layout() != Layout::plain && out_layout_ == Layout::plain && !plain_head();
+    return kernel_ && kernel_->dst_layout() != Layout::plain && out_layout_ == Layout::plain && !plain_head() &&
+           !plain_small();
+  }
+  // A convolution from few plain channels to few plain channels (a network's last layer on
+  // its classes, residual included) runs the small plain kernel, vectorised along W: no
+  // channel-padded blocked dst and no reorders.
+  bool plain_small() const {
+    return small_ && in_layout_ == Layout::plain && out_layout_ == Layout::plain &&
+           (!has_residual_ || res_layout_ == Layout::plain);
   }
   // A 1x1x1 head (or a stride-2 ConvTranspose) with few output channels reading a blocked
   // input and writing a plain output (a network's logits, or its last up-sampling to the
@@ -214,9 +225,12 @@ class ConvOp final : public Op {
     return head_ && kernel_ && !has_residual_ && out_layout_ == Layout::plain && in_layout_ == kernel_->src_layout() &&
            in_layout_ != Layout::plain;
   }
-  bool reorder_res() const { return kernel_ && has_residual_ && kernel_->dst_layout() != Layout::plain && res_layout_ == Layout::plain; }
+  bool reorder_res() const {
+    return kernel_ && has_residual_ && kernel_->dst_layout() != Layout::plain && res_layout_ == Layout::plain &&
+           !plain_small();
+  }
   std::size_t workspace_bytes() const override {
-    if (!kernel_ || plain_head()) return 0;
+    if (!kernel_ || plain_head() || plain_small()) return 0;
     const std::int64_t isp = p_.id * p_.ih * p_.iw, osp = p_.od * p_.oh * p_.ow;
     return kernel_ws() + (reorder_src() ? blocked_bytes(kernel_->src_layout(), p_.ic, isp) : 0) +
            (reorder_dst() ? blocked_bytes(kernel_->dst_layout(), p_.oc, osp) : 0) +
@@ -238,6 +252,7 @@ class ConvOp final : public Op {
   int reorders() const override { return (reorder_src() ? 1 : 0) + (reorder_dst() ? 1 : 0) + (reorder_res() ? 1 : 0); }
   std::string kernel_name() const override {
     if (plain_head()) return head_->name();
+    if (plain_small()) return small_->name();
     return kernel_ ? kernel_->name() : (transposed_ ? "conv_transpose3d_ref" : "conv3d_ref");
   }
   std::int64_t flops(const std::vector<ValueMeta>&, const std::vector<ValueMeta>&) const override {
@@ -249,6 +264,10 @@ class ConvOp final : public Op {
     const float* residual = has_residual_ ? in[4]->data<float>() : nullptr;
     if (plain_head()) {
       head_->run(in[0]->data<float>(), out[0]->data<float>(), nullptr, nullptr);
+      return;
+    }
+    if (plain_small()) {
+      small_->run(in[0]->data<float>(), out[0]->data<float>(), residual, nullptr);
       return;
     }
     if (kernel_) {
@@ -326,6 +345,7 @@ class ConvOp final : public Op {
   std::int64_t slope_count_ = 0;
   std::unique_ptr<kernels::ConvKernel> kernel_;
   std::unique_ptr<kernels::ConvKernel> head_;  // 1x1x1 head, blocked src to plain dst, when it applies
+  std::unique_ptr<kernels::ConvKernel> small_;  // few plain channels to few plain channels, when it applies
   Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain, res_layout_ = Layout::plain;
 };
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include "voxinfer/core/tensor.h"
 #include "voxinfer/core/threading.h"
@@ -22,16 +23,22 @@ class HeadKernel final : public ConvKernel {
   Layout src_layout() const override { return src_; }
   Layout dst_layout() const override { return Layout::plain; }
   std::size_t workspace_bytes() const override { return 0; }
-  void run(const float* src, float* dst, const float* /*residual*/, void* /*workspace*/) const override {
+  void run(const float* src, float* dst, const float* residual, void* /*workspace*/) const override {
     struct Args {
       const HeadKernel* self;
       const float* src;
       float* dst;
+      const float* res;
     };
-    const Args args{this, src, dst};
+    const Args args{this, src, dst, residual};
     const Args* a = &args;
     // Fixed chunks of pixels (rows), each computed the same way whichever thread takes it.
-    parallel_for(plan_.items(), 1, [a](std::int64_t b, std::int64_t e) { a->self->fn_(a->self->plan_, a->src, a->dst, b, e); });
+    parallel_for(plan_.items(), 1, [a](std::int64_t b, std::int64_t e) {
+      if constexpr (std::is_same_v<PlanT, head::SmallPlan>)
+        a->self->fn_(a->self->plan_, a->src, a->dst, a->res, b, e);
+      else
+        a->self->fn_(a->self->plan_, a->src, a->dst, b, e);
+    });
   }
 
  private:
@@ -124,6 +131,47 @@ std::unique_ptr<ConvKernel> make_deconv_head_kernel(const ConvParams& p, const f
                                        : isa == Isa::generic ? head::deconv_head_nCdhw8c__generic
                                                              : head::deconv_head_nCdhw8c__avx2_fma;
   return std::make_unique<HeadKernel<head::DeconvPlan, head::DeconvRunFn>>(name, fn, plan, src, std::move(storage));
+}
+
+std::unique_ptr<ConvKernel> make_small_plain_conv_kernel(const ConvParams& p, const float* wei, const Epilogue& ep,
+                                                        Isa isa, std::string* why) {
+  if (static_cast<int>(isa) > static_cast<int>(hardware_isa())) isa = hardware_isa();
+  const char* name = isa == Isa::avx512 ? "conv3d_small_plain__avx512" : isa == Isa::avx2 ? "conv3d_small_plain__avx2_fma"
+                                                                                          : "conv3d_small_plain__generic";
+  auto no = [&](const std::string& reason) -> std::unique_ptr<ConvKernel> {
+    if (why) *why += std::string(name) + ": " + reason + "\n";
+    return nullptr;
+  };
+  if (p.sd != 1 || p.sh != 1 || p.sw != 1 || p.groups != 1)
+    return no("not a convolution with stride 1 and one group: " + p.str());
+  if (p.ic > 4) return no("more than 4 input channels");
+  if (p.oc > head::kMaxSmallOutputs) return no("more than " + std::to_string(head::kMaxSmallOutputs) + " output channels");
+  if (ep.act == Activation::prelu && !ep.slope) return no("PRelu without slopes");
+  head::SmallPlan plan;
+  plan.n = p.n, plan.ic = p.ic, plan.oc = p.oc;
+  plan.id = p.id, plan.ih = p.ih, plan.iw = p.iw, plan.od = p.od, plan.oh = p.oh, plan.ow = p.ow;
+  plan.kd = p.kd, plan.kh = p.kh, plan.kw = p.kw, plan.dd = p.dd, plan.dh = p.dh, plan.dw = p.dw;
+  plan.pd = p.pd, plan.ph = p.ph, plan.pw = p.pw;
+  const int tile = head::small_tile(isa == Isa::avx512 ? 16 : 8);
+  plan.row_len = std::max((p.ow + tile - 1) / tile * tile + (p.kw - 1) * p.dw, p.pw + p.iw);
+  const std::int64_t cache = (p.kd - 1) * p.dd + 1;
+  if (cache * ((p.kh - 1) * p.dh + 1) * p.ic * plan.row_len * 4 > (std::int64_t{4} << 20)) return no("rows too long");
+  plan.act = ep.act, plan.alpha = ep.alpha, plan.beta = ep.beta;
+  const std::int64_t wsize = p.oc * p.ic * p.kd * p.kh * p.kw;
+  auto storage = aligned_bytes(static_cast<std::size_t>(wsize + 2 * p.oc) * sizeof(float));
+  float* w = reinterpret_cast<float*>(storage.get());
+  float* bias = w + wsize;
+  float* slope = bias + p.oc;
+  std::copy_n(wei, wsize, w);
+  for (std::int64_t o = 0; o < p.oc; ++o) {
+    bias[o] = ep.bias ? ep.bias[o] : 0.f;
+    slope[o] = ep.act == Activation::prelu ? ep.slope[ep.slope_per_channel ? o : 0] : 0.f;
+  }
+  plan.w = w, plan.bias = bias, plan.slope = slope;
+  const head::SmallRunFn fn = isa == Isa::avx512 ? head::small_plain__avx512
+                              : isa == Isa::avx2 ? head::small_plain__avx2_fma
+                                                 : head::small_plain__generic;
+  return std::make_unique<HeadKernel<head::SmallPlan, head::SmallRunFn>>(name, fn, plan, Layout::plain, std::move(storage));
 }
 
 }  // namespace voxinfer::kernels

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/conv3d_direct_body.h"
 #include "kernels/conv_head.h"
@@ -142,6 +143,116 @@ void deconv_items(const DeconvPlan& p, const float* src, float* dst, std::int64_
         }
       }
     }
+  }
+}
+
+// One tile of the small plain kernel: UR vectors of B output pixels from x0 for OC output
+// channels; rows[k] is channel 0 of the k-th valid (kd, kh) input row, padded (pixel w of
+// the input at pw + w), channels row_len floats apart, and wk[k] that row's weights.
+template <class T, int OC, int UR>
+inline void small_tile_run(const SmallPlan& p, const float* const* rows, const std::int64_t* wk, int nrows,
+                           std::int64_t x0, float* out, const float* res, std::int64_t osp, std::int64_t count) {
+  using V = typename T::V;
+  constexpr int B = T::B;
+  const std::int64_t wo = p.ic * p.kd * p.kh * p.kw;  // floats between output channels' weights
+  V acc[OC][UR];
+  for (int o = 0; o < OC; ++o)
+    for (int u = 0; u < UR; ++u) acc[o][u] = T::zero();
+  for (int k = 0; k < nrows; ++k)
+    for (std::int64_t c = 0; c < p.ic; ++c) {
+      const float* row = rows[k] + c * p.row_len + x0;
+      const float* wr = p.w + wk[k] + c * p.kd * p.kh * p.kw;
+      for (std::int64_t kw = 0; kw < p.kw; ++kw) {
+        V v[UR];
+#pragma GCC unroll 8
+        for (int u = 0; u < UR; ++u) v[u] = T::load(row + kw * p.dw + u * B);
+#pragma GCC unroll 4
+        for (int o = 0; o < OC; ++o) {
+          const V wv = T::set1(wr[o * wo + kw]);
+#pragma GCC unroll 8
+          for (int u = 0; u < UR; ++u) acc[o][u] = T::fma(v[u], wv, acc[o][u]);
+        }
+      }
+    }
+  for (int o = 0; o < OC; ++o)
+    for (int u = 0; u < UR; ++u) {
+      const std::int64_t x = x0 + u * B;
+      if (x >= count) break;
+      V s = T::add(acc[o][u], T::set1(p.bias[o]));
+      float* y = out + o * osp + x;
+      const bool whole = x + B <= count;
+      if (res) {
+        const float* r = res + o * osp + x;
+        if (whole) {
+          s = T::add(s, T::load(r));
+        } else {
+          float tmp[B] = {};
+          std::copy_n(r, count - x, tmp);
+          s = T::add(s, T::load(tmp));
+        }
+      }
+      if (p.act == Activation::prelu)
+        s = T::select_nonneg(s, s, T::mul(s, T::set1(p.slope[o])));
+      else
+        s = direct::activation_of<T>(p.act, p.alpha, p.beta, nullptr, s, 0);
+      if (whole) {
+        T::store(y, s);
+      } else {
+        float tmp[B];
+        T::store(tmp, s);
+        std::copy_n(tmp, count - x, y);
+      }
+    }
+}
+
+// Output rows [begin, end) of the small plain kernel. Input rows are copied with their W
+// padding into a cache shared by consecutive rows and planes (slot (d mod span_d, h mod
+// span_h), tagged with the source row), so that no tile checks pixels against the row.
+template <class T, int OC>
+void small_items(const SmallPlan& p, const float* src, float* dst, const float* res, std::int64_t begin,
+                 std::int64_t end) {
+  constexpr int B = T::B;
+  constexpr int UR = small_tile(B) / B;
+  const std::int64_t span_d = (p.kd - 1) * p.dd + 1, span_h = (p.kh - 1) * p.dh + 1;
+  std::vector<float> buf(static_cast<std::size_t>(span_d * span_h * p.ic * p.row_len), 0.f);
+  std::vector<const float*> tag(static_cast<std::size_t>(span_d * span_h), nullptr);
+  std::vector<const float*> rows(static_cast<std::size_t>(p.kd * p.kh));
+  std::vector<std::int64_t> wk(rows.size());
+  const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+  for (std::int64_t item = begin; item < end; ++item) {
+    const std::int64_t n = item / (p.od * p.oh), r = item % (p.od * p.oh), od = r / p.oh, oh = r % p.oh;
+    int nrows = 0;
+    for (std::int64_t kd = 0; kd < p.kd; ++kd) {
+      const std::int64_t d = od - p.pd + kd * p.dd;
+      if (d < 0 || d >= p.id) continue;
+      for (std::int64_t kh = 0; kh < p.kh; ++kh) {
+        const std::int64_t h = oh - p.ph + kh * p.dh;
+        if (h < 0 || h >= p.ih) continue;
+        const float* from = src + n * p.ic * isp + (d * p.ih + h) * p.iw;
+        const std::size_t slot = static_cast<std::size_t>(d % span_d * span_h + h % span_h);
+        float* to = buf.data() + slot * p.ic * p.row_len;
+        if (tag[slot] != from) {
+          for (std::int64_t c = 0; c < p.ic; ++c) std::copy_n(from + c * isp, p.iw, to + c * p.row_len + p.pw);
+          tag[slot] = from;
+        }
+        rows[static_cast<std::size_t>(nrows)] = to;
+        wk[static_cast<std::size_t>(nrows)] = (kd * p.kh + kh) * p.kw;
+        ++nrows;
+      }
+    }
+    const std::int64_t off = (n * p.oc * p.od + od) * p.oh * p.ow + oh * p.ow;
+    for (std::int64_t x0 = 0; x0 < p.ow; x0 += UR * B)
+      small_tile_run<T, OC, UR>(p, rows.data(), wk.data(), nrows, x0, dst + off, res ? res + off : nullptr, osp, p.ow);
+  }
+}
+
+template <class T>
+void small_run(const SmallPlan& p, const float* src, float* dst, const float* res, std::int64_t begin, std::int64_t end) {
+  switch (p.oc) {
+    case 1: return small_items<T, 1>(p, src, dst, res, begin, end);
+    case 2: return small_items<T, 2>(p, src, dst, res, begin, end);
+    case 3: return small_items<T, 3>(p, src, dst, res, begin, end);
+    default: return small_items<T, 4>(p, src, dst, res, begin, end);
   }
 }
 

@@ -843,6 +843,101 @@ TEST(ConvHead, TransposedRejectsWhatItCannotRun) {
   EXPECT_NE(why.find("residual"), std::string::npos) << why;
 }
 
+// The small plain convolution (few channels, plain in and out, vectors along W): against the
+// reference over kernel shapes, dilations and pads, widths around the tile (24 pixels on
+// AVX2, 64 on AVX-512), channel counts, batches, residuals and activations; guard bytes, and
+// 1 and 2 threads bitwise equal.
+TEST(ConvHead, SmallPlainMatchesReferenceOverSweep) {
+  std::vector<std::pair<Isa, const char*>> variants{{Isa::generic, "conv3d_small_plain__generic"}};
+  if (cpu_has(Isa::avx2)) variants.push_back({Isa::avx2, "conv3d_small_plain__avx2_fma"});
+  if (cpu_has(Isa::avx512)) variants.push_back({Isa::avx512, "conv3d_small_plain__avx512"});
+  struct Geo {
+    std::array<std::int64_t, 3> k, d, pb, pe;
+  };
+  const Geo geos[] = {
+      {{3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}},  // MONAI's last residual unit
+      {{1, 3, 3}, {1, 1, 1}, {0, 1, 1}, {0, 1, 1}},
+      {{3, 3, 1}, {1, 2, 1}, {1, 2, 0}, {1, 2, 0}},
+      {{3, 5, 3}, {2, 1, 3}, {2, 2, 3}, {2, 2, 3}},
+      {{1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {0, 0, 0}},
+      {{2, 2, 4}, {1, 1, 1}, {0, 1, 2}, {1, 0, 1}},
+  };
+  const std::array<std::pair<std::int64_t, std::int64_t>, 5> chans{{{1, 1}, {3, 3}, {2, 4}, {4, 2}, {3, 1}}};
+  const std::array<Activation, 6> acts{{Activation::none, Activation::relu, Activation::leaky_relu, Activation::prelu,
+                                        Activation::sigmoid, Activation::clip}};
+  std::uint32_t seed = 9000;
+  int i = 0;
+  for (const auto& [isa, name] : variants)
+    for (const Geo& g : geos)
+      for (const auto& [ic, oc] : chans)
+        for (std::int64_t w : {std::int64_t{1}, std::int64_t{7}, std::int64_t{24}, std::int64_t{37}, std::int64_t{70}}) {
+          ++i;
+          ConvParams p = conv_params(ic, oc, {2 + i % 3, 3, w}, g.k, {1, 1, 1}, g.d, g.pb, g.pe, 1, i % 4 == 0 ? 2 : 1);
+          if (p.od <= 0 || p.oh <= 0 || p.ow <= 0) continue;
+          SCOPED_TRACE(std::string(name) + " " + p.str());
+          std::mt19937 rng(seed++);
+          const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+          const auto src = random_vec(static_cast<std::size_t>(p.n * ic * isp), rng);
+          const auto wei = random_vec(static_cast<std::size_t>(oc * ic * p.kd * p.kh * p.kw), rng);
+          const auto bias = random_vec(static_cast<std::size_t>(oc), rng);
+          const auto slopes = random_vec(static_cast<std::size_t>(oc), rng);
+          const auto res = random_vec(static_cast<std::size_t>(p.n * oc * osp), rng);
+          Epilogue ep;
+          ep.act = acts[static_cast<std::size_t>(i) % acts.size()];
+          ep.bias = i % 2 ? bias.data() : nullptr;
+          ep.slope = slopes.data();
+          ep.slope_per_channel = i % 4 < 2;
+          ep.alpha = ep.act == Activation::clip ? -0.5f : 0.1f;
+          ep.beta = 0.75f;
+          ep.residual = i % 3 ? res.data() : nullptr;
+          std::string why;
+          auto k = make_small_plain_conv_kernel(p, wei.data(), ep, isa, &why);
+          ASSERT_NE(k, nullptr) << why;
+          EXPECT_STREQ(k->name(), name);
+          std::vector<float> ref(static_cast<std::size_t>(p.n * oc * osp)), pre(ref.size());
+          conv3d_ref(p, src.data(), wei.data(), ep, ref.data());
+          Epilogue linear = ep;
+          linear.act = Activation::none;
+          conv3d_ref(p, src.data(), wei.data(), linear, pre.data());
+          auto run = [&](int threads) {
+            std::vector<float> buf(ref.size() + 2 * kGuard, sentinel());
+            set_num_threads(threads);
+            k->run(src.data(), buf.data() + kGuard, ep.residual, nullptr);
+            set_num_threads(0);
+            for (std::size_t j = 0; j < kGuard; ++j) {
+              EXPECT_TRUE(is_sentinel(buf[j])) << "write before dst at -" << (kGuard - j);
+              EXPECT_TRUE(is_sentinel(buf[kGuard + ref.size() + j])) << "write after dst at +" << j;
+            }
+            return std::vector<float>(buf.begin() + kGuard, buf.begin() + static_cast<std::ptrdiff_t>(kGuard + ref.size()));
+          };
+          const auto out1 = run(1), out2 = run(2);
+          EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float))) << "1 and 2 threads differ";
+          double max_err = 0, max_pre = 0;
+          for (std::size_t j = 0; j < ref.size(); ++j) {
+            const double e = std::abs(double(out1[j]) - double(ref[j]));
+            if (!(e <= max_err)) max_err = e;
+            max_pre = std::max(max_pre, std::abs(double(pre[j])));
+          }
+          EXPECT_LE(max_err, kTolerance * std::max(1.0, max_pre));
+        }
+}
+
+TEST(ConvHead, SmallPlainRejectsWhatItCannotRun) {
+  const std::vector<float> w(8 * 8 * 27, 0.1f);
+  std::string why;
+  const ConvParams wide = conv_params(3, 5, {4, 4, 4}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+  EXPECT_EQ(make_small_plain_conv_kernel(wide, w.data(), Epilogue{}, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("more than 4 output"), std::string::npos) << why;
+  const ConvParams deep = conv_params(5, 3, {4, 4, 4}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+  why.clear();
+  EXPECT_EQ(make_small_plain_conv_kernel(deep, w.data(), Epilogue{}, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("more than 4 input"), std::string::npos) << why;
+  const ConvParams s2 = conv_params(3, 3, {4, 4, 4}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+  why.clear();
+  EXPECT_EQ(make_small_plain_conv_kernel(s2, w.data(), Epilogue{}, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("stride 1"), std::string::npos) << why;
+}
+
 TEST(ConvHead, RejectsWhatItCannotRun) {
   const std::vector<float> w(40 * 40 * 27, 0.1f);
   std::string why;

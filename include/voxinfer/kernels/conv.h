@@ -98,4 +98,12 @@ std::unique_ptr<ConvKernel> make_conv_head_kernel(const ConvParams& p, const flo
 std::unique_ptr<ConvKernel> make_deconv_head_kernel(const ConvParams& p, const float* wei, const Epilogue& ep,
                                                     Layout src, Isa isa, std::string* why = nullptr);
 
+// A small convolution from plain NCDHW to plain NCDHW: at most 4 input and 4 output channels
+// (a network's last 3x3x3 layer on its classes), stride 1, one group, any kernel, dilation
+// and padding; residual (plain) and every activation fused. Vectors run along W, so all
+// lanes are used where a channel-blocked kernel would fill 3 of 8 or 16. Null (with the
+// reason in `why`) otherwise.
+std::unique_ptr<ConvKernel> make_small_plain_conv_kernel(const ConvParams& p, const float* wei, const Epilogue& ep,
+                                                        Isa isa, std::string* why = nullptr);
+
 }  // namespace voxinfer::kernels
