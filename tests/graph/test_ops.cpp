@@ -1132,7 +1132,8 @@ TEST(LayoutPass, PoolingRunsBlocked) {
       EXPECT_EQ(run.stats.reorders, 2);  // the 5-channel input and the output only
     }
   }
-  // Blocked in, plain out (the pooled value is the graph output): the layout boundary path.
+  // Blocked in, plain out (the pooled value is the graph output): the layout boundary path,
+  // lanes stored to their channels' planes.
   for (const char* op : {"MaxPool", "AveragePool"}) {
     SCOPED_TRACE(std::string(op) + " to a plain output");
     graph::Graph g;
@@ -1143,7 +1144,7 @@ TEST(LayoutPass, PoolingRunsBlocked) {
     test::add_node(g, op, {"c1"}, "y",
                    {{"kernel_shape", test::ints({3, 3, 3})}, {"strides", test::ints({2, 2, 2})}, {"pads", test::ints({1, 1, 1, 1, 1, 1})}});
     test::add_output(g, "y");
-    const Tensor x = test::random_tensor(Shape{1, 5, 8, 9, 7}, 235, -2.f, 3.f);
+    const Tensor x = test::random_tensor(Shape{2, 5, 8, 9, 7}, 235, -2.f, 3.f);  // 2 images, 20 channels
     const FastAndReference run = run_fast_and_reference(g, {x});
     expect_close(run.fast[0], run.ref[0], 1e-4, "pooling to plain");
   }
