@@ -105,6 +105,10 @@ void deconv_head_nCdhw16c__avx512(const DeconvPlan& p, const float* src, float* 
   deconv_items<direct::Avx512>(p, src, dst, b, e);
 }
 
+void taps_head_nCdhw16c__avx512(const DeconvPlan& p, const float* src, float* dst, std::int64_t b, std::int64_t e) {
+  taps_items<direct::Avx512>(p, src, dst, b, e);
+}
+
 void small_plain__avx512(const SmallPlan& p, const float* src, float* dst, const float* res, std::int64_t b, std::int64_t e) {
   small_run<direct::Avx512>(p, src, dst, res, b, e);
 }

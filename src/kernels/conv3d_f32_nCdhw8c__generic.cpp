@@ -118,6 +118,10 @@ void deconv_head_nCdhw8c__generic(const DeconvPlan& p, const float* src, float* 
   deconv_items<direct::Generic>(p, src, dst, b, e);
 }
 
+void taps_head_nCdhw8c__generic(const DeconvPlan& p, const float* src, float* dst, std::int64_t b, std::int64_t e) {
+  taps_items<direct::Generic>(p, src, dst, b, e);
+}
+
 void small_plain__generic(const SmallPlan& p, const float* src, float* dst, const float* res, std::int64_t b, std::int64_t e) {
   small_run<direct::Generic>(p, src, dst, res, b, e);
 }

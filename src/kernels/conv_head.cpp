@@ -51,6 +51,37 @@ class HeadKernel final : public ConvKernel {
 
 }  // namespace
 
+namespace {
+
+// Plan and packed weights ([oc][kd][kh][kw][icb][B]) of a transposed or taps head; `wei` in
+// ONNX order: ConvTranspose [ic][oc][k...], Conv [oc][ic][k...].
+head::DeconvPlan taps_plan(const ConvParams& p, const float* wei, const Epilogue& ep, int B, bool transposed,
+                           std::shared_ptr<std::byte>& storage) {
+  head::DeconvPlan plan;
+  plan.n = p.n, plan.oc = p.oc, plan.block = B, plan.icb = (p.ic + B - 1) / B;
+  plan.id = p.id, plan.ih = p.ih, plan.iw = p.iw, plan.od = p.od, plan.oh = p.oh, plan.ow = p.ow;
+  plan.kd = p.kd, plan.kh = p.kh, plan.kw = p.kw, plan.sd = p.sd, plan.sh = p.sh;
+  plan.pd = p.pd, plan.ph = p.ph, plan.pw = p.pw, plan.dd = p.dd, plan.dh = p.dh, plan.dw = p.dw;
+  plan.act = ep.act, plan.alpha = ep.alpha, plan.beta = ep.beta;
+  const std::int64_t taps = p.kd * p.kh * p.kw, wsize = p.oc * taps * plan.icb * B;
+  storage = aligned_bytes(static_cast<std::size_t>(wsize + 2 * p.oc) * sizeof(float));
+  float* w = reinterpret_cast<float*>(storage.get());
+  float* bias = w + wsize;
+  float* slope = bias + p.oc;
+  std::fill_n(w, wsize, 0.f);
+  for (std::int64_t o = 0; o < p.oc; ++o) {
+    for (std::int64_t t = 0; t < taps; ++t)
+      for (std::int64_t c = 0; c < p.ic; ++c)
+        w[((o * taps + t) * plan.icb + c / B) * B + c % B] = wei[(transposed ? c * p.oc + o : o * p.ic + c) * taps + t];
+    bias[o] = ep.bias ? ep.bias[o] : 0.f;
+    slope[o] = ep.act == Activation::prelu ? ep.slope[ep.slope_per_channel ? o : 0] : 0.f;
+  }
+  plan.w = w, plan.bias = bias, plan.slope = slope;
+  return plan;
+}
+
+}  // namespace
+
 std::unique_ptr<ConvKernel> make_conv_head_kernel(const ConvParams& p, const float* wei, const Epilogue& ep, Layout src,
                                                   Isa isa, std::string* why) {
   if (static_cast<int>(isa) > static_cast<int>(hardware_isa())) isa = hardware_isa();
@@ -63,9 +94,29 @@ std::unique_ptr<ConvKernel> make_conv_head_kernel(const ConvParams& p, const flo
   };
   if (!B) return no("src is not channel-blocked");
   if (B == 16 && isa != Isa::avx512) return no("16-channel blocks need AVX-512");
-  if (p.kd != 1 || p.kh != 1 || p.kw != 1 || p.sd != 1 || p.sh != 1 || p.sw != 1 || p.pd || p.ph || p.pw || p.groups != 1 ||
-      p.od != p.id || p.oh != p.ih || p.ow != p.iw)
-    return no("not a 1x1x1 convolution with stride 1, no padding and one group: " + p.str());
+  const bool pointwise = p.kd == 1 && p.kh == 1 && p.kw == 1 && p.sd == 1 && p.sh == 1 && p.sw == 1 && !p.pd && !p.ph &&
+                         !p.pw && p.groups == 1 && p.od == p.id && p.oh == p.ih && p.ow == p.iw;
+  if (!pointwise) {
+    // Larger kernels: the taps head, for at most kMaxTapsOutputs outputs (more fill the
+    // blocked kernels' vectors well enough).
+    const char* tname = B == 16 ? "conv_taps_head_nCdhw16c__avx512" : isa == Isa::generic ? "conv_taps_head_nCdhw8c__generic"
+                                                                                          : "conv_taps_head_nCdhw8c__avx2_fma";
+    auto tno = [&](const std::string& reason) -> std::unique_ptr<ConvKernel> {
+      if (why) *why += std::string(tname) + ": " + reason + "\n";
+      return nullptr;
+    };
+    if (p.sw != 1 || p.groups != 1 || p.kd > 16 || p.kh > 16)
+      return tno("not a convolution with stride 1 along W, one group and at most 16 taps per axis: " + p.str());
+    if (p.oc > head::kMaxTapsOutputs) return tno("more than " + std::to_string(head::kMaxTapsOutputs) + " output channels");
+    if (ep.residual) return tno("residual add");
+    if (ep.act == Activation::prelu && !ep.slope) return tno("PRelu without slopes");
+    std::shared_ptr<std::byte> storage;
+    const head::DeconvPlan plan = taps_plan(p, wei, ep, B, false, storage);
+    const head::DeconvRunFn fn = B == 16 ? head::taps_head_nCdhw16c__avx512
+                                         : isa == Isa::generic ? head::taps_head_nCdhw8c__generic
+                                                               : head::taps_head_nCdhw8c__avx2_fma;
+    return std::make_unique<HeadKernel<head::DeconvPlan, head::DeconvRunFn>>(tname, fn, plan, src, std::move(storage));
+  }
   if (p.oc > head::kMaxOutputs) return no("more than " + std::to_string(head::kMaxOutputs) + " output channels");
   if (ep.residual) return no("residual add");
   if (ep.act != Activation::none && ep.act != Activation::relu && ep.act != Activation::leaky_relu &&
@@ -90,6 +141,7 @@ std::unique_ptr<ConvKernel> make_conv_head_kernel(const ConvParams& p, const flo
   return std::make_unique<HeadKernel<head::Plan, head::RunFn>>(name, fn, plan, src, std::move(storage));
 }
 
+
 std::unique_ptr<ConvKernel> make_deconv_head_kernel(const ConvParams& p, const float* wei, const Epilogue& ep,
                                                     Layout src, Isa isa, std::string* why) {
   if (static_cast<int>(isa) > static_cast<int>(hardware_isa())) isa = hardware_isa();
@@ -107,26 +159,8 @@ std::unique_ptr<ConvKernel> make_deconv_head_kernel(const ConvParams& p, const f
   if (p.oc > head::kMaxOutputs) return no("more than " + std::to_string(head::kMaxOutputs) + " output channels");
   if (ep.residual) return no("residual add");
   if (ep.act == Activation::prelu && !ep.slope) return no("PRelu without slopes");
-
-  head::DeconvPlan plan;
-  plan.n = p.n, plan.oc = p.oc, plan.block = B, plan.icb = (p.ic + B - 1) / B;
-  plan.id = p.id, plan.ih = p.ih, plan.iw = p.iw, plan.od = p.od, plan.oh = p.oh, plan.ow = p.ow;
-  plan.kd = p.kd, plan.kh = p.kh, plan.kw = p.kw, plan.sd = p.sd, plan.sh = p.sh;
-  plan.pd = p.pd, plan.ph = p.ph, plan.pw = p.pw;
-  plan.act = ep.act, plan.alpha = ep.alpha, plan.beta = ep.beta;
-  const std::int64_t taps = p.kd * p.kh * p.kw, wsize = p.oc * taps * plan.icb * B;
-  auto storage = aligned_bytes(static_cast<std::size_t>(wsize + 2 * p.oc) * sizeof(float));
-  float* w = reinterpret_cast<float*>(storage.get());
-  float* bias = w + wsize;
-  float* slope = bias + p.oc;
-  std::fill_n(w, wsize, 0.f);
-  for (std::int64_t o = 0; o < p.oc; ++o) {
-    for (std::int64_t t = 0; t < taps; ++t)  // ONNX ConvTranspose weights: [ic][oc][kd][kh][kw]
-      for (std::int64_t c = 0; c < p.ic; ++c) w[((o * taps + t) * plan.icb + c / B) * B + c % B] = wei[(c * p.oc + o) * taps + t];
-    bias[o] = ep.bias ? ep.bias[o] : 0.f;
-    slope[o] = ep.act == Activation::prelu ? ep.slope[ep.slope_per_channel ? o : 0] : 0.f;
-  }
-  plan.w = w, plan.bias = bias, plan.slope = slope;
+  std::shared_ptr<std::byte> storage;
+  const head::DeconvPlan plan = taps_plan(p, wei, ep, B, true, storage);
   const head::DeconvRunFn fn = B == 16 ? head::deconv_head_nCdhw16c__avx512
                                        : isa == Isa::generic ? head::deconv_head_nCdhw8c__generic
                                                              : head::deconv_head_nCdhw8c__avx2_fma;

@@ -12,6 +12,7 @@
 namespace voxinfer::kernels::head {
 
 inline constexpr std::int64_t kMaxOutputs = 16;
+inline constexpr std::int64_t kMaxTapsOutputs = 4;  // convolutions with a kernel (taps head)
 inline constexpr std::int64_t kChunk = 4096;  // pixels per work item (a multiple of every block)
 
 struct Plan {
@@ -30,11 +31,13 @@ using RunFn = void (*)(const Plan& plan, const float* src, float* dst, std::int6
 
 // The transposed head: a ConvTranspose with stride 2 along W (MONAI's last up-sampling to the
 // classes), the same dot products over the input-channel blocks, summed over each output
-// pixel's taps. Work items are output rows (image, od, oh).
+// pixel's taps. Work items are output rows (image, od, oh). The same plan serves the taps
+// head: a convolution with a kernel, stride 1 along W (VNet's last 5x5x5 layer).
 struct DeconvPlan {
   std::int64_t n = 1, icb = 1, oc = 1;
   std::int64_t id = 1, ih = 1, iw = 1, od = 1, oh = 1, ow = 1;
-  std::int64_t kd = 1, kh = 1, kw = 1, sd = 1, sh = 1, pd = 0, ph = 0, pw = 0;  // stride along W is 2
+  std::int64_t kd = 1, kh = 1, kw = 1, sd = 1, sh = 1, pd = 0, ph = 0, pw = 0;  // stride along W: 2 (1 for taps heads)
+  std::int64_t dd = 1, dh = 1, dw = 1;  // dilations (taps heads)
   int block = 8;
   const float* w = nullptr;     // [oc][kd][kh][kw][icb][block], zero beyond ic
   const float* bias = nullptr;   // [oc]
@@ -80,5 +83,8 @@ void head_nCdhw8c__generic(const Plan&, const float*, float*, std::int64_t, std:
 void deconv_head_nCdhw16c__avx512(const DeconvPlan&, const float*, float*, std::int64_t, std::int64_t);
 void deconv_head_nCdhw8c__avx2_fma(const DeconvPlan&, const float*, float*, std::int64_t, std::int64_t);
 void deconv_head_nCdhw8c__generic(const DeconvPlan&, const float*, float*, std::int64_t, std::int64_t);
+void taps_head_nCdhw16c__avx512(const DeconvPlan&, const float*, float*, std::int64_t, std::int64_t);
+void taps_head_nCdhw8c__avx2_fma(const DeconvPlan&, const float*, float*, std::int64_t, std::int64_t);
+void taps_head_nCdhw8c__generic(const DeconvPlan&, const float*, float*, std::int64_t, std::int64_t);
 
 }  // namespace voxinfer::kernels::head

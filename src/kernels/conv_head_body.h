@@ -54,6 +54,28 @@ void run_items(const Plan& p, const float* src, float* dst, std::int64_t begin, 
   }
 }
 
+// Reduces a group's B accumulators across lanes into B pixel values of output channel o,
+// adds the bias, applies the activation (PRelu: the channel's slope) and stores the pixels
+// of [ow0, ow) the group covers to y + ow0.
+template <class T>
+inline void store_group(const DeconvPlan& p, const typename T::V (&acc)[T::B], std::int64_t o, float* y,
+                        std::int64_t ow0) {
+  using V = typename T::V;
+  constexpr int B = T::B;
+  V s = T::add(T::lane_sums(acc), T::set1(p.bias[o]));
+  if (p.act == Activation::prelu)  // the vector holds pixels of one channel: one slope
+    s = T::select_nonneg(s, s, T::mul(s, T::set1(p.slope[o])));
+  else
+    s = direct::activation_of<T>(p.act, p.alpha, p.beta, nullptr, s, 0);
+  if (ow0 + B <= p.ow) {
+    T::store(y + ow0, s);
+  } else {
+    float tmp[B];
+    T::store(tmp, s);
+    std::copy_n(tmp, p.ow - ow0, y + ow0);
+  }
+}
+
 // One group of B output pixels [ow0, ow0 + B) of output channel o, for the taps of one
 // output row: W tap kw feeds the pixels q whose ow + pw - kw is even (q of parity P = (pw -
 // kw) & 1, as ow0 is even), from input pixels base, base + 1, ... MASKED groups read input
@@ -128,19 +150,68 @@ void deconv_items(const DeconvPlan& p, const float* src, float* dst, std::int64_
         V acc[B];
         if (full) deconv_group<T, false>(p, in, dtap, nd, htap, nh, o, ow0, acc);
         else deconv_group<T, true>(p, in, dtap, nd, htap, nh, o, ow0, acc);
-        V s = T::add(T::lane_sums(acc), T::set1(p.bias[o]));
-        if (p.act == Activation::prelu)  // the vector holds pixels of one channel: one slope
-          s = T::select_nonneg(s, s, T::mul(s, T::set1(p.slope[o])));
-        else
-          s = direct::activation_of<T>(p.act, p.alpha, p.beta, nullptr, s, 0);
-        float* y = out + o * ostride + ow0;
-        if (ow0 + B <= p.ow) {
-          T::store(y, s);
-        } else {
-          float tmp[B];
-          T::store(tmp, s);
-          std::copy_n(tmp, p.ow - ow0, y);
+        store_group<T>(p, acc, o, out + o * ostride, ow0);
+      }
+    }
+  }
+}
+
+// Convolutions (not transposed) with few outputs and stride 1 along W: W tap kw of pixel q
+// reads input pixel ow0 + q - pw + kw * dw.
+template <class T, bool MASKED>
+inline void taps_group(const DeconvPlan& p, const float* in, const std::int64_t* dtap, int nd, const std::int64_t* htap,
+                       int nh, std::int64_t o, std::int64_t ow0, typename T::V (&acc)[T::B]) {
+  using V = typename T::V;
+  constexpr int B = T::B;
+  const std::int64_t isp = p.id * p.ih * p.iw;
+  for (int q = 0; q < B; ++q) acc[q] = T::zero();
+  for (int a = 0; a < nd; ++a)
+    for (int b = 0; b < nh; ++b) {
+      const float* row0 = in + (dtap[2 * a + 1] * p.ih + htap[2 * b + 1]) * p.iw * B;
+      const float* w0 = p.w + ((o * p.kd + dtap[2 * a]) * p.kh + htap[2 * b]) * p.kw * p.icb * B;
+      for (std::int64_t kw = 0; kw < p.kw; ++kw) {
+        const std::int64_t x0 = ow0 - p.pw + kw * p.dw;
+        for (std::int64_t cb = 0; cb < p.icb; ++cb) {
+          const V w = T::load(w0 + (kw * p.icb + cb) * B);
+          const float* row = row0 + cb * isp * B;
+#pragma GCC unroll 16
+          for (int q = 0; q < B; ++q) {
+            const std::int64_t x = x0 + q;
+            const float* v = !MASKED || (x >= 0 && x < p.iw) ? row + x * B : direct::kZeroBlock;
+            acc[q] = T::fma(T::load(v), w, acc[q]);
+          }
         }
+      }
+    }
+}
+
+// Output rows [begin, end) of a convolution head with taps (see taps_group).
+template <class T>
+void taps_items(const DeconvPlan& p, const float* src, float* dst, std::int64_t begin, std::int64_t end) {
+  using V = typename T::V;
+  constexpr int B = T::B;
+  std::int64_t dtap[32], htap[32];
+  for (std::int64_t item = begin; item < end; ++item) {
+    const std::int64_t n = item / (p.od * p.oh), r = item % (p.od * p.oh), od = r / p.oh, oh = r % p.oh;
+    int nd = 0, nh = 0;
+    for (std::int64_t k = 0; k < p.kd; ++k) {
+      const std::int64_t i = od * p.sd - p.pd + k * p.dd;
+      if (i >= 0 && i < p.id) dtap[2 * nd] = k, dtap[2 * nd + 1] = i, ++nd;
+    }
+    for (std::int64_t k = 0; k < p.kh; ++k) {
+      const std::int64_t i = oh * p.sh - p.ph + k * p.dh;
+      if (i >= 0 && i < p.ih) htap[2 * nh] = k, htap[2 * nh + 1] = i, ++nh;
+    }
+    const float* in = src + n * p.icb * p.id * p.ih * p.iw * B;
+    float* out = dst + ((n * p.oc) * p.od + od) * p.oh * p.ow + oh * p.ow;
+    const std::int64_t ostride = p.od * p.oh * p.ow;
+    for (std::int64_t ow0 = 0; ow0 < p.ow; ow0 += B) {
+      const bool full = ow0 - p.pw >= 0 && ow0 + B - 1 - p.pw + (p.kw - 1) * p.dw < p.iw;
+      for (std::int64_t o = 0; o < p.oc; ++o) {
+        V acc[B];
+        if (full) taps_group<T, false>(p, in, dtap, nd, htap, nh, o, ow0, acc);
+        else taps_group<T, true>(p, in, dtap, nd, htap, nh, o, ow0, acc);
+        store_group<T>(p, acc, o, out + o * ostride, ow0);
       }
     }
   }

@@ -822,6 +822,91 @@ TEST(ConvHead, TransposedMatchesReferenceOverSweep) {
   }
 }
 
+// The taps head (a convolution with a kernel and at most 4 outputs, stride 1 along W):
+// blocked src, plain dst, against the reference over kernels, dilations, D/H strides, pads,
+// widths around the vector group, batches and activations (PRelu per channel or shared);
+// guard bytes, and 1 and 2 threads bitwise equal.
+TEST(ConvHead, TapsMatchesReferenceOverSweep) {
+  struct Variant {
+    Isa isa;
+    Layout src;
+    const char* name;
+  };
+  std::vector<Variant> variants{{Isa::generic, Layout::nCdhw8c, "conv_taps_head_nCdhw8c__generic"}};
+  if (cpu_has(Isa::avx2)) variants.push_back({Isa::avx2, Layout::nCdhw8c, "conv_taps_head_nCdhw8c__avx2_fma"});
+  if (cpu_has(Isa::avx512)) variants.push_back({Isa::avx512, Layout::nCdhw16c, "conv_taps_head_nCdhw16c__avx512"});
+  struct Geo {
+    std::array<std::int64_t, 3> k, s, d, pb, pe;
+  };
+  const Geo geos[] = {
+      {{5, 5, 5}, {1, 1, 1}, {1, 1, 1}, {2, 2, 2}, {2, 2, 2}},  // VNet's output layer
+      {{3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}},
+      {{3, 1, 3}, {2, 1, 1}, {1, 1, 2}, {1, 0, 2}, {0, 0, 1}},
+      {{1, 3, 2}, {1, 2, 1}, {1, 2, 1}, {0, 2, 0}, {0, 1, 1}},
+      {{1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0, 0, 1}, {0, 0, 1}},  // 1x1x1 with W padding: not the pointwise head
+  };
+  const std::array<std::pair<std::int64_t, std::int64_t>, 4> chans{{{1, 1}, {8, 2}, {21, 3}, {32, 4}}};
+  const std::array<Activation, 6> acts{{Activation::none, Activation::relu, Activation::leaky_relu, Activation::prelu,
+                                        Activation::sigmoid, Activation::clip}};
+  std::uint32_t seed = 8000;
+  int i = 0;
+  for (const Variant& v : variants) {
+    const int block = layout_block(v.src);
+    for (const Geo& g : geos)
+      for (const auto& [ic, oc] : chans)
+        for (std::int64_t w : {std::int64_t{1}, std::int64_t{6}, std::int64_t{17}, std::int64_t{35}}) {
+          ++i;
+          ConvParams p = conv_params(ic, oc, {3, 2 + i % 3, w}, g.k, g.s, g.d, g.pb, g.pe, 1, i % 3 == 0 ? 2 : 1);
+          if (p.od <= 0 || p.oh <= 0 || p.ow <= 0) continue;
+          SCOPED_TRACE(std::string(v.name) + " " + p.str());
+          std::mt19937 rng(seed++);
+          const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+          const auto src = random_vec(static_cast<std::size_t>(p.n * ic * isp), rng);
+          const auto wei = random_vec(static_cast<std::size_t>(oc * ic * p.kd * p.kh * p.kw), rng);
+          const auto bias = random_vec(static_cast<std::size_t>(oc), rng);
+          const auto slopes = random_vec(static_cast<std::size_t>(oc), rng);
+          Epilogue ep;
+          ep.act = acts[static_cast<std::size_t>(i) % acts.size()];
+          ep.bias = i % 2 ? bias.data() : nullptr;
+          ep.slope = slopes.data();
+          ep.slope_per_channel = i % 4 < 2;
+          ep.alpha = ep.act == Activation::clip ? -0.5f : 0.1f;
+          ep.beta = 0.75f;
+          std::string why;
+          auto k = make_conv_head_kernel(p, wei.data(), ep, v.src, v.isa, &why);
+          ASSERT_NE(k, nullptr) << why;
+          EXPECT_STREQ(k->name(), v.name);
+          std::vector<float> src_b(static_cast<std::size_t>(activation_elements(v.src, p.n, ic, isp)), sentinel());
+          reorder_plain_to_blocked(src.data(), src_b.data(), p.n, ic, isp, block);
+          std::vector<float> ref(static_cast<std::size_t>(p.n * oc * osp)), pre(ref.size());
+          conv3d_ref(p, src.data(), wei.data(), ep, ref.data());
+          Epilogue linear = ep;
+          linear.act = Activation::none;
+          conv3d_ref(p, src.data(), wei.data(), linear, pre.data());
+          auto run = [&](int threads) {
+            std::vector<float> buf(ref.size() + 2 * kGuard, sentinel());
+            set_num_threads(threads);
+            k->run(src_b.data(), buf.data() + kGuard, nullptr, nullptr);
+            set_num_threads(0);
+            for (std::size_t j = 0; j < kGuard; ++j) {
+              EXPECT_TRUE(is_sentinel(buf[j])) << "write before dst at -" << (kGuard - j);
+              EXPECT_TRUE(is_sentinel(buf[kGuard + ref.size() + j])) << "write after dst at +" << j;
+            }
+            return std::vector<float>(buf.begin() + kGuard, buf.begin() + static_cast<std::ptrdiff_t>(kGuard + ref.size()));
+          };
+          const auto out1 = run(1), out2 = run(2);
+          EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float))) << "1 and 2 threads differ";
+          double max_err = 0, max_pre = 0;
+          for (std::size_t j = 0; j < ref.size(); ++j) {
+            const double e = std::abs(double(out1[j]) - double(ref[j]));
+            if (!(e <= max_err)) max_err = e;
+            max_pre = std::max(max_pre, std::abs(double(pre[j])));
+          }
+          EXPECT_LE(max_err, kTolerance * std::max(1.0, max_pre));
+        }
+  }
+}
+
 TEST(ConvHead, TransposedRejectsWhatItCannotRun) {
   const std::vector<float> w(8 * 3 * 27, 0.1f);
   ConvParams p;
@@ -941,9 +1026,13 @@ TEST(ConvHead, SmallPlainRejectsWhatItCannotRun) {
 TEST(ConvHead, RejectsWhatItCannotRun) {
   const std::vector<float> w(40 * 40 * 27, 0.1f);
   std::string why;
-  const ConvParams k3 = conv_params(8, 3, {4, 4, 4}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
-  EXPECT_EQ(make_conv_head_kernel(k3, w.data(), Epilogue{}, Layout::nCdhw8c, Isa::avx2, &why), nullptr);
-  EXPECT_NE(why.find("1x1x1"), std::string::npos) << why;
+  const ConvParams k3s2 = conv_params(8, 3, {4, 4, 4}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+  EXPECT_EQ(make_conv_head_kernel(k3s2, w.data(), Epilogue{}, Layout::nCdhw8c, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("stride 1 along W"), std::string::npos) << why;
+  const ConvParams k3wide = conv_params(8, 5, {4, 4, 4}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+  why.clear();
+  EXPECT_EQ(make_conv_head_kernel(k3wide, w.data(), Epilogue{}, Layout::nCdhw8c, Isa::avx2, &why), nullptr);
+  EXPECT_NE(why.find("more than 4"), std::string::npos) << why;
   const ConvParams wide = conv_params(8, 17, {4, 4, 4}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {0, 0, 0});
   why.clear();
   EXPECT_EQ(make_conv_head_kernel(wide, w.data(), Epilogue{}, Layout::nCdhw8c, Isa::avx2, &why), nullptr);
