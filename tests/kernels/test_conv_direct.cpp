@@ -658,6 +658,33 @@ TEST(ConvWinograd, RejectsWhatItCannotRun) {
   EXPECT_EQ(winograd::create(strided, w.data(), Epilogue{}, Isa::generic, &why), nullptr);
 }
 
+// Runs a head kernel with 1 and 2 threads into guarded buffers and checks the guards, that
+// both runs give the same bytes, and the error against ref within the test bound scaled by
+// the largest value before the activation (pre).
+void expect_head_matches(const ConvKernel& k, const float* src, const float* res, const std::vector<float>& ref,
+                         const std::vector<float>& pre) {
+  auto run = [&](int threads) {
+    std::vector<float> buf(ref.size() + 2 * kGuard, sentinel());
+    set_num_threads(threads);
+    k.run(src, buf.data() + kGuard, res, nullptr);
+    set_num_threads(0);
+    for (std::size_t j = 0; j < kGuard; ++j) {
+      EXPECT_TRUE(is_sentinel(buf[j])) << "write before dst at -" << (kGuard - j);
+      EXPECT_TRUE(is_sentinel(buf[kGuard + ref.size() + j])) << "write after dst at +" << j;
+    }
+    return std::vector<float>(buf.begin() + kGuard, buf.begin() + static_cast<std::ptrdiff_t>(kGuard + ref.size()));
+  };
+  const auto out1 = run(1), out2 = run(2);
+  EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float))) << "1 and 2 threads differ";
+  double max_err = 0, max_pre = 0;
+  for (std::size_t j = 0; j < ref.size(); ++j) {
+    const double e = std::abs(double(out1[j]) - double(ref[j]));
+    if (!(e <= max_err)) max_err = e;
+    max_pre = std::max(max_pre, std::abs(double(pre[j])));
+  }
+  EXPECT_LE(max_err, kTolerance * std::max(1.0, max_pre));
+}
+
 // The 1x1x1 head: blocked src, plain dst, against the reference over channel counts, pixel
 // counts with partial vector groups and several chunks, batches and activations; guard
 // bytes around dst, and 1 and 2 threads bitwise equal.
@@ -703,26 +730,7 @@ TEST(ConvHead, MatchesReferenceOverSweep) {
         Epilogue linear = ep;
         linear.act = Activation::none;
         conv3d_ref(p, src.data(), wei.data(), linear, pre.data());
-        auto run = [&](int threads) {
-          std::vector<float> buf(ref.size() + 2 * kGuard, sentinel());
-          set_num_threads(threads);
-          k->run(src_b.data(), buf.data() + kGuard, nullptr, nullptr);
-          set_num_threads(0);
-          for (std::size_t i = 0; i < kGuard; ++i) {
-            EXPECT_TRUE(is_sentinel(buf[i])) << "write before dst at -" << (kGuard - i);
-            EXPECT_TRUE(is_sentinel(buf[kGuard + ref.size() + i])) << "write after dst at +" << i;
-          }
-          return std::vector<float>(buf.begin() + kGuard, buf.begin() + static_cast<std::ptrdiff_t>(kGuard + ref.size()));
-        };
-        const auto out1 = run(1), out2 = run(2);
-        EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float))) << "1 and 2 threads differ";
-        double max_err = 0, max_pre = 0;
-        for (std::size_t i = 0; i < ref.size(); ++i) {
-          const double e = std::abs(double(out1[i]) - double(ref[i]));
-          if (!(e <= max_err)) max_err = e;
-          max_pre = std::max(max_pre, std::abs(double(pre[i])));
-        }
-        EXPECT_LE(max_err, kTolerance * std::max(1.0, max_pre));
+        expect_head_matches(*k, src_b.data(), nullptr, ref, pre);
       }
   }
 }
@@ -798,26 +806,7 @@ TEST(ConvHead, TransposedMatchesReferenceOverSweep) {
           Epilogue linear = ep;
           linear.act = Activation::none;
           conv_transpose3d_ref(p, src.data(), wei.data(), linear, pre.data());
-          auto run = [&](int threads) {
-            std::vector<float> buf(ref.size() + 2 * kGuard, sentinel());
-            set_num_threads(threads);
-            k->run(src_b.data(), buf.data() + kGuard, nullptr, nullptr);
-            set_num_threads(0);
-            for (std::size_t j = 0; j < kGuard; ++j) {
-              EXPECT_TRUE(is_sentinel(buf[j])) << "write before dst at -" << (kGuard - j);
-              EXPECT_TRUE(is_sentinel(buf[kGuard + ref.size() + j])) << "write after dst at +" << j;
-            }
-            return std::vector<float>(buf.begin() + kGuard, buf.begin() + static_cast<std::ptrdiff_t>(kGuard + ref.size()));
-          };
-          const auto out1 = run(1), out2 = run(2);
-          EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float))) << "1 and 2 threads differ";
-          double max_err = 0, max_pre = 0;
-          for (std::size_t j = 0; j < ref.size(); ++j) {
-            const double e = std::abs(double(out1[j]) - double(ref[j]));
-            if (!(e <= max_err)) max_err = e;
-            max_pre = std::max(max_pre, std::abs(double(pre[j])));
-          }
-          EXPECT_LE(max_err, kTolerance * std::max(1.0, max_pre));
+          expect_head_matches(*k, src_b.data(), nullptr, ref, pre);
         }
   }
 }
@@ -883,26 +872,7 @@ TEST(ConvHead, TapsMatchesReferenceOverSweep) {
           Epilogue linear = ep;
           linear.act = Activation::none;
           conv3d_ref(p, src.data(), wei.data(), linear, pre.data());
-          auto run = [&](int threads) {
-            std::vector<float> buf(ref.size() + 2 * kGuard, sentinel());
-            set_num_threads(threads);
-            k->run(src_b.data(), buf.data() + kGuard, nullptr, nullptr);
-            set_num_threads(0);
-            for (std::size_t j = 0; j < kGuard; ++j) {
-              EXPECT_TRUE(is_sentinel(buf[j])) << "write before dst at -" << (kGuard - j);
-              EXPECT_TRUE(is_sentinel(buf[kGuard + ref.size() + j])) << "write after dst at +" << j;
-            }
-            return std::vector<float>(buf.begin() + kGuard, buf.begin() + static_cast<std::ptrdiff_t>(kGuard + ref.size()));
-          };
-          const auto out1 = run(1), out2 = run(2);
-          EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float))) << "1 and 2 threads differ";
-          double max_err = 0, max_pre = 0;
-          for (std::size_t j = 0; j < ref.size(); ++j) {
-            const double e = std::abs(double(out1[j]) - double(ref[j]));
-            if (!(e <= max_err)) max_err = e;
-            max_pre = std::max(max_pre, std::abs(double(pre[j])));
-          }
-          EXPECT_LE(max_err, kTolerance * std::max(1.0, max_pre));
+          expect_head_matches(*k, src_b.data(), nullptr, ref, pre);
         }
   }
 }
@@ -984,26 +954,7 @@ TEST(ConvHead, SmallPlainMatchesReferenceOverSweep) {
           Epilogue linear = ep;
           linear.act = Activation::none;
           conv3d_ref(p, src.data(), wei.data(), linear, pre.data());
-          auto run = [&](int threads) {
-            std::vector<float> buf(ref.size() + 2 * kGuard, sentinel());
-            set_num_threads(threads);
-            k->run(src.data(), buf.data() + kGuard, ep.residual, nullptr);
-            set_num_threads(0);
-            for (std::size_t j = 0; j < kGuard; ++j) {
-              EXPECT_TRUE(is_sentinel(buf[j])) << "write before dst at -" << (kGuard - j);
-              EXPECT_TRUE(is_sentinel(buf[kGuard + ref.size() + j])) << "write after dst at +" << j;
-            }
-            return std::vector<float>(buf.begin() + kGuard, buf.begin() + static_cast<std::ptrdiff_t>(kGuard + ref.size()));
-          };
-          const auto out1 = run(1), out2 = run(2);
-          EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float))) << "1 and 2 threads differ";
-          double max_err = 0, max_pre = 0;
-          for (std::size_t j = 0; j < ref.size(); ++j) {
-            const double e = std::abs(double(out1[j]) - double(ref[j]));
-            if (!(e <= max_err)) max_err = e;
-            max_pre = std::max(max_pre, std::abs(double(pre[j])));
-          }
-          EXPECT_LE(max_err, kTolerance * std::max(1.0, max_pre));
+          expect_head_matches(*k, src.data(), ep.residual, ref, pre);
         }
 }
 
