@@ -658,15 +658,33 @@ TEST(ConvWinograd, RejectsWhatItCannotRun) {
   EXPECT_EQ(winograd::create(strided, w.data(), Epilogue{}, Isa::generic, &why), nullptr);
 }
 
-// Runs a head kernel with 1 and 2 threads into guarded buffers and checks the guards, that
-// both runs give the same bytes, and the error against ref within the test bound scaled by
-// the largest value before the activation (pre).
-void expect_head_matches(const ConvKernel& k, const float* src, const float* res, const std::vector<float>& ref,
-                         const std::vector<float>& pre) {
+// Runs a head kernel (src in its layout, converted from the plain src here) with 1 and 2
+// threads into guarded buffers and checks the guards, that both runs give the same bytes, and
+// the error against the reference within the test bound scaled by the largest value before
+// the activation.
+void expect_head_matches(const ConvKernel& k, const ConvParams& p, bool transposed, const std::vector<float>& src,
+                         const float* wei, const Epilogue& ep) {
+  const Layout l = k.src_layout();
+  const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+  std::vector<float> src_k = src;
+  if (l != Layout::plain) {
+    src_k.assign(static_cast<std::size_t>(activation_elements(l, p.n, p.ic, isp)), sentinel());
+    reorder_plain_to_blocked(src.data(), src_k.data(), p.n, p.ic, isp, layout_block(l));
+  }
+  std::vector<float> ref(static_cast<std::size_t>(p.n * p.oc * osp)), pre(ref.size());
+  Epilogue linear = ep;
+  linear.act = Activation::none;
+  if (transposed) {
+    conv_transpose3d_ref(p, src.data(), wei, ep, ref.data());
+    conv_transpose3d_ref(p, src.data(), wei, linear, pre.data());
+  } else {
+    conv3d_ref(p, src.data(), wei, ep, ref.data());
+    conv3d_ref(p, src.data(), wei, linear, pre.data());
+  }
   auto run = [&](int threads) {
     std::vector<float> buf(ref.size() + 2 * kGuard, sentinel());
     set_num_threads(threads);
-    k.run(src, buf.data() + kGuard, res, nullptr);
+    k.run(src_k.data(), buf.data() + kGuard, ep.residual, nullptr);
     set_num_threads(0);
     for (std::size_t j = 0; j < kGuard; ++j) {
       EXPECT_TRUE(is_sentinel(buf[j])) << "write before dst at -" << (kGuard - j);
@@ -702,7 +720,6 @@ TEST(ConvHead, MatchesReferenceOverSweep) {
   const std::array<Activation, 5> acts{{Activation::none, Activation::relu, Activation::leaky_relu, Activation::sigmoid, Activation::clip}};
   std::uint32_t seed = 5000;
   for (const Variant& v : variants) {
-    const int block = layout_block(v.src);
     for (std::size_t ci = 0; ci < chans.size(); ++ci)
       for (std::size_t si = 0; si < sizes.size(); ++si) {
         const auto [ic, oc] = chans[ci];
@@ -723,14 +740,7 @@ TEST(ConvHead, MatchesReferenceOverSweep) {
         ASSERT_NE(k, nullptr) << why;
         EXPECT_STREQ(k->name(), v.name);
         EXPECT_EQ(k->dst_layout(), Layout::plain);
-        std::vector<float> src_b(static_cast<std::size_t>(activation_elements(v.src, p.n, ic, sp)), sentinel());
-        reorder_plain_to_blocked(src.data(), src_b.data(), p.n, ic, sp, block);
-        std::vector<float> ref(static_cast<std::size_t>(p.n * oc * sp)), pre(ref.size());
-        conv3d_ref(p, src.data(), wei.data(), ep, ref.data());
-        Epilogue linear = ep;
-        linear.act = Activation::none;
-        conv3d_ref(p, src.data(), wei.data(), linear, pre.data());
-        expect_head_matches(*k, src_b.data(), nullptr, ref, pre);
+        expect_head_matches(*k, p, false, src, wei.data(), ep);
       }
   }
 }
@@ -765,7 +775,6 @@ TEST(ConvHead, TransposedMatchesReferenceOverSweep) {
   std::uint32_t seed = 7000;
   int i = 0;
   for (const Variant& v : variants) {
-    const int block = layout_block(v.src);
     for (const Geo& g : geos)
       for (const auto& [ic, oc] : chans)
         for (std::int64_t iw : {std::int64_t{1}, std::int64_t{4}, std::int64_t{13}, std::int64_t{24}}) {
@@ -782,7 +791,7 @@ TEST(ConvHead, TransposedMatchesReferenceOverSweep) {
           if (p.od <= 0 || p.oh <= 0 || p.ow <= 0) continue;
           SCOPED_TRACE(std::string(v.name) + " " + p.str());
           std::mt19937 rng(seed++);
-          const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+          const std::int64_t isp = p.id * p.ih * p.iw;
           const auto src = random_vec(static_cast<std::size_t>(p.n * ic * isp), rng);
           const auto wei = random_vec(static_cast<std::size_t>(ic * oc * p.kd * p.kh * p.kw), rng);
           const auto bias = random_vec(static_cast<std::size_t>(oc), rng);
@@ -799,14 +808,7 @@ TEST(ConvHead, TransposedMatchesReferenceOverSweep) {
           ASSERT_NE(k, nullptr) << why;
           EXPECT_STREQ(k->name(), v.name);
           EXPECT_EQ(k->dst_layout(), Layout::plain);
-          std::vector<float> src_b(static_cast<std::size_t>(activation_elements(v.src, p.n, ic, isp)), sentinel());
-          reorder_plain_to_blocked(src.data(), src_b.data(), p.n, ic, isp, block);
-          std::vector<float> ref(static_cast<std::size_t>(p.n * oc * osp)), pre(ref.size());
-          conv_transpose3d_ref(p, src.data(), wei.data(), ep, ref.data());
-          Epilogue linear = ep;
-          linear.act = Activation::none;
-          conv_transpose3d_ref(p, src.data(), wei.data(), linear, pre.data());
-          expect_head_matches(*k, src_b.data(), nullptr, ref, pre);
+          expect_head_matches(*k, p, true, src, wei.data(), ep);
         }
   }
 }
@@ -840,7 +842,6 @@ TEST(ConvHead, TapsMatchesReferenceOverSweep) {
   std::uint32_t seed = 8000;
   int i = 0;
   for (const Variant& v : variants) {
-    const int block = layout_block(v.src);
     for (const Geo& g : geos)
       for (const auto& [ic, oc] : chans)
         for (std::int64_t w : {std::int64_t{1}, std::int64_t{6}, std::int64_t{17}, std::int64_t{35}}) {
@@ -849,7 +850,7 @@ TEST(ConvHead, TapsMatchesReferenceOverSweep) {
           if (p.od <= 0 || p.oh <= 0 || p.ow <= 0) continue;
           SCOPED_TRACE(std::string(v.name) + " " + p.str());
           std::mt19937 rng(seed++);
-          const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+          const std::int64_t isp = p.id * p.ih * p.iw;
           const auto src = random_vec(static_cast<std::size_t>(p.n * ic * isp), rng);
           const auto wei = random_vec(static_cast<std::size_t>(oc * ic * p.kd * p.kh * p.kw), rng);
           const auto bias = random_vec(static_cast<std::size_t>(oc), rng);
@@ -865,14 +866,7 @@ TEST(ConvHead, TapsMatchesReferenceOverSweep) {
           auto k = make_conv_head_kernel(p, wei.data(), ep, v.src, v.isa, &why);
           ASSERT_NE(k, nullptr) << why;
           EXPECT_STREQ(k->name(), v.name);
-          std::vector<float> src_b(static_cast<std::size_t>(activation_elements(v.src, p.n, ic, isp)), sentinel());
-          reorder_plain_to_blocked(src.data(), src_b.data(), p.n, ic, isp, block);
-          std::vector<float> ref(static_cast<std::size_t>(p.n * oc * osp)), pre(ref.size());
-          conv3d_ref(p, src.data(), wei.data(), ep, ref.data());
-          Epilogue linear = ep;
-          linear.act = Activation::none;
-          conv3d_ref(p, src.data(), wei.data(), linear, pre.data());
-          expect_head_matches(*k, src_b.data(), nullptr, ref, pre);
+          expect_head_matches(*k, p, false, src, wei.data(), ep);
         }
   }
 }
@@ -949,12 +943,7 @@ TEST(ConvHead, SmallPlainMatchesReferenceOverSweep) {
           auto k = make_small_plain_conv_kernel(p, wei.data(), ep, isa, &why);
           ASSERT_NE(k, nullptr) << why;
           EXPECT_STREQ(k->name(), name);
-          std::vector<float> ref(static_cast<std::size_t>(p.n * oc * osp)), pre(ref.size());
-          conv3d_ref(p, src.data(), wei.data(), ep, ref.data());
-          Epilogue linear = ep;
-          linear.act = Activation::none;
-          conv3d_ref(p, src.data(), wei.data(), linear, pre.data());
-          expect_head_matches(*k, src.data(), ep.residual, ref, pre);
+          expect_head_matches(*k, p, false, src, wei.data(), ep);
         }
 }
 
