@@ -2,6 +2,7 @@
 // Transpose, Concat, Split, Slice, Pad, Expand, Tile, Gather, ScatterND, ConstantOfShape,
 // Constant, Cast, Identity, Dropout, Range. Inputs that decide an output shape must be
 // constant once the input shapes are known (the Session folds shape sub-graphs).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -310,7 +311,13 @@ class ConcatOp final : public Op {
       const int bi = layout_block(in_layouts_[i]);
       const std::int64_t cpi = round_up(ci, bi);
       const float* src = in[i]->data<float>();
-      if (bi == bo) {
+      if (bi == 1 && bo > 1 && off % bo == 0) {
+        // A plain input starting on a block boundary: the blocked reorder into its blocks.
+        // Only the last input of a blocked output can end inside a block, so the zeros it
+        // writes past its last channel are that block's padding.
+        for (std::int64_t b = 0; b < n; ++b)
+          kernels::reorder_plain_to_blocked(src + b * ci * sp, d + b * cpo * sp + off * sp, 1, ci, sp, bo);
+      } else if (bi == bo) {
         // Whole blocks (the last input's padding lanes are zero in a blocked input): one
         // contiguous run per image.
         const std::int64_t run = cpi * sp;
@@ -529,17 +536,17 @@ class PadOp final : public Op {
     const std::int64_t inner = r ? os[r - 1] : 1;
     const std::int64_t rows = inner ? dst.numel() / inner : 0;
     const T val = static_cast<T>(value_);
-    const std::string mode = mode_;
+    const bool constant = mode_ == "constant", edge = mode_ == "edge", wrap = mode_ == "wrap";
     auto map = [&](std::int64_t o, int k, bool& inside) -> std::int64_t {
       std::int64_t i = o - before_[static_cast<std::size_t>(k)];
       const std::int64_t n = is[k];
       if (i >= 0 && i < n) return i;
-      if (mode == "constant" || n == 0) {
+      if (constant || n == 0) {
         inside = false;
         return 0;
       }
-      if (mode == "edge") return i < 0 ? 0 : n - 1;
-      if (mode == "wrap") return ((i % n) + n) % n;
+      if (edge) return i < 0 ? 0 : n - 1;
+      if (wrap) return ((i % n) + n) % n;
       // reflect (without repeating the edge)
       if (n == 1) return 0;
       const std::int64_t period = 2 * (n - 1);
@@ -556,6 +563,17 @@ class PadOp final : public Op {
           off += map(idx, k, inside) * ss[static_cast<std::size_t>(k)];
         }
         T* drow = dp + row * inner;
+        if (constant && r) {
+          // The row's input run [b, b + n) clipped to the output row, padding on either side
+          // (a negative pad crops): a copy and two fills instead of a mapping per element.
+          const std::int64_t b = before_[static_cast<std::size_t>(r - 1)], n = is[r - 1];
+          const std::int64_t lo = inside ? std::clamp<std::int64_t>(b, 0, inner) : inner;
+          const std::int64_t hi = inside ? std::clamp<std::int64_t>(b + n, lo, inner) : inner;
+          std::fill(drow, drow + lo, val);
+          std::copy_n(sp + off + (lo - b), hi - lo, drow + lo);
+          std::fill(drow + hi, drow + inner, val);
+          continue;
+        }
         for (std::int64_t x = 0; x < inner; ++x) {
           bool in_x = inside;
           const std::int64_t ix = r ? map(x, r - 1, in_x) : 0;

@@ -1248,6 +1248,61 @@ TEST(LayoutPass, ResidualAddAndReluRunBlocked) {
   }
 }
 
+// Pad in constant mode against an element-by-element oracle: pads and crops on every axis
+// of a 4D tensor, rows that are all padding, crops past the row.
+TEST(DataMovement, PadConstantMatchesElementOracle) {
+  const Tensor x = test::random_tensor(Shape{2, 3, 4, 5}, 611);
+  const std::vector<std::vector<std::int64_t>> cases{
+      {0, 1, 2, 3, 1, 0, 1, 2}, {1, -1, 0, -2, 0, 2, -1, 1}, {0, 0, 0, 7, 0, 0, 0, -3}, {0, 0, 0, 0, 0, 0, 0, 0}};
+  for (const auto& pads : cases) {
+    SCOPED_TRACE(::testing::PrintToString(pads));
+    const Tensor y = OneOp("Pad", 13).input(x).constant(i64(pads)).constant(f32(Shape{}, {-7.f})).run1();
+    const Shape& xs = x.shape();
+    const Shape& ys = y.shape();
+    for (int k = 0; k < 4; ++k) ASSERT_EQ(ys[k], xs[k] + pads[static_cast<std::size_t>(k)] + pads[static_cast<std::size_t>(k + 4)]);
+    for (std::int64_t i = 0; i < y.numel(); ++i) {
+      std::int64_t rem = i, src = 0, stride = 1;
+      bool inside = true;
+      for (int k = 3; k >= 0; --k) {
+        const std::int64_t o = rem % ys[k], pos = o - pads[static_cast<std::size_t>(k)];
+        rem /= ys[k];
+        inside = inside && pos >= 0 && pos < xs[k];
+        src += pos * stride;
+        stride *= xs[k];
+      }
+      const float want = inside ? x.data<float>()[src] : -7.f;
+      ASSERT_EQ(y.data<float>()[i], want) << "at " << i;
+    }
+  }
+}
+
+// A Concat with a blocked output and plain inputs on block boundaries (a graph input between
+// two convolutions, or last with a partial block) reorders each plain input into its blocks;
+// values equal the reference's.
+TEST(LayoutPass, ConcatWithPlainInputsOnBlockBoundaries) {
+  for (const bool plain_last : {false, true}) {
+    SCOPED_TRACE(plain_last ? "plain input last" : "plain input in the middle");
+    graph::Graph g;
+    g.opset = 13;
+    test::add_input(g, "x");
+    test::add_input(g, "skip");
+    g.initializers["w1"] = test::random_tensor(Shape{16, 3, 3, 3, 3}, 621, -0.3f, 0.3f);
+    g.initializers["w2"] = test::random_tensor(Shape{plain_last ? 16 : 5, 3, 3, 3, 3}, 622, -0.3f, 0.3f);
+    const std::int64_t skip_c = plain_last ? 5 : 16, cat_c = 16 + 16 + 5;
+    g.initializers["w3"] = test::random_tensor(Shape{8, cat_c, 3, 3, 3}, 623, -0.3f, 0.3f);
+    const auto pads = test::ints({1, 1, 1, 1, 1, 1});
+    test::add_node(g, "Conv", {"x", "w1"}, "c1", {{"pads", pads}});
+    test::add_node(g, "Conv", {"x", "w2"}, "c2", {{"pads", pads}});
+    if (plain_last) test::add_node(g, "Concat", {"c1", "c2", "skip"}, "cat", {{"axis", test::i(1)}});
+    else test::add_node(g, "Concat", {"c1", "skip", "c2"}, "cat", {{"axis", test::i(1)}});
+    test::add_node(g, "Conv", {"cat", "w3"}, "y", {{"pads", pads}});
+    test::add_output(g, "y");
+    const Tensor x = test::random_tensor(Shape{2, 3, 5, 6, 7}, 624), skip = test::random_tensor(Shape{2, skip_c, 5, 6, 7}, 625);
+    const FastAndReference run = run_fast_and_reference(g, {x, skip});
+    expect_close(run.fast[0], run.ref[0], 1e-4, "concat with plain inputs");
+  }
+}
+
 TEST(Misc, CastRangeConstantOfShape) {
   const Tensor c = OneOp("Cast").input(f32(Shape{3}, {1.7f, -2.2f, 0})).attr("to", test::i(7)).run1();
   EXPECT_EQ(c.dtype(), DType::i64);
