@@ -236,7 +236,12 @@ class ConvOp final : public Op {
            (reorder_dst() ? blocked_bytes(kernel_->dst_layout(), p_.oc, osp) : 0) +
            (reorder_res() ? blocked_bytes(kernel_->dst_layout(), p_.oc, osp) : 0);
   }
-  Layout preferred_output_layout(int o) const override { return o == 0 && kernel_ ? kernel_->dst_layout() : Layout::plain; }
+  // Few-channel layers with plain input prefer a plain output: the small plain kernel then
+  // fills its vectors along W, where a blocked dst would hold 4 channels in 8 or 16 lanes.
+  Layout preferred_output_layout(int o) const override {
+    if (o != 0 || !kernel_ || small_) return Layout::plain;
+    return kernel_->dst_layout();
+  }
   bool accepts_input_layout(int i, Layout l) const override {
     if (l == Layout::plain) return true;
     if (!kernel_) return false;
