@@ -82,11 +82,12 @@ class ConvKernel {
 std::unique_ptr<ConvKernel> make_conv_kernel(const ConvParams& p, const float* wei, const Epilogue& ep, bool transposed,
                                              Isa isa, std::string* why = nullptr);
 
-// A 1x1x1 convolution with at most 16 output channels (a segmentation network's head) that
-// reads a channel-blocked src (`src`: nCdhw8c, or nCdhw16c with AVX-512) and writes plain
-// NCDHW: no channel-padded output and no reorder. Stride 1, no padding, one group, no
-// residual; activations none, relu, leaky_relu, sigmoid, clip. Null (with the reason in
-// `why`) otherwise.
+// A convolution with few output channels that reads a channel-blocked src (`src`: nCdhw8c,
+// or nCdhw16c with AVX-512) and writes plain NCDHW: no channel-padded output and no reorder.
+// Either a 1x1x1 head (stride 1, no padding, at most 16 outputs; activations none, relu,
+// leaky_relu, sigmoid, clip) or a taps head (any kernel, dilation and padding, stride 1
+// along W, at most 4 outputs; every activation). One group, no residual. Null (with the
+// reason in `why`) otherwise.
 std::unique_ptr<ConvKernel> make_conv_head_kernel(const ConvParams& p, const float* wei, const Epilogue& ep, Layout src,
                                                   Isa isa, std::string* why = nullptr);
 
