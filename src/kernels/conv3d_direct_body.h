@@ -172,6 +172,46 @@ template <class T, int NB, int UR, bool MASKED>
   }
 }
 
+// The accumulators of a tile at its start: zero on the first pass (and past ur in a masked
+// tile), else the partial sums the previous pass left in dst.
+template <class T, int NB, int UR, bool MASKED>
+[[gnu::always_inline]] inline void start(const RowCtx& c, typename T::V (&acc)[NB][UR], std::int64_t ow0, int ur) {
+  const float* dst = c.dst + ow0 * c.dst_ws;
+#pragma GCC unroll 8
+  for (int j = 0; j < NB; ++j)
+#pragma GCC unroll 32
+    for (int u = 0; u < UR; ++u)
+      acc[j][u] = (c.first || (MASKED && u >= ur)) ? T::zero() : T::load(dst + j * c.dst_cs + u * c.dst_ws);
+}
+
+// First layers, one input row of plain src (s at the tile's first pixel, channels ics apart,
+// wi the row's packed weights, taps then channels): a tap has only 1-4 input channels, so
+// the taps of the row and the channels are unrolled together to keep the loop overhead off
+// the FMAs.
+template <class T, int NB, int UR, int SW>
+[[gnu::always_inline]] inline void plain_row_taps(typename T::V (&acc)[NB][UR], const float* s, const float* wi, int nic,
+                                                  std::int64_t kw_n, std::int64_t dw, std::int64_t ics) {
+  constexpr int B = T::B;
+  if (nic == 1 && kw_n == 3) {  // CT/MR first layers: straight-line code for the row
+    if constexpr (NB * UR + NB + 1 > T::kRegs) {
+      // A tile that fills the register file (AVX2 4 x 3): straight-line code for the three
+      // taps let GCC overlap them and spill an accumulator; a loop does not.
+#pragma GCC unroll 1
+      for (int kw = 0; kw < 3; ++kw) fma_step<T, NB, UR, SW>(acc, s + kw * dw, wi + kw * NB * B);
+    } else {
+      fma_step<T, NB, UR, SW>(acc, s, wi);
+      fma_step<T, NB, UR, SW>(acc, s + dw, wi + NB * B);
+      fma_step<T, NB, UR, SW>(acc, s + 2 * dw, wi + 2 * NB * B);
+    }
+    return;
+  }
+  for (std::int64_t kw = 0; kw < kw_n; ++kw) {
+    const float* skw = s + kw * dw;
+#pragma GCC unroll 4
+    for (int i = 0; i < nic; ++i, wi += NB * B) fma_step<T, NB, UR, SW>(acc, skw + i * ics, wi);
+  }
+}
+
 // One register tile: NB output-channel blocks x `ur` pixels starting at ow0 (plane tiles:
 // at flattened pixel ow0 of the plane c.dst points at).
 template <class T, int NB, int UR, int SW, bool PLAIN, int MODE>
@@ -181,13 +221,8 @@ void tile(const RowCtx& c, std::int64_t ow0, int ur) {
   constexpr int B = T::B;
   constexpr std::int64_t WS = PLAIN ? 1 : B;  // floats between neighbouring input pixels
   const std::int64_t ics = PLAIN ? c.src_ics : 1;
-  float* dst = c.dst + ow0 * c.dst_ws;
   V acc[NB][UR];
-#pragma GCC unroll 8
-  for (int j = 0; j < NB; ++j)
-#pragma GCC unroll 32
-    for (int u = 0; u < UR; ++u)
-      acc[j][u] = (c.first || (MASKED && u >= ur)) ? T::zero() : T::load(dst + j * c.dst_cs + u * c.dst_ws);
+  start<T, NB, UR, MASKED>(c, acc, ow0, ur);
 
   if constexpr (MODE == kPlane) {
     std::int64_t hb[UR], wb[UR];  // input h and w of tap 0 per pixel
@@ -249,26 +284,7 @@ void tile(const RowCtx& c, std::int64_t ow0, int ur) {
         if constexpr (PLAIN && !MASKED) {
           // First layers: a tap has only 1-4 input channels, so unroll over the taps of the
           // row and the channels together to keep the loop overhead off the FMAs.
-          const float* s = srow + iw_base * WS;
-          const float* wi = wrow;  // taps then channels, as packed
-          if (nic == 1 && c.kw_n == 3) {  // CT/MR first layers: straight-line code for the row
-            if constexpr (NB * UR + NB + 1 > T::kRegs) {
-              // A tile that fills the register file (AVX2 4 x 3): straight-line code for the
-              // three taps let GCC overlap them and spill an accumulator; a loop does not.
-#pragma GCC unroll 1
-              for (int kw = 0; kw < 3; ++kw) fma_step<T, NB, UR, SW * WS>(acc, s + kw * c.dw, wi + kw * NB * B);
-            } else {
-              fma_step<T, NB, UR, SW * WS>(acc, s, wi);
-              fma_step<T, NB, UR, SW * WS>(acc, s + c.dw, wi + NB * B);
-              fma_step<T, NB, UR, SW * WS>(acc, s + 2 * c.dw, wi + 2 * NB * B);
-            }
-            continue;
-          }
-          for (std::int64_t kw = 0; kw < c.kw_n; ++kw) {
-            const float* skw = s + kw * c.dw;
-#pragma GCC unroll 4
-            for (int i = 0; i < nic; ++i, wi += NB * B) fma_step<T, NB, UR, SW * WS>(acc, skw + i * ics, wi);
-          }
+          plain_row_taps<T, NB, UR, SW>(acc, srow + iw_base * WS, wrow, nic, c.kw_n, c.dw, ics);
           continue;
         }
         for (std::int64_t kw = 0; kw < c.kw_n; ++kw) {
@@ -363,19 +379,31 @@ struct RowCache {
   std::vector<float> buf;         // [span_d][span_h][channel][len]; pads stay zero
   std::vector<const float*> tag;  // source row of each slot, or null
   std::int64_t span_d = 1, span_h = 1, len = 0;  // D and H extents of the taps, floats per channel row
+  std::int64_t nic = 1;           // channels per row
+
+  RowCache() = default;
+  RowCache(std::int64_t sd, std::int64_t sh, std::int64_t channels, std::int64_t row_len)
+      : buf(static_cast<std::size_t>(sd * sh * channels * row_len), 0.f), tag(static_cast<std::size_t>(sd * sh), nullptr),
+        span_d(sd), span_h(sh), len(row_len), nic(channels) {}
+  // The padded copy of input row (d, h): channel 0 of the source row at src, channels ics
+  // apart, iw pixels each, placed at lead in the copy. Copied only when its slot holds
+  // another row.
+  const float* row(const float* src, std::int64_t d, std::int64_t h, std::int64_t ics, std::int64_t iw, std::int64_t lead) {
+    const std::size_t slot = static_cast<std::size_t>(d % span_d * span_h + h % span_h);
+    float* out = buf.data() + slot * nic * len;
+    if (tag[slot] != src) {
+      for (std::int64_t i = 0; i < nic; ++i) std::copy_n(src + i * ics, iw, out + i * len + lead);
+      tag[slot] = src;
+    }
+    return out;
+  }
 };
 
 template <class T, int NB, int UR, int SW, bool PARTIAL>
 void padded_tile(const RowCtx& c, const PaddedRows& r, std::int64_t ow0, int ur) {
   using V = typename T::V;
-  constexpr int B = T::B;
-  float* dst = c.dst + ow0 * c.dst_ws;
   V acc[NB][UR];
-#pragma GCC unroll 8
-  for (int j = 0; j < NB; ++j)
-#pragma GCC unroll 32
-    for (int u = 0; u < UR; ++u)
-      acc[j][u] = (c.first || (PARTIAL && u >= ur)) ? T::zero() : T::load(dst + j * c.dst_cs + u * c.dst_ws);
+  start<T, NB, UR, PARTIAL>(c, acc, ow0, ur);
   const int nic = c.ic_tail;
   if constexpr (NB == 4 && UR == 3 && SW == 1 && requires { T::first_rows_4x3(acc, r.row, r.n, ow0); }) {
     if (nic == 1 && c.kw_n == 3 && c.dw == 1) {
@@ -384,44 +412,20 @@ void padded_tile(const RowCtx& c, const PaddedRows& r, std::int64_t ow0, int ur)
       return;
     }
   }
-  for (int k = 0; k < r.n; ++k) {
-    const float* s = r.row[k].src + ow0 * SW;
-    const float* wi = r.row[k].wei;  // taps then channels, as packed
-    if (nic == 1 && c.kw_n == 3) {
-      if constexpr (NB * UR + NB + 1 > T::kRegs) {
-        // A tile that fills the register file (AVX2 4 x 3): straight-line code for the
-        // three taps let GCC overlap them and spill an accumulator; a loop does not.
-#pragma GCC unroll 1
-        for (int kw = 0; kw < 3; ++kw) fma_step<T, NB, UR, SW>(acc, s + kw * c.dw, wi + kw * NB * B);
-      } else {
-        fma_step<T, NB, UR, SW>(acc, s, wi);
-        fma_step<T, NB, UR, SW>(acc, s + c.dw, wi + NB * B);
-        fma_step<T, NB, UR, SW>(acc, s + 2 * c.dw, wi + 2 * NB * B);
-      }
-      continue;
-    }
-    for (std::int64_t kw = 0; kw < c.kw_n; ++kw) {
-      const float* skw = s + kw * c.dw;
-#pragma GCC unroll 4
-      for (int i = 0; i < nic; ++i, wi += NB * B) fma_step<T, NB, UR, SW>(acc, skw + i * r.ics, wi);
-    }
-  }
+  for (int k = 0; k < r.n; ++k)
+    plain_row_taps<T, NB, UR, SW>(acc, r.row[k].src + ow0 * SW, r.row[k].wei, nic, c.kw_n, c.dw, r.ics);
   finish_switched<T, NB, UR, PARTIAL>(c, acc, ow0, ur);
 }
 
 // The cache for a plan's rows, or an empty one where rows go through the masked tiles
 // (plane tiles, or a buffer over 1 MiB).
 inline RowCache make_row_cache(const Plan& p, int ur) {
-  RowCache rc;
-  if (!p.plain_src || p.plane || p.kd * p.kh > PaddedRows::kMaxRows) return rc;
+  if (!p.plain_src || p.plane || p.kd * p.kh > PaddedRows::kMaxRows) return RowCache{};
   const std::int64_t tiles = (p.ow + ur - 1) / ur;  // every tile, the last one included, reads inside a row
-  rc.len = std::max((tiles * ur - 1) * p.sw + (p.kw - 1) * p.dw + 1, p.pw + p.iw);
-  rc.span_d = (p.kd - 1) * p.dd + 1, rc.span_h = (p.kh - 1) * p.dh + 1;
-  const std::int64_t floats = rc.span_d * rc.span_h * p.ic * rc.len;
-  if (floats * static_cast<std::int64_t>(sizeof(float)) > (std::int64_t{1} << 20)) return RowCache{};
-  rc.buf.assign(static_cast<std::size_t>(floats), 0.f);
-  rc.tag.assign(static_cast<std::size_t>(rc.span_d * rc.span_h), nullptr);
-  return rc;
+  const std::int64_t len = std::max((tiles * ur - 1) * p.sw + (p.kw - 1) * p.dw + 1, p.pw + p.iw);
+  const std::int64_t span_d = (p.kd - 1) * p.dd + 1, span_h = (p.kh - 1) * p.dh + 1;
+  if (span_d * span_h * p.ic * len * static_cast<std::int64_t>(sizeof(float)) > (std::int64_t{1} << 20)) return RowCache{};
+  return RowCache(span_d, span_h, p.ic, len);
 }
 
 // One output row of a plain-src layer through padded rows: brings the valid (kd, kh)
@@ -430,20 +434,13 @@ template <class T, int NB, int UR, int SW>
 void padded_row(const RowCtx& c, RowCache& rc) {
   PaddedRows r;
   r.ics = rc.len;
-  const int nic = c.ic_tail;
-  const std::int64_t lead = -c.w0;  // input pixel w sits at lead + w
   for (std::int64_t kd = c.kd_lo; kd < c.kd_hi; ++kd) {
     const std::int64_t d = c.d0 + kd * c.dd;
     for (std::int64_t kh = c.kh_lo; kh < c.kh_hi; ++kh) {
       const std::int64_t h = c.h0 + kh * c.dh;
-      const float* src = c.src + (d * c.ih + h) * c.iw;
-      const std::size_t slot = static_cast<std::size_t>(d % rc.span_d * rc.span_h + h % rc.span_h);
-      float* out = rc.buf.data() + slot * nic * rc.len;
-      if (rc.tag[slot] != src) {
-        for (int i = 0; i < nic; ++i) std::copy_n(src + i * c.src_ics, c.iw, out + i * rc.len + lead);
-        rc.tag[slot] = src;
-      }
-      r.row[r.n++] = {out, c.wei + (kd * c.kh + kh) * c.kw * c.w_tap};
+      // Input pixel w sits at -w0 + w (the left padding) in the copy.
+      const float* row = rc.row(c.src + (d * c.ih + h) * c.iw, d, h, c.src_ics, c.iw, -c.w0);
+      r.row[r.n++] = {row, c.wei + (kd * c.kh + kh) * c.kw * c.w_tap};
     }
   }
   const std::int64_t full = c.ow_n / UR * UR;

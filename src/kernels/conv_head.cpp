@@ -49,10 +49,6 @@ class HeadKernel final : public ConvKernel {
   std::shared_ptr<std::byte> storage_;  // packed weights and bias
 };
 
-}  // namespace
-
-namespace {
-
 // Plan and packed weights ([oc][kd][kh][kw][icb][B]) of a transposed or taps head; `wei` in
 // ONNX order: ConvTranspose [ic][oc][k...], Conv [oc][ic][k...].
 head::DeconvPlan taps_plan(const ConvParams& p, const float* wei, const Epilogue& ep, int B, bool transposed,
@@ -80,6 +76,29 @@ head::DeconvPlan taps_plan(const ConvParams& p, const float* wei, const Epilogue
   return plan;
 }
 
+// The taps head: a convolution with a kernel and at most kMaxTapsOutputs outputs (more fill
+// the blocked kernels' vectors well enough).
+std::unique_ptr<ConvKernel> make_taps_head(const ConvParams& p, const float* wei, const Epilogue& ep, Layout src, int B,
+                                           Isa isa, std::string* why) {
+  const char* name = B == 16 ? "conv_taps_head_nCdhw16c__avx512" : isa == Isa::generic ? "conv_taps_head_nCdhw8c__generic"
+                                                                                       : "conv_taps_head_nCdhw8c__avx2_fma";
+  auto no = [&](const std::string& reason) -> std::unique_ptr<ConvKernel> {
+    if (why) *why += std::string(name) + ": " + reason + "\n";
+    return nullptr;
+  };
+  if (p.sw != 1 || p.groups != 1 || p.kd > 16 || p.kh > 16)
+    return no("not a convolution with stride 1 along W, one group and at most 16 taps per axis: " + p.str());
+  if (p.oc > head::kMaxTapsOutputs) return no("more than " + std::to_string(head::kMaxTapsOutputs) + " output channels");
+  if (ep.residual) return no("residual add");
+  if (ep.act == Activation::prelu && !ep.slope) return no("PRelu without slopes");
+  std::shared_ptr<std::byte> storage;
+  const head::DeconvPlan plan = taps_plan(p, wei, ep, B, false, storage);
+  const head::DeconvRunFn fn = B == 16 ? head::taps_head_nCdhw16c__avx512
+                                       : isa == Isa::generic ? head::taps_head_nCdhw8c__generic
+                                                             : head::taps_head_nCdhw8c__avx2_fma;
+  return std::make_unique<HeadKernel<head::DeconvPlan, head::DeconvRunFn>>(name, fn, plan, src, std::move(storage));
+}
+
 }  // namespace
 
 std::unique_ptr<ConvKernel> make_conv_head_kernel(const ConvParams& p, const float* wei, const Epilogue& ep, Layout src,
@@ -96,27 +115,7 @@ std::unique_ptr<ConvKernel> make_conv_head_kernel(const ConvParams& p, const flo
   if (B == 16 && isa != Isa::avx512) return no("16-channel blocks need AVX-512");
   const bool pointwise = p.kd == 1 && p.kh == 1 && p.kw == 1 && p.sd == 1 && p.sh == 1 && p.sw == 1 && !p.pd && !p.ph &&
                          !p.pw && p.groups == 1 && p.od == p.id && p.oh == p.ih && p.ow == p.iw;
-  if (!pointwise) {
-    // Larger kernels: the taps head, for at most kMaxTapsOutputs outputs (more fill the
-    // blocked kernels' vectors well enough).
-    const char* tname = B == 16 ? "conv_taps_head_nCdhw16c__avx512" : isa == Isa::generic ? "conv_taps_head_nCdhw8c__generic"
-                                                                                          : "conv_taps_head_nCdhw8c__avx2_fma";
-    auto tno = [&](const std::string& reason) -> std::unique_ptr<ConvKernel> {
-      if (why) *why += std::string(tname) + ": " + reason + "\n";
-      return nullptr;
-    };
-    if (p.sw != 1 || p.groups != 1 || p.kd > 16 || p.kh > 16)
-      return tno("not a convolution with stride 1 along W, one group and at most 16 taps per axis: " + p.str());
-    if (p.oc > head::kMaxTapsOutputs) return tno("more than " + std::to_string(head::kMaxTapsOutputs) + " output channels");
-    if (ep.residual) return tno("residual add");
-    if (ep.act == Activation::prelu && !ep.slope) return tno("PRelu without slopes");
-    std::shared_ptr<std::byte> storage;
-    const head::DeconvPlan plan = taps_plan(p, wei, ep, B, false, storage);
-    const head::DeconvRunFn fn = B == 16 ? head::taps_head_nCdhw16c__avx512
-                                         : isa == Isa::generic ? head::taps_head_nCdhw8c__generic
-                                                               : head::taps_head_nCdhw8c__avx2_fma;
-    return std::make_unique<HeadKernel<head::DeconvPlan, head::DeconvRunFn>>(tname, fn, plan, src, std::move(storage));
-  }
+  if (!pointwise) return make_taps_head(p, wei, ep, src, B, isa, why);
   if (p.oc > head::kMaxOutputs) return no("more than " + std::to_string(head::kMaxOutputs) + " output channels");
   if (ep.residual) return no("residual add");
   if (ep.act != Activation::none && ep.act != Activation::relu && ep.act != Activation::leaky_relu &&
@@ -140,7 +139,6 @@ std::unique_ptr<ConvKernel> make_conv_head_kernel(const ConvParams& p, const flo
                                  : isa == Isa::generic ? head::head_nCdhw8c__generic : head::head_nCdhw8c__avx2_fma;
   return std::make_unique<HeadKernel<head::Plan, head::RunFn>>(name, fn, plan, src, std::move(storage));
 }
-
 
 std::unique_ptr<ConvKernel> make_deconv_head_kernel(const ConvParams& p, const float* wei, const Epilogue& ep,
                                                     Layout src, Isa isa, std::string* why) {

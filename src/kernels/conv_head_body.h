@@ -284,9 +284,7 @@ void small_items(const SmallPlan& p, const float* src, float* dst, const float* 
                  std::int64_t end) {
   constexpr int B = T::B;
   constexpr int UR = small_tile(B) / B;
-  const std::int64_t span_d = (p.kd - 1) * p.dd + 1, span_h = (p.kh - 1) * p.dh + 1;
-  std::vector<float> buf(static_cast<std::size_t>(span_d * span_h * p.ic * p.row_len), 0.f);
-  std::vector<const float*> tag(static_cast<std::size_t>(span_d * span_h), nullptr);
+  direct::RowCache cache((p.kd - 1) * p.dd + 1, (p.kh - 1) * p.dh + 1, p.ic, p.row_len);
   std::vector<const float*> rows(static_cast<std::size_t>(p.kd * p.kh));
   std::vector<std::int64_t> wk(rows.size());
   const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
@@ -299,14 +297,7 @@ void small_items(const SmallPlan& p, const float* src, float* dst, const float* 
       for (std::int64_t kh = 0; kh < p.kh; ++kh) {
         const std::int64_t h = oh - p.ph + kh * p.dh;
         if (h < 0 || h >= p.ih) continue;
-        const float* from = src + n * p.ic * isp + (d * p.ih + h) * p.iw;
-        const std::size_t slot = static_cast<std::size_t>(d % span_d * span_h + h % span_h);
-        float* to = buf.data() + slot * p.ic * p.row_len;
-        if (tag[slot] != from) {
-          for (std::int64_t c = 0; c < p.ic; ++c) std::copy_n(from + c * isp, p.iw, to + c * p.row_len + p.pw);
-          tag[slot] = from;
-        }
-        rows[static_cast<std::size_t>(nrows)] = to;
+        rows[static_cast<std::size_t>(nrows)] = cache.row(src + n * p.ic * isp + (d * p.ih + h) * p.iw, d, h, isp, p.iw, p.pw);
         wk[static_cast<std::size_t>(nrows)] = (kd * p.kh + kh) * p.kw;
         ++nrows;
       }
