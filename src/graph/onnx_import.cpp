@@ -5,6 +5,7 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <onnx/onnx_pb.h>
 
+#include <charconv>
 #include <climits>
 #include <cstring>
 #include <filesystem>
@@ -47,6 +48,10 @@ DType map_dtype(const Ctx& c, int t, const std::string& what, bool* widen = null
 }
 
 std::string read_file(const std::string& path, std::uint64_t offset, std::uint64_t length, const std::string& what) {
+  // A FIFO or a device would block the open or never end: only regular files hold data.
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+    throw Error(ErrorCode::invalid_model, what + ": external data '" + path + "' is not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorCode::invalid_model, what + ": cannot open external data file '" + path + "'");
   in.seekg(0, std::ios::end);
@@ -61,12 +66,27 @@ std::string read_file(const std::string& path, std::uint64_t offset, std::uint64
   return buf;
 }
 
+std::uint64_t parse_u64(const Ctx& c, const std::string& text, const std::string& what) {
+  std::uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty())
+    bad(c, what + " '" + text + "' is not a number");
+  return v;
+}
+
 Tensor convert_tensor(const Ctx& c, const onnx::TensorProto& tp, const std::string& what_in) {
   const std::string what = what_in + (tp.name().empty() ? "" : " '" + tp.name() + "'");
   std::vector<std::int64_t> dims(tp.dims().begin(), tp.dims().end());
   for (auto d : dims)
     if (d < 0) bad(c, what + " has a negative dimension");
   if (dims.size() > static_cast<std::size_t>(Shape::kMaxRank)) throw Error(ErrorCode::unsupported, c.file + ": " + what + " has rank above 8");
+  // Before any size is computed from them: dims whose product overflows would make a tiny
+  // payload pass the size check below and describe far more elements than were allocated.
+  if (!Shape::numel_fits(dims)) {
+    std::string d;
+    for (const auto v : dims) d += (d.empty() ? "" : ",") + std::to_string(v);
+    bad(c, what + " has the shape [" + d + "], whose element count is too large");
+  }
   bool widen = false;
   const DType dt = map_dtype(c, tp.data_type(), what, &widen);
   const Shape shape(dims);
@@ -79,8 +99,10 @@ Tensor convert_tensor(const Ctx& c, const onnx::TensorProto& tp, const std::stri
     std::uint64_t offset = 0, length = UINT64_MAX;
     for (const auto& kv : tp.external_data()) {
       if (kv.key() == "location") location = kv.value();
-      else if (kv.key() == "offset") offset = std::stoull(kv.value());
-      else if (kv.key() == "length") length = std::stoull(kv.value());
+      else if (kv.key() == "offset")
+        offset = parse_u64(c, kv.value(), what + ": external data offset");
+      else if (kv.key() == "length")
+        length = parse_u64(c, kv.value(), what + ": external data length");
     }
     if (location.empty()) bad(c, what + " has external data without a location");
     const std::filesystem::path loc(location);

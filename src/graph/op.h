@@ -78,6 +78,26 @@ class Op {
       if (!in[static_cast<std::size_t>(i)].present) fail_model("input " + std::to_string(i) + " is required");
   }
 
+  // Largest kernel size, stride, dilation or padding accepted: far above any real network,
+  // low enough that output sizes computed from them cannot overflow.
+  static constexpr std::int64_t kMaxAxisAttr = std::int64_t{1} << 24;
+
+  // A per-axis integer attribute (kernel_shape, strides, dilations, pads, output_padding):
+  // exactly `count` values, each in [min, kMaxAxisAttr]; `count` copies of `def` when absent.
+  // Read once at shape inference, so that no kernel sees a stride of 0 or a short array.
+  std::vector<std::int64_t> axis_ints(const std::string& key, int count, std::int64_t def, std::int64_t min) const {
+    if (!node_.has(key)) return std::vector<std::int64_t>(static_cast<std::size_t>(count), def);
+    const auto v = node_.get_ints(key);
+    if (static_cast<int>(v.size()) != count)
+      fail_model("attribute '" + key + "' has " + std::to_string(v.size()) + " values, expected " +
+                 std::to_string(count));
+    for (std::size_t i = 0; i < v.size(); ++i)
+      if (v[i] < min || v[i] > kMaxAxisAttr)
+        fail_model("attribute '" + key + "' value " + std::to_string(v[i]) + " (position " + std::to_string(i) +
+                   ") must be in [" + std::to_string(min) + ", " + std::to_string(kMaxAxisAttr) + "]");
+    return v;
+  }
+
   Node node_;
   std::int64_t opset_;
 };

@@ -64,18 +64,22 @@ class ConvOp final : public Op {
     if (w.rank() != x.rank()) fail_model("weight rank " + std::to_string(w.rank()) + " does not match input rank " + std::to_string(x.rank()));
     const int ns = x.rank() - 2;
     const std::int64_t groups = node_.get_int("group", 1);
-    if (groups < 1) fail_model("group must be >= 1");
-    auto kshape = node_.get_ints("kernel_shape");
-    if (kshape.empty())
-      for (int i = 0; i < ns; ++i) kshape.push_back(w[2 + i]);
+    if (groups < 1 || groups > w[0])
+      fail_model("group " + std::to_string(groups) + " must be in [1, " + std::to_string(w[0]) + "]");
+    for (int i = 0; i < ns; ++i)
+      if (w[2 + i] < 1 || w[2 + i] > kMaxAxisAttr)
+        fail_model("weights " + w.str() + " have an empty or oversized kernel");
+    auto kshape = axis_ints("kernel_shape", ns, 0, 1);
+    if (!node_.has("kernel_shape"))
+      for (int i = 0; i < ns; ++i) kshape[static_cast<std::size_t>(i)] = w[2 + i];
     for (int i = 0; i < ns; ++i)
       if (kshape[static_cast<std::size_t>(i)] != w[2 + i]) fail_model("kernel_shape does not match the weights " + w.str());
-    auto strides = node_.get_ints("strides", std::vector<std::int64_t>(static_cast<std::size_t>(ns), 1));
-    auto dil = node_.get_ints("dilations", std::vector<std::int64_t>(static_cast<std::size_t>(ns), 1));
-    auto pads = node_.get_ints("pads", std::vector<std::int64_t>(static_cast<std::size_t>(2 * ns), 0));
-    if (static_cast<int>(strides.size()) != ns || static_cast<int>(dil.size()) != ns || static_cast<int>(pads.size()) != 2 * ns)
-      fail_model("strides/dilations/pads do not match " + std::to_string(ns) + " spatial dims");
+    const auto strides = axis_ints("strides", ns, 1, 1);
+    const auto dil = axis_ints("dilations", ns, 1, 1);
+    const auto pads = axis_ints("pads", 2 * ns, 0, 0);
     const std::string auto_pad = node_.get_string("auto_pad", "NOTSET");
+    if (auto_pad != "NOTSET" && auto_pad != "SAME_UPPER" && auto_pad != "SAME_LOWER" && auto_pad != "VALID")
+      fail_model("auto_pad '" + auto_pad + "' is not NOTSET, SAME_UPPER, SAME_LOWER or VALID");
 
     ConvParams& p = p_;
     p.n = x[0];
@@ -116,16 +120,37 @@ class ConvOp final : public Op {
       }
     } else {
       if (x[1] != w[0]) fail_input("input has " + std::to_string(x[1]) + " channels, the weights expect " + std::to_string(w[0]));
+      if (w[0] % groups)
+        fail_model("input channels " + std::to_string(w[0]) + " not divisible by group " + std::to_string(groups));
       p.oc = w[1] * groups;
-      auto out_pad = node_.get_ints("output_padding", std::vector<std::int64_t>(static_cast<std::size_t>(ns), 0));
-      const auto out_shape = node_.get_ints("output_shape");
+      const auto out_pad = axis_ints("output_padding", ns, 0, 0);
+      for (int i = 0; i < ns; ++i) {
+        const auto k = static_cast<std::size_t>(i);
+        if (out_pad[k] >= std::max(strides[k], dil[k]))
+          fail_model("attribute 'output_padding' value " + std::to_string(out_pad[k]) +
+                     " must be below the stride or the dilation");
+      }
+      auto out_shape = node_.get_ints("output_shape");
+      if (!out_shape.empty()) {
+        if (out_shape.size() != static_cast<std::size_t>(ns) && out_shape.size() != static_cast<std::size_t>(ns + 2))
+          fail_model("attribute 'output_shape' has " + std::to_string(out_shape.size()) + " values, expected " +
+                     std::to_string(ns));
+        out_shape.erase(out_shape.begin(), out_shape.end() - ns);
+        for (const auto v : out_shape)
+          if (v < 1 || v > Shape::kMaxNumel)
+            fail_model("attribute 'output_shape' value " + std::to_string(v) + " is not a size");
+      }
       for (int i = 0; i < ns; ++i) {
         const auto k = static_cast<std::size_t>(i);
         const std::int64_t in = x[2 + i], ke = (kshape[k] - 1) * dil[k] + 1;
+        if (in - 1 > Shape::kMaxNumel / strides[k]) fail_input("input " + x.str() + " is too large for the stride");
         const std::int64_t full = strides[k] * (in - 1) + out_pad[k] + ke;
         if (!out_shape.empty()) {
-          const std::int64_t target = out_shape[out_shape.size() - static_cast<std::size_t>(ns) + k];
+          const std::int64_t target = out_shape[k];
           const std::int64_t total = full - target;
+          if (total < 0)
+            fail_input("output_shape " + std::to_string(target) + " is larger than the " + std::to_string(full) +
+                       " values input " + x.str() + " gives");
           if (auto_pad == "SAME_UPPER") { pb[k] = total / 2; pe[k] = total - total / 2; }
           else { pe[k] = total / 2; pb[k] = total - total / 2; }
           os[k] = target;
@@ -428,8 +453,13 @@ class BatchNormOp final : public BlockedThroughOp {
     require_inputs(in, 5, 5);
     const Shape& x = in[0].shape;
     if (x.rank() < 2) fail_input("input must have a channel axis");
-    for (int i = 1; i < 5; ++i)
-      if (in[static_cast<std::size_t>(i)].shape.numel() != x[1]) fail_model("parameter " + std::to_string(i) + " has the wrong size");
+    for (int i = 1; i < 5; ++i) {
+      const ValueMeta& v = in[static_cast<std::size_t>(i)];
+      if (v.shape.numel() != x[1])
+        fail_model("parameter " + std::to_string(i) + " has " + std::to_string(v.shape.numel()) +
+                   " values, expected one per channel (" + std::to_string(x[1]) + ")");
+      if (v.dtype != DType::f32) fail_unsupported("parameter " + std::to_string(i) + " must be f32");
+    }
     out[0].shape = x;
     out[0].dtype = DType::f32;
     for (std::size_t i = 1; i < out.size(); ++i) out[i].present = false;
@@ -504,7 +534,17 @@ class GroupNormOp final : public BlockedThroughOp {
     if (groups_ < 1 || x[1] % groups_) fail_model("num_groups " + std::to_string(groups_) + " does not divide " + std::to_string(x[1]) + " channels");
     per_channel_ = instance_ || in[1].shape.numel() == x[1];
     rank5_ = x.rank() == 5 && in[0].dtype == DType::f32;
-    if (!per_channel_ && in[1].shape.numel() != groups_) fail_model("scale has the wrong size");
+    // The kernels read one scale and one bias per channel (or per group): shorter ones would
+    // be read past their end.
+    const std::int64_t want = per_channel_ ? x[1] : groups_;
+    for (int i = 1; i <= 2; ++i) {
+      const ValueMeta& v = in[static_cast<std::size_t>(i)];
+      if (v.dtype != DType::f32) fail_unsupported(std::string(i == 1 ? "scale" : "bias") + " must be f32");
+      if (v.shape.numel() != want)
+        fail_model(std::string(i == 1 ? "scale" : "bias") + " has " + std::to_string(v.shape.numel()) +
+                   " values, expected " + std::to_string(want) +
+                   (per_channel_ ? " (one per channel)" : " (one per group)"));
+    }
     out[0].shape = x;
     out[0].dtype = DType::f32;
   }
@@ -672,6 +712,10 @@ class LayerNormOp final : public Op {
     inner_ = 1;
     for (int i = axis_; i < x.rank(); ++i) inner_ *= x[i];
     if (in[1].shape.numel() != inner_) fail_model("scale must have " + std::to_string(inner_) + " values");
+    if (in.size() > 2 && in[2].present && in[2].shape.numel() != inner_)
+      fail_model("bias must have " + std::to_string(inner_) + " values");
+    for (std::size_t i = 1; i < in.size(); ++i)
+      if (in[i].present && in[i].dtype != DType::f32) fail_unsupported("scale and bias must be f32");
     out[0].shape = x;
     out[0].dtype = DType::f32;
     for (std::size_t i = 1; i < out.size(); ++i) out[i].present = false;
@@ -723,21 +767,27 @@ class PoolOp final : public BlockedThroughOp {
       s.assign(static_cast<std::size_t>(ns), 1);
       dl.assign(static_cast<std::size_t>(ns), 1);
     } else {
-      k = node_.get_ints("kernel_shape");
-      if (static_cast<int>(k.size()) != ns) fail_model("kernel_shape must have " + std::to_string(ns) + " values");
-      s = node_.get_ints("strides", std::vector<std::int64_t>(static_cast<std::size_t>(ns), 1));
-      dl = node_.get_ints("dilations", std::vector<std::int64_t>(static_cast<std::size_t>(ns), 1));
-      const auto pads = node_.get_ints("pads", std::vector<std::int64_t>(static_cast<std::size_t>(2 * ns), 0));
-      if (static_cast<int>(pads.size()) != 2 * ns) fail_model("pads must have " + std::to_string(2 * ns) + " values");
+      if (!node_.has("kernel_shape")) fail_model("attribute 'kernel_shape' is required");
+      k = axis_ints("kernel_shape", ns, 1, 1);
+      s = axis_ints("strides", ns, 1, 1);
+      dl = axis_ints("dilations", ns, 1, 1);
+      const auto pads = axis_ints("pads", 2 * ns, 0, 0);
       for (int i = 0; i < ns; ++i) {
-        pb[static_cast<std::size_t>(i)] = pads[static_cast<std::size_t>(i)];
-        pe[static_cast<std::size_t>(i)] = pads[static_cast<std::size_t>(i + ns)];
+        const auto j = static_cast<std::size_t>(i);
+        pb[j] = pads[j];
+        pe[j] = pads[j + static_cast<std::size_t>(ns)];
+        // A window wholly inside the padding would average nothing (as ONNX Runtime, refused).
+        if (pb[j] >= k[j] || pe[j] >= k[j])
+          fail_model("attribute 'pads' value " + std::to_string(std::max(pb[j], pe[j])) +
+                     " must be smaller than kernel_shape " + std::to_string(k[j]));
       }
       count_include_pad_ = node_.get_int("count_include_pad", 0) != 0;
       if (node_.get_int("storage_order", 0) != 0) fail_unsupported("storage_order 1");
       if (node_.outputs.size() > 1 && !node_.outputs[1].empty()) fail_unsupported("MaxPool indices output");
     }
     const std::string auto_pad = node_.get_string("auto_pad", "NOTSET");
+    if (auto_pad != "NOTSET" && auto_pad != "SAME_UPPER" && auto_pad != "SAME_LOWER" && auto_pad != "VALID")
+      fail_model("auto_pad '" + auto_pad + "' is not NOTSET, SAME_UPPER, SAME_LOWER or VALID");
     const bool ceil_mode = node_.get_int("ceil_mode", 0) != 0;
     std::vector<std::int64_t> od{x[0], x[1]};
     for (int i = 0; i < ns; ++i) {

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -65,6 +66,9 @@ struct Importer {
       for (const auto& p : group.at("paths")) {
         const std::string rel = p.get<std::string>();
         if (fs::path(rel).is_absolute() || rel.find("..") != std::string::npos) bad("weight shard path '" + rel + "' must stay inside the model folder");
+        std::error_code ec;
+        if (fs::exists(dir / rel, ec) && !fs::is_regular_file(dir / rel, ec))
+          bad("weight shard '" + rel + "' is not a regular file");
         std::ifstream in(dir / rel, std::ios::binary);
         if (!in) throw Error(ErrorCode::invalid_model, file + ": cannot open weight shard '" + (dir / rel).string() + "'");
         blob.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -76,6 +80,8 @@ struct Importer {
         if (w.contains("quantization")) unsupported("weight '" + name + "' is quantized (not supported)");
         if (dtype != "float32") unsupported("weight '" + name + "' has dtype " + dtype + " (only float32)");
         std::vector<std::int64_t> shape = w.at("shape").get<std::vector<std::int64_t>>();
+        if (shape.size() > static_cast<std::size_t>(Shape::kMaxRank) || !Shape::numel_fits(shape))
+          bad("weight '" + name + "' has a shape of negative, too many or too large dimensions");
         const Shape s(shape);
         const std::size_t bytes = static_cast<std::size_t>(s.numel()) * 4;
         if (off + bytes > blob.size()) bad("weight shards are shorter than the manifest says (at '" + name + "')");
@@ -110,11 +116,29 @@ struct Importer {
     unsupported("layer '" + name + "': activation '" + act + "' is not supported");
   }
 
-  static std::vector<std::int64_t> ints3(const json& v, std::int64_t def) {
-    if (v.is_null()) return {def, def, def};
-    if (v.is_number()) return {v.get<std::int64_t>(), v.get<std::int64_t>(), v.get<std::int64_t>()};
-    return v.get<std::vector<std::int64_t>>();
+  // A Keras per-axis setting (strides, dilation_rate, pool_size): one number for every axis
+  // or one per spatial axis, each at least 1 (a stride of 0 would divide by zero).
+  std::vector<std::int64_t> axis_values(const std::string& layer, const json& cfg, const std::string& key,
+                                        std::int64_t def, int ns) const {
+    const json v = cfg.value(key, json());
+    std::vector<std::int64_t> r;
+    if (v.is_null())
+      r.assign(static_cast<std::size_t>(ns), def);
+    else if (v.is_number_integer())
+      r.assign(static_cast<std::size_t>(ns), v.get<std::int64_t>());
+    else if (v.is_array() && std::all_of(v.begin(), v.end(), [](const json& e) { return e.is_number_integer(); }))
+      r = v.get<std::vector<std::int64_t>>();
+    else
+      bad("layer '" + layer + "': '" + key + "' must be an integer or a list of integers");
+    if (static_cast<int>(r.size()) != ns)
+      bad("layer '" + layer + "': '" + key + "' has " + std::to_string(r.size()) + " values, expected " +
+          std::to_string(ns));
+    for (const auto x : r)
+      if (x < 1 || x > kMaxAxisValue)
+        bad("layer '" + layer + "': '" + key + "' value " + std::to_string(x) + " must be in [1, 2^24]");
+    return r;
   }
+  static constexpr std::int64_t kMaxAxisValue = std::int64_t{1} << 24;
 
   // Kernel [k..., in, out] (channels_last) -> [out, in, k...].
   static Tensor to_oihw(const Tensor& k) {
@@ -140,12 +164,11 @@ struct Importer {
       const Tensor& k = weight(name, "kernel");
       if (k.rank() != ns + 2) bad("layer '" + name + "': kernel rank " + std::to_string(k.rank()));
       std::vector<std::int64_t> ks(k.shape().dims().begin(), k.shape().dims().begin() + ns);
-      auto strides = ints3(cfg.value("strides", json()), 1);
-      auto dil = ints3(cfg.value("dilation_rate", json()), 1);
-      strides.resize(static_cast<std::size_t>(ns));
-      dil.resize(static_cast<std::size_t>(ns));
+      const auto strides = axis_values(name, cfg, "strides", 1, ns);
+      const auto dil = axis_values(name, cfg, "dilation_rate", 1, ns);
       const std::string padding = cfg.value("padding", "valid");
       const std::int64_t groups = cfg.value("groups", 1);
+      if (groups < 1) bad("layer '" + name + "': groups " + std::to_string(groups) + " must be at least 1");
       std::map<std::string, Attribute> attrs{{"kernel_shape", Attribute::make_ints(ks)},
                                              {"strides", Attribute::make_ints(strides)},
                                              {"dilations", Attribute::make_ints(dil)},
@@ -230,11 +253,12 @@ struct Importer {
     if (cls == "MaxPooling3D" || cls == "AveragePooling3D" || cls == "MaxPooling2D" || cls == "AveragePooling2D") {
       need_inputs(1);
       const int ns = r0 - 2;
-      auto pool = ints3(cfg.value("pool_size", json()), 2);
-      auto strides = cfg.value("strides", json()).is_null() ? pool : ints3(cfg["strides"], 1);
-      pool.resize(static_cast<std::size_t>(ns));
-      strides.resize(static_cast<std::size_t>(ns));
+      if (ns != cls[cls.size() - 2] - '0')
+        bad("layer '" + name + "' (" + cls + ") gets a rank-" + std::to_string(r0) + " input");
+      const auto pool = axis_values(name, cfg, "pool_size", 2, ns);
+      const auto strides = cfg.value("strides", json()).is_null() ? pool : axis_values(name, cfg, "strides", 1, ns);
       const std::string padding = cfg.value("padding", "valid");
+      if (padding != "same" && padding != "valid") unsupported("layer '" + name + "': padding '" + padding + "'");
       return add_node(cls.starts_with("Max") ? "MaxPool" : "AveragePool", name, {in[0]},
                       {{"kernel_shape", Attribute::make_ints(pool)},
                        {"strides", Attribute::make_ints(strides)},
@@ -250,8 +274,9 @@ struct Importer {
     if (cls == "UpSampling3D" || cls == "UpSampling2D") {
       need_inputs(1);
       const int ns = r0 - 2;
-      auto size = ints3(cfg.value("size", json()), 2);
-      size.resize(static_cast<std::size_t>(ns));
+      if (ns != cls[cls.size() - 2] - '0')
+        bad("layer '" + name + "' (" + cls + ") gets a rank-" + std::to_string(r0) + " input");
+      const auto size = axis_values(name, cfg, "size", 2, ns);
       if (cfg.value("interpolation", "nearest") != "nearest") unsupported("layer '" + name + "': interpolation other than nearest");
       std::vector<float> scales{1.f, 1.f};
       for (auto s : size) scales.push_back(static_cast<float>(s));

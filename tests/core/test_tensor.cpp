@@ -89,6 +89,22 @@ TEST(Tensor, RejectsBadShapes) {
   EXPECT_EQ(Shape({3, 0}).numel(), 0);
 }
 
+// Element counts that overflow 64 bits (2^32 x 2^32 wraps to 0) are refused, whatever the
+// order of the dims and even with a zero among them (the strides would still overflow).
+TEST(Tensor, RejectsShapesWhoseElementCountOverflows) {
+  constexpr std::int64_t k32 = std::int64_t{1} << 32;
+  EXPECT_THROW(Shape({k32, k32}), Error);
+  EXPECT_THROW(Shape({2, k32, k32, 1}), Error);
+  EXPECT_THROW(Shape({k32, 0, k32}), Error);
+  EXPECT_THROW(Shape({INT64_MAX, 2}), Error);
+  EXPECT_TRUE(Shape::numel_fits(std::vector<std::int64_t>{k32, 1 << 20}));
+  EXPECT_FALSE(Shape::numel_fits(std::vector<std::int64_t>{k32, k32}));
+  Shape s{k32};
+  EXPECT_THROW(s.push_back(k32), Error);
+  EXPECT_EQ(s.rank(), 1);
+  EXPECT_EQ(Shape({k32, 1 << 20}).numel(), k32 << 20);
+}
+
 // Reorders: plain -> blocked -> plain is the identity, tails are zero, and the blocked
 // element positions match the layout's definition, for channel counts below, equal to,
 // above and not a multiple of the block.

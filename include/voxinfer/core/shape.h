@@ -17,6 +17,22 @@ namespace voxinfer {
 class Shape {
  public:
   static constexpr int kMaxRank = 8;
+  // Largest element count a shape may describe: its byte size in the widest dtype (8 bytes),
+  // and every stride, then fit in 64 bits with room to spare.
+  static constexpr std::int64_t kMaxNumel = std::int64_t{1} << 58;
+
+  // Whether dims (non-negative) multiply to at most kMaxNumel, ignoring zeros so that the
+  // strides of an empty tensor cannot overflow either. Safe for any input.
+  static bool numel_fits(std::span<const std::int64_t> dims) noexcept {
+    std::int64_t n = 1;
+    for (const std::int64_t d : dims) {
+      if (d < 0) return false;
+      if (d == 0) continue;
+      if (d > kMaxNumel / n) return false;
+      n *= d;
+    }
+    return true;
+  }
 
   Shape() = default;
   Shape(std::initializer_list<std::int64_t> dims) { assign(dims.begin(), dims.end()); }
@@ -47,7 +63,12 @@ class Shape {
 
   void push_back(std::int64_t d) {
     VOXINFER_CHECK(rank_ < kMaxRank, unsupported, "tensors of rank above 8 are not supported");
+    VOXINFER_CHECK(d >= 0, invalid_input, "negative dimension " + std::to_string(d) + " in a shape");
     dims_[static_cast<std::size_t>(rank_++)] = d;
+    if (!numel_fits(dims())) {
+      --rank_;
+      fail(ErrorCode::invalid_input, "shape " + str() + " extended by " + std::to_string(d) + " has too many elements");
+    }
   }
 
   // Row-major (C order) strides in elements.
@@ -82,6 +103,7 @@ class Shape {
       VOXINFER_CHECK(*it >= 0, invalid_input, "negative dimension " + std::to_string(*it) + " in a shape");
       dims_[static_cast<std::size_t>(i)] = *it;
     }
+    VOXINFER_CHECK(numel_fits(dims()), invalid_input, "shape " + str() + " has too many elements (more than 2^58)");
   }
 
   std::array<std::int64_t, kMaxRank> dims_{};
