@@ -7,11 +7,13 @@
 #include <itkNiftiImageIO.h>
 #include <itkNrrdImageIO.h>
 #include <itkObject.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <limits>
 #include <mutex>
@@ -201,29 +203,6 @@ void check_raw_nifti_size(const itk::ImageIOBase& io, const std::string& path, s
                                               " bytes but the file holds only " + std::to_string(size));
 }
 
-// ITK's NIfTI reader accepts a truncated .nii.gz and zero-fills what is missing. The gzip
-// trailer holds the uncompressed size (mod 2^32); a cut file ends in compressed bytes
-// instead, which almost never land in the narrow window a real file's size falls in.
-void check_gzip_nifti_size(const itk::ImageIOBase& io, const std::string& path, std::uint64_t voxels) {
-  if (!ends_with(lower(path), ".gz")) return;
-  const double bitpix = nifti_number(io, "bitpix", 0);
-  const double offset = nifti_number(io, "vox_offset", 0);
-  if (bitpix <= 0) return;
-  const auto needed = static_cast<std::uint64_t>(offset + static_cast<double>(voxels) * bitpix / 8.0);
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return;
-  unsigned char trailer[4] = {0, 0, 0, 0};
-  const bool ok = std::fseek(f, -4, SEEK_END) == 0 && std::fread(trailer, 1, 4, f) == 4;
-  std::fclose(f);
-  if (!ok) return;
-  const std::uint32_t isize = trailer[0] | (trailer[1] << 8) | (trailer[2] << 16) | (std::uint32_t{trailer[3]} << 24);
-  const std::uint32_t expected = static_cast<std::uint32_t>(needed & 0xffffffffu);
-  constexpr std::uint32_t kSlack = 1u << 20;  // trailing bytes some writers add after the voxels
-  if (static_cast<std::uint32_t>(isize - expected) > kSlack)
-    throw Error(ErrorCode::invalid_input, path + ": truncated or corrupt: the gzip stream does not hold the " +
-                                              std::to_string(needed) + " bytes the header describes");
-}
-
 // A Volume's geometry is spacing x rotation; a NIfTI sform with non-orthogonal columns
 // (a gantry-tilted CT stacked without resampling, for example) cannot be represented.
 // ITK would silently fall back to the qform and move the voxels, so such files are refused.
@@ -253,11 +232,277 @@ void check_nifti_not_sheared(const itk::ImageIOBase& io, const std::string& path
     }
 }
 
+// ------------------------------------------------------------------ NIfTI-1 header checks
+// ITK reads NIfTI-1 through nifti_clib, which aborts on a NaN in the sform, replaces a zero or
+// NaN pixdim by 1, accepts a vox_offset inside the header and zeroes NaN/Inf voxels. The raw
+// header is therefore read and checked here first, and float voxels are read here too.
+
+struct GzHandle {
+  gzFile f = nullptr;
+  explicit GzHandle(const std::string& path) : f(gzopen(path.c_str(), "rb")) {}
+  ~GzHandle() {
+    if (f) gzclose(f);
+  }
+  GzHandle(const GzHandle&) = delete;
+  GzHandle& operator=(const GzHandle&) = delete;
+  // Reads up to n bytes (gzread takes an unsigned count); returns how many were read.
+  std::uint64_t read(void* dst, std::uint64_t n) {
+    auto* p = static_cast<unsigned char*>(dst);
+    std::uint64_t done = 0;
+    while (done < n) {
+      const int got = gzread(f, p + done, static_cast<unsigned>(std::min<std::uint64_t>(n - done, 1u << 30)));
+      if (got <= 0) break;
+      done += static_cast<std::uint64_t>(got);
+    }
+    return done;
+  }
+};
+
+struct Nifti1Header {
+  bool swap = false;
+  bool single_file = false;  // magic "n+1": header and voxels in one file
+  std::int16_t dim[8] = {};
+  std::int16_t datatype = 0, bitpix = 0;
+  float pixdim[8] = {};
+  float vox_offset = 0, scl_slope = 0, scl_inter = 0;
+  std::int16_t qform_code = 0, sform_code = 0;
+  float quatern[6] = {};  // quatern_b, c, d, qoffset_x, y, z
+  float srow[12] = {};
+};
+
+template <typename T>
+T header_field(const unsigned char* h, std::size_t offset, bool swap) {
+  T v;
+  std::memcpy(&v, h + offset, sizeof(T));
+  if (swap) {
+    auto* b = reinterpret_cast<unsigned char*>(&v);
+    for (std::size_t i = 0; i < sizeof(T) / 2; ++i) std::swap(b[i], b[sizeof(T) - 1 - i]);
+  }
+  return v;
+}
+
+// Reads the 348-byte NIfTI-1 (or ANALYZE) header of a .nii, .nii.gz or .hdr file; false if
+// the file does not start with one (ITK then says what is wrong).
+bool read_nifti1_header(const std::string& path, Nifti1Header& h) {
+  constexpr std::int32_t kSize = 348;
+  unsigned char b[kSize];
+  GzHandle g(path);
+  if (!g.f || g.read(b, kSize) != kSize) return false;
+  h.swap = header_field<std::int32_t>(b, 0, false) != kSize;
+  if (header_field<std::int32_t>(b, 0, h.swap) != kSize) return false;
+  h.single_file = std::memcmp(b + 344, "n+1", 4) == 0;
+  for (std::size_t i = 0; i < 8; ++i) {
+    h.dim[i] = header_field<std::int16_t>(b, 40 + 2 * i, h.swap);
+    h.pixdim[i] = header_field<float>(b, 76 + 4 * i, h.swap);
+  }
+  h.datatype = header_field<std::int16_t>(b, 70, h.swap);
+  h.bitpix = header_field<std::int16_t>(b, 72, h.swap);
+  h.vox_offset = header_field<float>(b, 108, h.swap);
+  h.scl_slope = header_field<float>(b, 112, h.swap);
+  h.scl_inter = header_field<float>(b, 116, h.swap);
+  h.qform_code = header_field<std::int16_t>(b, 252, h.swap);
+  h.sform_code = header_field<std::int16_t>(b, 254, h.swap);
+  for (std::size_t i = 0; i < 6; ++i) h.quatern[i] = header_field<float>(b, 256 + 4 * i, h.swap);
+  for (std::size_t i = 0; i < 12; ++i) h.srow[i] = header_field<float>(b, 280 + 4 * i, h.swap);
+  return true;
+}
+
+// Geometry fields must be finite, spacings positive, the sform invertible and the voxels
+// after the header: each failure names the file and the field.
+void check_nifti1_header(const Nifti1Header& h, const std::string& path) {
+  const std::string what = path + ": NIfTI header field ";
+  if (h.dim[0] < 1 || h.dim[0] > 7)
+    throw Error(ErrorCode::invalid_input, what + "dim[0] = " + std::to_string(h.dim[0]) + " is not 1 to 7");
+  for (int i = 1; i <= std::min<int>(h.dim[0], 3); ++i) {
+    const float p = h.pixdim[i];
+    // A zero spacing is tolerated on an axis of one voxel only (2D images often have one).
+    if (!std::isfinite(p) || p < 0 || (p == 0 && h.dim[i] > 1))
+      throw Error(ErrorCode::invalid_input, what + "pixdim[" + std::to_string(i) + "] = " + std::to_string(p) +
+                                                ": voxel spacing must be a positive finite number");
+  }
+  if (h.qform_code > 0)
+    for (int i = 0; i < 6; ++i)
+      if (!std::isfinite(h.quatern[i]))
+        throw Error(ErrorCode::invalid_input,
+                    what + (i < 3 ? std::string("quatern_") + "bcd"[i] : std::string("qoffset_") + "xyz"[i - 3]) +
+                        " is not finite (the qform is unusable)");
+  if (h.sform_code > 0) {
+    Eigen::Matrix3d m;
+    for (int i = 0; i < 12; ++i) {
+      if (!std::isfinite(h.srow[i]))
+        throw Error(ErrorCode::invalid_input, what + "srow_" + "xyz"[i / 4] + "[" + std::to_string(i % 4) +
+                                                  "] is not finite (the sform is unusable)");
+      if (i % 4 < 3) m(i / 4, i % 4) = h.srow[i];
+    }
+    if (!(std::abs(m.determinant()) > 1e-12))
+      throw Error(ErrorCode::invalid_input,
+                  what + "srow_x/y/z: the sform is degenerate (its voxel axes are not independent)");
+  }
+  if (!std::isfinite(h.vox_offset) || h.vox_offset < 0)
+    throw Error(ErrorCode::invalid_input,
+                what + "vox_offset = " + std::to_string(h.vox_offset) + " is not a file position");
+  if (h.single_file && h.vox_offset < 352)
+    throw Error(ErrorCode::invalid_input,
+                what + "vox_offset = " + std::to_string(h.vox_offset) +
+                    " points inside the header (a single-file NIfTI-1 keeps its voxels at 352 or later)");
+}
+
+// The bytes a gzip file inflates to, counted by streaming up to `limit` (so a bomb costs
+// time bounded by the limit, never memory); the trailer holds the size modulo 2^32 only.
+std::uint64_t gzip_size_up_to(const std::string& path, std::uint64_t limit) {
+  GzHandle g(path);
+  if (!g.f) return 0;
+  std::vector<unsigned char> chunk(1 << 20);
+  std::uint64_t total = 0;
+  while (total < limit) {
+    const std::uint64_t got = g.read(chunk.data(), std::min<std::uint64_t>(chunk.size(), limit - total));
+    if (got == 0) break;
+    total += got;
+  }
+  return total;
+}
+
+// ITK's NIfTI reader accepts a truncated .nii.gz and zero-fills what is missing, and a
+// small bomb that claims gigabytes would be allocated first. Deflate inflates at most
+// ~1032:1, which refuses bombs from the file size alone; otherwise the gzip trailer gives the
+// size modulo 2^32, exact below 4 GiB, and larger streams are counted by inflating them.
+void check_gzip_nifti_size(const std::string& path, std::uint64_t needed) {
+  if (!ends_with(lower(path), ".gz")) return;
+  std::error_code ec;
+  const std::uint64_t compressed = fs::file_size(path, ec);
+  if (ec) return;
+  constexpr std::uint64_t kMaxRatio = 1100, kSlack = 1u << 20;  // trailing bytes some writers add after the voxels
+  const auto truncated = [&](const std::string& why) {
+    return Error(ErrorCode::invalid_input, path + ": truncated or corrupt: " + why + " the " + std::to_string(needed) +
+                                               " bytes the header describes");
+  };
+  if (compressed < (std::numeric_limits<std::uint64_t>::max() - kSlack) / kMaxRatio &&
+      needed > compressed * kMaxRatio + kSlack)
+    throw truncated("a gzip stream of " + std::to_string(compressed) + " bytes cannot hold");
+  if (needed + kSlack < (std::uint64_t{1} << 32)) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) return;
+    unsigned char trailer[4] = {0, 0, 0, 0};
+    const bool ok = std::fseek(f, -4, SEEK_END) == 0 && std::fread(trailer, 1, 4, f) == 4;
+    std::fclose(f);
+    if (!ok) return;
+    const std::uint64_t isize = trailer[0] | (trailer[1] << 8) | (trailer[2] << 16) | (std::uint32_t{trailer[3]} << 24);
+    if (isize < needed || isize > needed + kSlack) throw truncated("the gzip stream does not hold");
+  } else if (gzip_size_up_to(path, needed) < needed) {
+    throw truncated("the gzip stream inflates to fewer than");
+  }
+}
+
+// Reads float32/float64 NIfTI-1 voxels as stored (NaN and Inf kept), scaled as ITK scales
+// them; the geometry still comes from ITK.
+void read_nifti1_float_voxels(const Nifti1Header& h, const std::string& path, Component comp, std::int64_t total,
+                              float* dst) {
+  const std::size_t elem = comp == Component::DOUBLE ? 8 : 4;
+  const std::uint64_t bytes = static_cast<std::uint64_t>(total) * elem;
+  GzHandle g(path);
+  if (!g.f) throw Error(ErrorCode::io, path + ": cannot open for reading");
+  const auto offset = static_cast<z_off_t>(h.vox_offset);
+  if (gzseek(g.f, offset, SEEK_SET) != offset)
+    throw Error(ErrorCode::invalid_input, path + ": truncated before the voxel data");
+  std::vector<unsigned char> raw(static_cast<std::size_t>(bytes));
+  if (g.read(raw.data(), bytes) != bytes)
+    throw Error(ErrorCode::invalid_input, path + ": truncated: fewer voxel bytes than the header describes");
+  const bool rescale = std::isfinite(h.scl_slope) && h.scl_slope != 0 && std::isfinite(h.scl_inter) &&
+                       (h.scl_slope != 1 || h.scl_inter != 0);
+  const double slope = rescale ? h.scl_slope : 1.0, inter = rescale ? h.scl_inter : 0.0;
+  const bool swap = h.swap;
+  parallel_for(total, 1 << 16, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i) {
+      const unsigned char* p = raw.data() + static_cast<std::size_t>(i) * elem;
+      const double v = elem == 8 ? header_field<double>(p, 0, swap) : header_field<float>(p, 0, swap);
+      dst[i] = rescale ? static_cast<float>(v * slope + inter) : static_cast<float>(v);
+    }
+  });
+}
+
+// ------------------------------------------------------------------ detached data files
+// A .nhdr/.nrrd or .mhd/.mha header may name the file that holds its voxels. That file must
+// lie in the header's folder (after following links: no "/etc/passwd" read into a volume)
+// and be a regular file (a FIFO would block the read forever).
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t\r") - b + 1);
+}
+
+void check_data_file(const std::string& header, const std::string& name) {
+  const fs::path dir = fs::path(header).parent_path().empty() ? fs::path(".") : fs::path(header).parent_path();
+  const auto refuse = [&](const std::string& why) {
+    throw Error(ErrorCode::invalid_input, header + ": data file '" + name + "' " + why);
+  };
+  if (name.empty()) refuse("is empty");
+  if (fs::path(name).is_absolute()) refuse("must be a relative path inside the header's folder");
+  std::error_code ec;
+  const fs::path base = fs::weakly_canonical(dir, ec);
+  const fs::path target = fs::weakly_canonical(dir / name, ec);
+  if (ec) refuse("cannot be resolved");
+  const auto rel = target.lexically_relative(base);
+  if (rel.empty() || *rel.begin() == "..") refuse("is outside the header's folder");
+  const auto st = fs::status(target, ec);
+  if (!ec && fs::exists(st) && !fs::is_regular_file(st)) refuse("is not a regular file (a pipe or a device?)");
+}
+
+// The data files a NRRD or MetaImage header names (none for attached data). A printf-style
+// pattern is checked as a name: its folder is what matters.
+void check_detached_data_files(const std::string& path, Format format) {
+  if (format != Format::nrrd && format != Format::meta) return;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return;
+  constexpr std::size_t kMaxHeader = 1 << 20;  // headers are a few hundred bytes; LISTs longer
+  std::string text(kMaxHeader, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  std::istringstream lines(text);
+  std::string line;
+  std::vector<std::string> names;
+  bool list = false;
+  const bool nrrd = format == Format::nrrd;
+  if (nrrd && text.rfind("NRRD", 0) != 0) return;  // ITK reports what it is
+  while (std::getline(lines, line)) {
+    const std::string t = trim(line);
+    if (list) {
+      if (!t.empty()) names.push_back(t);
+      continue;
+    }
+    if (nrrd && t.empty()) break;  // end of the header: the data (or nothing) follows
+    std::string key, value;
+    const auto sep = nrrd ? line.find(':') : line.find('=');
+    if (sep == std::string::npos) continue;
+    key = lower(trim(line.substr(0, sep)));
+    value = trim(line.substr(sep + 1));
+    if (nrrd && !value.empty() && value[0] == '=') continue;  // "key:=value" pairs
+    const bool data_key = nrrd ? (key == "data file" || key == "datafile") : key == "elementdatafile";
+    if (!data_key) continue;
+    if (!nrrd && value == "LOCAL") return;
+    if (value.rfind("LIST", 0) == 0) {
+      list = true;
+      if (nrrd) {  // NRRD lists its files after the header's blank line
+        while (std::getline(lines, line) && !trim(line).empty()) {
+        }
+      }
+      continue;
+    }
+    if (value.find('%') != std::string::npos) value = value.substr(0, value.find_first_of(" \t"));
+    names.push_back(value);
+    if (!nrrd) break;  // MetaImage: ElementDataFile is the last field
+  }
+  for (const auto& n : names) check_data_file(path, n);
+}
+
 void check_readable(const std::string& path) {
   std::error_code ec;
   const auto st = fs::status(path, ec);
   if (ec || !fs::exists(st)) throw Error(ErrorCode::io, path + ": no such file");
   if (fs::is_directory(st)) throw Error(ErrorCode::invalid_input, path + ": is a folder, not an image file");
+  // A FIFO or a device would block the read or never end.
+  if (!fs::is_regular_file(st))
+    throw Error(ErrorCode::invalid_input, path + ": is not a regular file (a pipe or a device?)");
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw Error(ErrorCode::io, path + ": cannot open for reading (permission denied?)");
   std::fclose(f);
@@ -292,6 +537,10 @@ Volume read_image(const std::string& path, const ReadOptions& options) {
     throw Error(ErrorCode::invalid_input,
                 path + ": not a NIfTI (.nii, .nii.gz, .hdr/.img), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd) file name");
   if (format == Format::nifti && is_nifti2_file(path)) return read_nifti2(path, options.max_voxels);
+  check_detached_data_files(path, format);
+  Nifti1Header nifti1;
+  const bool have_nifti1 = format == Format::nifti && read_nifti1_header(path, nifti1);
+  if (have_nifti1) check_nifti1_header(nifti1, path);
   itk::ImageIOBase::Pointer io = make_io(format);
   const std::string what = path + ": ";
   {
@@ -333,7 +582,14 @@ Volume read_image(const std::string& path, const ReadOptions& options) {
   const std::uint64_t raw_bytes = static_cast<std::uint64_t>(total) * component_size(comp);
   if (format == Format::nifti) {
     check_raw_nifti_size(*io, path, static_cast<std::uint64_t>(total));
-    check_gzip_nifti_size(*io, path, static_cast<std::uint64_t>(total));
+    const double bitpix = nifti_number(*io, "bitpix", 0), offset = nifti_number(*io, "vox_offset", 0);
+    if (bitpix > 0 && bitpix <= 128 && offset >= 0 && offset < 1e15) {
+      const auto voxels = static_cast<std::uint64_t>(total), bits = static_cast<std::uint64_t>(bitpix);
+      const std::uint64_t data = voxels > std::numeric_limits<std::uint64_t>::max() / 256
+                                     ? std::numeric_limits<std::uint64_t>::max() / 2
+                                     : voxels * bits / 8;
+      check_gzip_nifti_size(path, static_cast<std::uint64_t>(offset) + data);
+    }
     check_nifti_not_sheared(*io, path);
   }
 
@@ -356,7 +612,10 @@ Volume read_image(const std::string& path, const ReadOptions& options) {
   CaptureConsole console;
   try {
     io->SetIORegion(region);
-    if (comp == Component::FLOAT) {
+    if (have_nifti1 && nifti1.single_file && (comp == Component::FLOAT || comp == Component::DOUBLE) &&
+        (nifti1.datatype == 16 || nifti1.datatype == 64)) {
+      read_nifti1_float_voxels(nifti1, path, comp, total, vol.data.data<float>());
+    } else if (comp == Component::FLOAT) {
       io->Read(vol.data.raw());
     } else {
       std::vector<std::byte> buffer(static_cast<std::size_t>(raw_bytes));

@@ -2,6 +2,9 @@
 // keep the geometry and values; pixel types; bad files give clear errors.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <zlib.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -292,6 +295,207 @@ TEST(ImageIo, ReadVolumeDispatchesByKind) {
   EXPECT_FALSE(is_image_file_name("IM0001"));
   EXPECT_EQ(parse_pixel_type("uint16"), PixelType::uint16);
   EXPECT_THROW(parse_pixel_type("int8"), Error);
+}
+
+// ------------------------------------------------------------------ hostile NIfTI-1 files
+
+// A NIfTI-1 header (n+1, little-endian, float32 voxels 4 x 3 x 2, spacing 1) whose fields the
+// caller then spoils, followed by the voxels.
+struct Nifti1File {
+  std::string h = std::string(352, '\0');
+  Nifti1File() {
+    put<std::int32_t>(0, 348);
+    const std::int16_t dim[8] = {3, 4, 3, 2, 1, 1, 1, 1};
+    std::memcpy(&h[40], dim, sizeof dim);
+    put<std::int16_t>(70, 16);  // float32
+    put<std::int16_t>(72, 32);
+    for (int i = 0; i < 4; ++i) put<float>(76 + 4 * static_cast<std::size_t>(i), 1.f);
+    put<float>(108, 352.f);
+    put<float>(112, 1.f);  // scl_slope
+    std::memcpy(&h[344], "n+1", 4);
+  }
+  template <typename T>
+  void put(std::size_t offset, T v) {
+    std::memcpy(&h[offset], &v, sizeof v);
+  }
+  void sform() {  // an identity sform, code 1
+    put<std::int16_t>(254, 1);
+    for (int r = 0; r < 3; ++r)
+      put<float>(280 + 16 * static_cast<std::size_t>(r) + 4 * static_cast<std::size_t>(r), 1.f);
+  }
+  std::string bytes(const std::vector<float>& voxels = std::vector<float>(24, 1.f)) const {
+    return h + std::string(reinterpret_cast<const char*>(voxels.data()), voxels.size() * sizeof(float));
+  }
+};
+
+void write_gz(const std::string& path, const std::string& bytes) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
+  gzclose(f);
+}
+
+void expect_bad_header(const std::string& path, const std::string& field) {
+  ErrorCode code{};
+  const std::string msg = error_of(path, &code);
+  EXPECT_EQ(code, ErrorCode::invalid_input) << msg;
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find(field), std::string::npos) << "'" << field << "' not in: " << msg;
+}
+
+// nifti_clib (inside ITK) aborts the process on a NaN sform; these must be errors naming the
+// file and the field, before ITK sees the header.
+TEST(ImageIo, NiftiNonFiniteSformQformOrPixdimIsAnErrorNotAnAbort) {
+  TempDir dir("imgio_nonfinite");
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  {
+    Nifti1File f;
+    f.sform();
+    std::ofstream(dir / "ok.nii", std::ios::binary) << f.bytes();
+    EXPECT_EQ(read_image(dir / "ok.nii").data.numel(), 24);
+    f.put<float>(280, nan);
+    std::ofstream(dir / "sform_nan.nii", std::ios::binary) << f.bytes();
+    expect_bad_header(dir / "sform_nan.nii", "srow_x[0]");
+    write_gz(dir / "sform_nan.nii.gz", f.bytes());
+    expect_bad_header(dir / "sform_nan.nii.gz", "srow_x[0]");
+    f.put<float>(280, 1.f);
+    f.put<float>(324, inf);  // srow_z[3]
+    std::ofstream(dir / "sform_inf.nii", std::ios::binary) << f.bytes();
+    expect_bad_header(dir / "sform_inf.nii", "srow_z[3]");
+    f.put<float>(324, 0.f);
+    f.put<float>(312, 0.f);  // srow_z[0..2] all zero: a degenerate sform
+    f.put<float>(320, 0.f);
+    std::ofstream(dir / "sform_flat.nii", std::ios::binary) << f.bytes();
+    expect_bad_header(dir / "sform_flat.nii", "degenerate");
+  }
+  {
+    Nifti1File f;
+    f.put<std::int16_t>(252, 1);  // qform_code
+    f.put<float>(272, inf);       // qoffset_y
+    std::ofstream(dir / "qform.nii", std::ios::binary) << f.bytes();
+    expect_bad_header(dir / "qform.nii", "qoffset_y");
+    f.put<float>(272, 0.f);
+    f.put<float>(260, nan);  // quatern_c
+    std::ofstream(dir / "quatern.nii", std::ios::binary) << f.bytes();
+    expect_bad_header(dir / "quatern.nii", "quatern_c");
+  }
+  for (const float spacing : {nan, inf, 0.f, -1.5f}) {
+    Nifti1File f;
+    f.put<float>(84, spacing);  // pixdim[2]
+    std::ofstream(dir / "pixdim.nii", std::ios::binary) << f.bytes();
+    SCOPED_TRACE(spacing);
+    expect_bad_header(dir / "pixdim.nii", "pixdim[2]");
+  }
+}
+
+TEST(ImageIo, NiftiVoxOffsetInsideTheHeaderIsRefused) {
+  TempDir dir("imgio_voxoffset");
+  Nifti1File f;
+  f.put<float>(108, 100.f);
+  std::ofstream(dir / "shifted.nii", std::ios::binary) << f.bytes();
+  expect_bad_header(dir / "shifted.nii", "vox_offset");
+  f.put<float>(108, std::numeric_limits<float>::quiet_NaN());
+  std::ofstream(dir / "nan_offset.nii", std::ios::binary) << f.bytes();
+  expect_bad_header(dir / "nan_offset.nii", "vox_offset");
+}
+
+// nifti_clib replaces NaN and Inf voxels by 0 while reading: a study would silently change.
+TEST(ImageIo, NiftiNanAndInfVoxelsArePreserved) {
+  TempDir dir("imgio_nanvox");
+  std::vector<float> voxels(24);
+  for (std::size_t i = 0; i < voxels.size(); ++i) voxels[i] = static_cast<float>(i) - 3.5f;
+  voxels[5] = std::numeric_limits<float>::quiet_NaN();
+  voxels[6] = std::numeric_limits<float>::infinity();
+  voxels[23] = -std::numeric_limits<float>::infinity();
+  Nifti1File f;
+  std::ofstream(dir / "nan.nii", std::ios::binary) << f.bytes(voxels);
+  write_gz(dir / "nan.nii.gz", f.bytes(voxels));
+  for (const char* name : {"nan.nii", "nan.nii.gz"}) {
+    SCOPED_TRACE(name);
+    const Volume v = read_image(dir / name);
+    const float* p = v.data.data<float>();
+    EXPECT_TRUE(std::isnan(p[5]));
+    EXPECT_EQ(p[6], std::numeric_limits<float>::infinity());
+    EXPECT_EQ(p[23], -std::numeric_limits<float>::infinity());
+    EXPECT_EQ(p[7], 3.5f);
+    EXPECT_EQ(p[0], -3.5f);
+  }
+  // Scaling still applies to finite values; big-endian files are swapped.
+  f.put<float>(112, 2.f);
+  f.put<float>(116, 1.f);
+  std::ofstream(dir / "scaled.nii", std::ios::binary) << f.bytes(voxels);
+  const Volume scaled = read_image(dir / "scaled.nii");
+  EXPECT_EQ(scaled.data.data<float>()[7], 8.f);
+  EXPECT_TRUE(std::isnan(scaled.data.data<float>()[5]));
+  // And write -> read keeps them (what convert does).
+  write_image(dir / "copy.nii.gz", read_image(dir / "nan.nii"), {PixelType::float32});
+  const Volume copy = read_image(dir / "copy.nii.gz");
+  EXPECT_TRUE(std::isnan(copy.data.data<float>()[5]));
+  EXPECT_EQ(copy.data.data<float>()[6], std::numeric_limits<float>::infinity());
+}
+
+// A small .nii.gz claiming 2048 x 1024 x 1024 float32 voxels (8 GiB, which is 0 modulo 2^32)
+// must be refused at once, before anything is allocated.
+TEST(ImageIo, NiftiGzipBombIsRefusedBeforeAllocating) {
+  TempDir dir("imgio_gzbomb");
+  Nifti1File f;
+  const std::int16_t dim[8] = {3, 2048, 1024, 1024, 1, 1, 1, 1};
+  std::memcpy(&f.h[40], dim, sizeof dim);
+  write_gz(dir / "bomb.nii.gz", f.bytes(std::vector<float>(1024, 0.f)));
+  const auto t0 = std::chrono::steady_clock::now();
+  ErrorCode code{};
+  const std::string msg = error_of(dir / "bomb.nii.gz", &code);
+  EXPECT_EQ(code, ErrorCode::invalid_input) << msg;
+  EXPECT_NE(msg.find("8589934944 bytes"), std::string::npos) << msg;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
+}
+
+// A FIFO as the image would block the reader forever.
+TEST(ImageIo, FifoAsInputIsRefused) {
+  TempDir dir("imgio_fifo");
+  for (const char* name : {"pipe.nii", "pipe.nii.gz", "pipe.mha", "pipe.nrrd"}) {
+    ASSERT_EQ(::mkfifo((dir / name).c_str(), 0600), 0);
+    ErrorCode code{};
+    const std::string msg = error_of(dir / name, &code);
+    EXPECT_EQ(code, ErrorCode::invalid_input) << msg;
+    EXPECT_NE(msg.find("not a regular file"), std::string::npos) << msg;
+  }
+}
+
+// Detached NRRD/MetaImage data files stay in the header's folder and must be regular files.
+TEST(ImageIo, DetachedDataFilesAreConfinedToTheHeaderFolder) {
+  TempDir dir("imgio_detached");
+  fs::create_directories(dir.path() / "study");
+  std::ofstream(dir / "outside.raw", std::ios::binary) << std::string(16, '\1');
+  std::ofstream(dir / "study/inside.raw", std::ios::binary) << std::string(16, '\1');
+  fs::create_symlink(dir.path() / "outside.raw", dir.path() / "study/link.raw");
+  ASSERT_EQ(::mkfifo((dir / "study/pipe.raw").c_str(), 0600), 0);
+  const auto mhd = [&](const std::string& data) {
+    std::ofstream(dir / "study/a.mhd") << "ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementSpacing = 1 1 1\n"
+                                       << "ElementType = MET_SHORT\nElementDataFile = " << data << "\n";
+    return dir / "study/a.mhd";
+  };
+  const auto nhdr = [&](const std::string& data) {
+    std::ofstream(dir / "study/a.nhdr") << "NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2 2\nspacings: 1 1 1\n"
+                                        << "encoding: raw\nendian: little\ndata file: " << data << "\n\n";
+    return dir / "study/a.nhdr";
+  };
+  EXPECT_EQ(read_image(mhd("inside.raw")).data.numel(), 8);
+  EXPECT_EQ(read_image(nhdr("inside.raw")).data.numel(), 8);
+  const std::string abs = (dir.path() / "outside.raw").string();
+  for (const auto& [data, why] :
+       std::vector<std::pair<std::string, std::string>>{{"../outside.raw", "outside the header's folder"},
+                                                        {abs, "relative path"},
+                                                        {"link.raw", "outside the header's folder"},
+                                                        {"pipe.raw", "not a regular file"}}) {
+    for (const std::string& header : {mhd(data), nhdr(data)}) {
+      SCOPED_TRACE(header + " -> " + data);
+      ErrorCode code{};
+      const std::string msg = error_of(header, &code);
+      EXPECT_EQ(code, ErrorCode::invalid_input) << msg;
+      EXPECT_NE(msg.find(why), std::string::npos) << msg;
+    }
+  }
 }
 
 }  // namespace
