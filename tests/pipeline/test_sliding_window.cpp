@@ -109,6 +109,22 @@ TEST(TileStarts, NnunetCountMatchesThePublishedFormula) {
       }
 }
 
+// An overlap just below 1 (0.9999 is inside [0, 1)) would make the tile count explode; it is
+// refused with a message that says how far the overlap may go.
+TEST(TileStarts, OverlapThatMovesTilesByLessThanAVoxelIsRefused) {
+  for (const auto style : {WindowStyle::nnunet, WindowStyle::monai}) {
+    try {
+      tile_starts(512, 96, 0.9999, style);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_input);
+      EXPECT_NE(std::string(e.what()).find("at most 0.98"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(tile_starts(96, 96, 0.9999, style), (Starts{0}));  // one tile: the step does not matter
+    EXPECT_GE(tile_starts(100, 96, 0.98, style).size(), 3u);
+  }
+}
+
 TEST(TileStarts, MonaiHandComputed) {
   // interval 48: 0, 48, 96, then 144 moved back to 200 - 96.
   EXPECT_EQ(tile_starts(200, 96, 0.5, WindowStyle::monai), (Starts{0, 48, 96, 104}));
