@@ -6,6 +6,16 @@
 #include "voxinfer/core/threading.h"
 
 namespace voxinfer::detail {
+namespace {
+
+void open_session(OpenedPackage& p, int threads) {
+  if (threads > 0) set_num_threads(threads);
+  graph::SessionOptions so;
+  so.threads = threads;
+  p.session.emplace(graph::Session::from_file(p.model.string(), so));
+}
+
+}  // namespace
 
 OpenedPackage open_package(const std::filesystem::path& dir, Task task, int threads) {
   std::error_code ec;
@@ -22,10 +32,20 @@ OpenedPackage open_package(const std::filesystem::path& dir, Task task, int thre
   p.model = dir / p.spec.model;
   if (!std::filesystem::exists(p.model, ec))
     throw Error(ErrorCode::invalid_model, p.model.string() + ": model file named by pipeline.json is missing");
-  if (threads > 0) set_num_threads(threads);
-  graph::SessionOptions so;
-  so.threads = threads;
-  p.session.emplace(graph::Session::from_file(p.model.string(), so));
+  open_session(p, threads);
+  return p;
+}
+
+OpenedPackage open_translated_package(const std::filesystem::path& dir, PipelineSpec spec,
+                                      const std::filesystem::path& model, int threads) {
+  OpenedPackage p;
+  p.spec = std::move(spec);
+  p.spec_file = dir;
+  p.model = model;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(p.model, ec))
+    throw Error(ErrorCode::invalid_model, p.model.string() + ": network file not found");
+  open_session(p, threads);
   return p;
 }
 

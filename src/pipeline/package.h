@@ -21,6 +21,10 @@ struct OpenedPackage {
 // file: invalid_input for a missing folder, invalid_model for anything in the package.
 OpenedPackage open_package(const std::filesystem::path& dir, Task task, int threads);
 
+// The same for a spec translated from another package format, with its network file `model`.
+OpenedPackage open_translated_package(const std::filesystem::path& dir, PipelineSpec spec,
+                                      const std::filesystem::path& model, int threads);
+
 // Checks that the model's image input `vi` is [N, C, D, H, W] with C = input.channels when
 // the model declares them.
 void check_image_input(const OpenedPackage& p, const graph::ValueInfo& vi);

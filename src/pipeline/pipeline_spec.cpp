@@ -259,6 +259,8 @@ void parse_preprocess(Node n, PipelineSpec& spec) {
     pre.orientation = code;
   }
   if (auto s = n.opt("spacing")) pre.spacing = positive_triple(*s);
+  if (auto r = n.opt("size_rule"))
+    pre.size_rule = one_of<SizeRule>(*r, {{"extent", SizeRule::extent}, {"centres", SizeRule::centres}});
   if (auto in = n.opt("intensity")) {
     for (const auto& item : in->array()) pre.intensity.push_back(parse_intensity_op(item));
   }
@@ -332,6 +334,8 @@ void parse_postprocess(Node n, PipelineSpec& spec) {
   if (auto a = n.opt("activation"))
     post.activation = one_of<Activation>(
         *a, {{"softmax", Activation::softmax}, {"sigmoid", Activation::sigmoid}, {"none", Activation::none}});
+  if (auto r = n.opt("resample"))
+    post.resample = one_of<ResampleSpace>(*r, {{"logits", ResampleSpace::logits}, {"probabilities", ResampleSpace::probabilities}});
   if (auto t = n.opt("threshold")) {
     post.threshold = t->number();
     if (!(post.threshold > 0 && post.threshold < 1)) bad(t->path(), "expected a number in (0, 1)");
@@ -433,6 +437,8 @@ PipelineSpec parse_pipeline_spec(std::string_view json_text) {
     if (spec.labels.empty()) bad("labels", "expected at least one label");
     if (spec.inference.average == AverageSpace::probabilities && spec.postprocess.activation == Activation::none)
       bad("inference.average", "\"probabilities\" needs postprocess.activation \"softmax\" or \"sigmoid\"");
+    if (spec.postprocess.resample == ResampleSpace::probabilities && spec.postprocess.activation == Activation::none)
+      bad("postprocess.resample", "\"probabilities\" needs postprocess.activation \"softmax\" or \"sigmoid\"");
     for (std::size_t i = 0; i < spec.postprocess.keep_largest_component.size(); ++i) {
       const int v = spec.postprocess.keep_largest_component[i];
       if (!spec.find_label(v))

@@ -189,7 +189,7 @@ Dims3 resampled_size(const Dims3& size, const Geometry& g, const std::array<doub
                    "resample: target spacing[" + std::to_string(a) + "] must be positive");
     const double ratio = g.spacing[static_cast<int>(a)] / spacing[a];
     const double n = static_cast<double>(size[a]);
-    out[a] = rule == SizeRule::extent ? round_half_even(n * ratio) : round_half_even((n - 1) * ratio) + 1;
+    out[a] = rule == SizeRule::extent ? round_half_even(n * ratio) : round_half_even((n - 1) * ratio + 1);
     out[a] = std::max<std::int64_t>(out[a], 1);
   }
   return out;

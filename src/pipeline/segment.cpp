@@ -178,7 +178,9 @@ Volume preprocess_for_model(const Volume& input, const PipelineSpec& spec) {
                      std::to_string(input.channels()));
   input.geometry.validate("input volume");
   Volume v = spec.preprocess.orientation ? reorient(input, *spec.preprocess.orientation) : input;
-  if (spec.preprocess.spacing) v = resample_to_spacing(v, model_to_xyz(*spec.preprocess.spacing, spec.axes));
+  if (spec.preprocess.spacing)
+    v = resample_to_spacing(v, model_to_xyz(*spec.preprocess.spacing, spec.axes), Interpolation::linear,
+                            spec.preprocess.size_rule);
   if (v.data.shares_storage_with(input.data)) v.data = v.data.clone();  // intensity ops work in place
   apply_intensity(v, spec.preprocess.intensity);
   if (spec.preprocess.resize) v = resize(v, model_to_xyz(*spec.preprocess.resize, spec.axes));
@@ -210,9 +212,20 @@ SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, cons
   std::vector<int> values;
   for (const auto& l : spec.labels) values.push_back(l.value);
   const bool probabilities = spec.inference.average == AverageSpace::probabilities;
+  const bool resample_probabilities = spec.postprocess.resample == ResampleSpace::probabilities;
   SlabResampler resampler(v.geometry, result.model_size, spec.axes, input.geometry, {input.nx(), input.ny(), input.nz()},
                           spec.postprocess.activation, static_cast<float>(spec.postprocess.threshold), values,
-                          probabilities);
+                          probabilities || resample_probabilities);
+  // Resampling probabilities: each finished slab is activated on the model grid first (when
+  // the tiles did not average probabilities already), into one reused buffer.
+  Tensor activated_slab;
+  const SlabConsumer activating_consumer = [&](const Tensor& slab, std::int64_t begin) {
+    if (!activated_slab.defined() || activated_slab.shape() != slab.shape()) activated_slab = Tensor(slab.shape(), DType::f32);
+    const Tensor src = slab.contiguous();
+    std::memcpy(activated_slab.data<float>(), src.data<float>(), src.nbytes());
+    apply_activation(activated_slab, spec.postprocess.activation);
+    resampler.consume(activated_slab, begin);
+  };
   // Averaging probabilities: the activation goes on every network output (mirrored passes
   // included) before blending, into one reused buffer.
   Tensor activated;
@@ -231,7 +244,9 @@ SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, cons
     }
     return activated;
   };
-  sliding_window_stream(image, sw, probabilities ? activated_network : network, resampler.consumer(), &result.window);
+  sliding_window_stream(image, sw, probabilities ? activated_network : network,
+                        resample_probabilities && !probabilities ? activating_consumer : resampler.consumer(),
+                        &result.window);
   result.labels = resampler.finish();
   result.labels.metadata = input.metadata;
   postprocess_labels(result.labels, spec.postprocess);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "voxinfer/core/error.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/graph/session.h"
 #include "voxinfer/pipeline/preprocess.h"
@@ -41,13 +42,32 @@ SegmentationPipeline::SegmentationPipeline(const std::filesystem::path& package_
   impl_->session = std::move(p.session);
 }
 
+SegmentationPipeline::SegmentationPipeline(const std::filesystem::path& package_dir, PipelineSpec spec,
+                                           const std::filesystem::path& model, SegmentationOptions options)
+    : impl_(std::make_unique<Impl>()) {
+  VOXINFER_CHECK(spec.task == Task::segmentation, invalid_model, package_dir.string() + ": not a segmentation package");
+  impl_->dir = package_dir;
+  impl_->options = std::move(options);
+  spec.model = std::filesystem::absolute(model).string();
+  detail::OpenedPackage p = detail::open_translated_package(package_dir, std::move(spec), model, impl_->options.threads);
+  const auto& ins = p.session->inputs();
+  if (ins.size() != 1)
+    throw Error(ErrorCode::unsupported, p.model.string() + ": segmentation models with " + std::to_string(ins.size()) + " inputs are not supported");
+  detail::check_image_input(p, ins[0]);
+  impl_->spec = std::move(p.spec);
+  impl_->session = std::move(p.session);
+}
+
 SegmentationPipeline::~SegmentationPipeline() = default;
 SegmentationPipeline::SegmentationPipeline(SegmentationPipeline&&) noexcept = default;
 SegmentationPipeline& SegmentationPipeline::operator=(SegmentationPipeline&&) noexcept = default;
 
 const PipelineSpec& SegmentationPipeline::spec() const { return impl_->spec; }
 const std::filesystem::path& SegmentationPipeline::package_dir() const { return impl_->dir; }
-std::string SegmentationPipeline::model_path() const { return (impl_->dir / impl_->spec.model).string(); }
+std::string SegmentationPipeline::model_path() const {
+  const std::filesystem::path m(impl_->spec.model);
+  return m.is_absolute() ? m.string() : (impl_->dir / m).string();
+}
 
 SegmentationResult SegmentationPipeline::run(const Volume& input) {
   const PipelineSpec& spec = impl_->spec;

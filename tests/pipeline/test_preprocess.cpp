@@ -156,9 +156,14 @@ TEST(Resample, SameSpacingIsTheIdentity) {
 TEST(Resample, SizeRules) {
   Geometry g;
   g.spacing = {1.0, 0.7, 3.0};
-  // extent: round(n * s / s'); centres: round((n - 1) * s / s') + 1; halves to even.
+  // extent: round(n * s / s'); centres: round((n - 1) * s / s' + 1); halves to even.
   EXPECT_EQ(resampled_size({10, 15, 5}, g, {0.5, 1.4, 2.0}, SizeRule::extent), (std::array<std::int64_t, 3>{20, 8, 8}));
   EXPECT_EQ(resampled_size({10, 15, 5}, g, {0.5, 1.4, 2.0}, SizeRule::centres), (std::array<std::int64_t, 3>{19, 8, 7}));
+  // MONAI rounds (n - 1) * s / s' + 1 as a whole: 30 planes of 3 mm at 2 mm give
+  // round(44.5) = 44 (compute_shape_offset), not round(43.5) + 1 = 45.
+  Geometry m;
+  m.spacing = {3.0, 3.0, 3.0};
+  EXPECT_EQ(resampled_size({122, 101, 30}, m, {1.5, 1.5, 2.0}, SizeRule::centres), (std::array<std::int64_t, 3>{243, 201, 44}));
   // 5 * 0.5 = 2.5 rounds to 2 (even), as numpy and Python do.
   Geometry h;
   EXPECT_EQ(resampled_size({5, 3, 1}, h, {2.0, 2.0, 1.0}, SizeRule::extent), (std::array<std::int64_t, 3>{2, 2, 1}));

@@ -41,9 +41,16 @@ struct CropSpec {
   std::int64_t margin = 0;                     // foreground: voxels added around the bounding box
 };
 
+// How many voxels a resampled axis gets (docs/pipeline.md):
+//   extent:  round(n * spacing / new_spacing)           (nnU-Net's compute_new_shape)
+//   centres: round((n - 1) * spacing / new_spacing + 1) (MONAI's Spacing, scale_extent=False)
+// Halves round to even in both, as numpy does.
+enum class SizeRule { extent, centres };
+
 struct PreprocessSpec {
   std::optional<std::string> orientation;              // e.g. "RAS"; absent = keep
   std::optional<std::array<double, 3>> spacing;        // mm, model axis order; absent = keep
+  SizeRule size_rule = SizeRule::extent;               // grid size after resampling to `spacing`
   std::vector<IntensityOp> intensity;
   std::optional<std::array<std::int64_t, 3>> resize;   // classification only, model axis order
   std::optional<CropSpec> crop;                        // classification only
@@ -70,8 +77,13 @@ struct InferenceSpec {
 
 enum class Activation { softmax, sigmoid, none };
 
+// What goes back onto the input's grid: the blended logits, activated there (nnU-Net), or
+// the probabilities after the activation on the model grid (MONAI's Activationsd then Invertd).
+enum class ResampleSpace { logits, probabilities };
+
 struct PostprocessSpec {
   Activation activation = Activation::softmax;
+  ResampleSpace resample = ResampleSpace::logits;
   double threshold = 0.5;                          // sigmoid: a channel is on at >= threshold
   std::vector<int> keep_largest_component;         // label values
   double remove_small_mm3 = 0;                     // 0 = off

@@ -53,13 +53,7 @@ Volume reorient(const Volume& v, std::string_view code);
 
 enum class Interpolation { linear, nearest };
 
-// How many voxels a resampled axis gets (docs/pipeline.md):
-//   extent:  round(n * spacing / new_spacing)          (nnU-Net's compute_new_shape)
-//   centres: round((n - 1) * spacing / new_spacing) + 1 (MONAI's Spacing, scale_extent=False)
-// Halves round to even in both, as numpy does.
-enum class SizeRule { extent, centres };
-
-// Grid of `g` with `size` resampled to `spacing` (x, y, z): same origin (the first
+// Grid of `g` with `size` resampled to `spacing` (x, y, z) (SizeRule: pipeline_spec.h): same origin (the first
 // voxel centre stays put) and direction, new spacing, size from `rule`.
 std::array<std::int64_t, 3> resampled_size(const std::array<std::int64_t, 3>& size, const Geometry& g,
                                            const std::array<double, 3>& spacing, SizeRule rule = SizeRule::extent);

@@ -43,6 +43,10 @@ class SegmentationPipeline {
   // Loads `package_dir`/pipeline.json and the model it names. Throws Error(invalid_model)
   // naming the field or file when the package is wrong.
   explicit SegmentationPipeline(const std::filesystem::path& package_dir, SegmentationOptions options = {});
+  // A package translated from another format (a MONAI bundle): `spec` as the translation gave
+  // it and the network file `model`; `package_dir` names the package in messages.
+  SegmentationPipeline(const std::filesystem::path& package_dir, PipelineSpec spec, const std::filesystem::path& model,
+                       SegmentationOptions options = {});
   ~SegmentationPipeline();
   SegmentationPipeline(SegmentationPipeline&&) noexcept;
   SegmentationPipeline& operator=(SegmentationPipeline&&) noexcept;
