@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "voxinfer/pipeline/monai_bundle.h"
 #include "voxinfer/core/cpu.h"
 #include "voxinfer/core/error.h"
 #include "voxinfer/core/threading.h"
@@ -172,6 +173,10 @@ void add_info_command(CLI::App& app) {
   cmd->footer("Models: inputs, outputs, op histogram, parameters and, for a shape, FLOPs and planned memory.\n"
               "Volumes: size, spacing, origin, direction, orientation, intensity range; DICOM folders list their series.");
   cmd->callback([=] {
+    if (monai::is_bundle(*input)) {  // a MONAI bundle: the translated steps
+      std::fputs(monai::describe(monai::load_bundle(*input)).c_str(), stdout);
+      return;
+    }
     if (looks_like_model(*input)) model_info(*input, *shapes, *json);
     else print_volume_info(*input, *series, *json);
   });

@@ -16,6 +16,7 @@
 #include "voxinfer/core/threading.h"
 #include "voxinfer/io/image_io.h"
 #include "voxinfer/io/png.h"
+#include "voxinfer/pipeline/monai_bundle.h"
 #include "voxinfer/pipeline/preview.h"
 #include "voxinfer/pipeline/segmentation.h"
 
@@ -63,6 +64,7 @@ void add_segment_command(CLI::App& app) {
     bool tta = false, no_tta = false, allow_uneven = false;
     std::string dicom_seg, dicom_reference;
     bool dicom_seg_keep_empty = false;
+    std::string network;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--model,-m", a->model, "model package folder (pipeline.json + model)")->required();
@@ -78,6 +80,7 @@ void add_segment_command(CLI::App& app) {
   cmd->add_option("--dicom-seg", a->dicom_seg, "also write the labels as a DICOM SEG referencing the input series");
   cmd->add_option("--dicom-reference", a->dicom_reference, "DICOM series folder the SEG references when the input is not DICOM");
   cmd->add_flag("--dicom-seg-keep-empty", a->dicom_seg_keep_empty, "write empty SEG frames too (default: only frames with a segment)");
+  cmd->add_option("--network", a->network, "MONAI bundles: the ONNX network to run (default: the bundle's models/model.onnx)");
   cmd->add_flag("--allow-uneven", a->allow_uneven, "resample DICOM series with uneven slice spacing instead of refusing them");
   cmd->footer("Example: voxinfer segment --model examples/models/meshnet_gwm --input examples/data/t1_crop.nii.gz \\\n"
               "           --output labels.nii.gz --stats stats.json --preview preview.png");
@@ -94,7 +97,11 @@ void add_segment_command(CLI::App& app) {
     if (a->no_tta) opt.tta = false;
     auto bar = std::make_shared<ProgressBar>("segment");
     opt.progress = [bar](std::int64_t done, std::int64_t total) { bar->update(done, total); };
-    SegmentationPipeline pipeline(a->model, opt);
+    const bool bundle = monai::is_bundle(a->model);  // a MONAI bundle, translated into a pipeline spec
+    if (!bundle && !a->network.empty()) throw Error(ErrorCode::invalid_input, "--network is for MONAI bundles");
+    monai::BundleOptions bo;
+    if (!a->network.empty()) bo.network = a->network;
+    SegmentationPipeline pipeline = bundle ? monai::open_segmentation(a->model, bo, opt) : SegmentationPipeline(a->model, opt);
     ReadOptions ro;
     ro.series_uid = a->series;
     ro.allow_uneven = a->allow_uneven;

@@ -675,6 +675,12 @@ Bundle load_bundle(const std::filesystem::path& dir, const BundleOptions& option
   return b;
 }
 
+SegmentationPipeline open_segmentation(const std::filesystem::path& dir, const BundleOptions& options,
+                                       SegmentationOptions segmentation) {
+  Bundle b = load_bundle(dir, options);
+  return SegmentationPipeline(dir, std::move(b.spec), b.network, std::move(segmentation));
+}
+
 std::string describe(const Bundle& b) {
   std::ostringstream os;
   os << "MONAI bundle   " << (b.name.empty() ? b.dir.filename().string() : b.name)

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "voxinfer/pipeline/pipeline_spec.h"
+#include "voxinfer/pipeline/segmentation.h"
 
 namespace voxinfer::monai {
 
@@ -51,6 +52,11 @@ struct BundleOptions {
 // configs it cannot read; Error(unsupported) naming the transform and its position for a
 // transform or argument without a translation; a missing network file is invalid_model.
 Bundle load_bundle(const std::filesystem::path& dir, const BundleOptions& options = {});
+
+// load_bundle, then a SegmentationPipeline on its spec and network: what
+// `voxinfer segment --model BUNDLE_DIR` runs.
+SegmentationPipeline open_segmentation(const std::filesystem::path& dir, const BundleOptions& options = {},
+                                       SegmentationOptions segmentation = {});
 
 // Translates config texts directly (JSON for both; used by load_bundle and tests). The
 // network path is recorded, not checked.
