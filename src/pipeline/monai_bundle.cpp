@@ -239,16 +239,35 @@ class Translator {
     }
   }
 
-  json compose(const std::string& id) {
+  // The transforms of a Compose (or a list), each with its id in the file: a disabled entry
+  // is dropped but keeps its place in the numbering, so messages name the entry as written.
+  std::vector<std::pair<std::string, json>> compose(const std::string& id) {
     if (!c_.has(id)) fail(ErrorCode::invalid_model, c_.file() + ": '" + id + "' is not defined");
-    json v = c_.resolve(id);
-    if (v.is_object() && v.contains("_target_") && class_name(v["_target_"].get<std::string>()) == "Compose") {
-      if (!v.contains("transforms") || !v["transforms"].is_array())
-        fail(ErrorCode::invalid_model, c_.file() + ": " + id + ": Compose needs a list of transforms");
-      return v["transforms"];
+    std::string list_id = id;
+    const json& raw = c_.raw(id);
+    if (raw.is_object()) {
+      if (!raw.contains("_target_") || !raw["_target_"].is_string() ||
+          class_name(raw["_target_"].get<std::string>()) != "Compose")
+        fail(ErrorCode::unsupported, c_.file() + ": " + id + ": expected a Compose of transforms");
+      list_id = id + "#transforms";
     }
-    if (v.is_array()) return v;
-    fail(ErrorCode::invalid_model, c_.file() + ": " + id + ": expected a Compose or a list of transforms");
+    std::vector<std::pair<std::string, json>> out;
+    if (c_.has(list_id) && c_.raw(list_id).is_array()) {
+      for (std::size_t i = 0; i < c_.raw(list_id).size(); ++i) {
+        const std::string item = list_id + "#" + std::to_string(i);
+        json t = c_.resolve(item);
+        if (t.is_object() && t.contains("_disabled_") && truthy(t["_disabled_"])) continue;
+        out.emplace_back(item, std::move(t));
+      }
+      return out;
+    }
+    // A reference or an expression: number the resolved list.
+    json v = c_.resolve(list_id);
+    if (v.is_object() && v.contains("transforms")) v = v["transforms"];
+    if (!v.is_array())
+      fail(ErrorCode::invalid_model, c_.file() + ": " + id + ": expected a Compose or a list of transforms");
+    for (std::size_t i = 0; i < v.size(); ++i) out.emplace_back(list_id + "#" + std::to_string(i), v[i]);
+    return out;
   }
 
   static std::string target_of(const json& t, const std::string& where) {
@@ -264,21 +283,22 @@ class Translator {
   }
 
   void preprocessing() {
-    const json list = compose("preprocessing");
+    const auto list = compose("preprocessing");
     PipelineSpec& s = b_.spec;
     bool loaded = false, intensity_seen = false;
     for (std::size_t i = 0; i < list.size(); ++i) {
-      const std::string where = c_.file() + ": preprocessing#transforms#" + std::to_string(i);
-      const std::string t = target_of(list[i], where);
+      const std::string where = c_.file() + ": " + list[i].first;
+      const std::string t = target_of(list[i].second, where);
       const std::string w = where + " (" + t + ")";
-      Args a(list[i], w);
+      Args a(list[i].second, w);
+      const std::size_t pos = std::stoul(list[i].first.substr(list[i].first.rfind('#') + 1));
       if (t == "Compose") fail(ErrorCode::unsupported, w + ": nested Compose is not supported");
       const auto keys = key_list(a);
       a.harmless({"allow_missing_keys", "meta_keys", "meta_key_postfix"});
       const std::size_t ki = image_index(keys, b_.image_key);
       if (ki == std::string::npos) {
         // Another key (a label in a shared config): it never reaches the network.
-        step("preprocessing", i, t, "not applied: it transforms only " + json(keys).dump() + ", not the image");
+        step("preprocessing", pos, t, "not applied: it transforms only " + json(keys).dump() + ", not the image");
         continue;
       }
       auto arg = [&](const std::string& k) -> const json* {
@@ -293,16 +313,16 @@ class Translator {
           fail(ErrorCode::unsupported,
                w + ": dtype " + d->dump() + " is not supported (voxinfer reads images as float32)");
         loaded = true;
-        step("preprocessing", i, t, "read the image (DICOM, NIfTI, NRRD, MHA) as float32 in its own geometry");
+        step("preprocessing", pos, t, "read the image (DICOM, NIfTI, NRRD, MHA) as float32 in its own geometry");
       } else if (t == "EnsureChannelFirstd") {
         a.only("channel_dim", {json(nullptr), json("no_channel"), json(0), json(-1)});
         a.harmless({"strict_check"});
-        step("preprocessing", i, t, "channels first (voxinfer's volumes always are)");
+        step("preprocessing", pos, t, "channels first (voxinfer's volumes always are)");
       } else if (t == "EnsureTyped" || t == "CastToTyped" || t == "ToTensord") {
         if (const json* d = arg("dtype"); d && !(d->is_string() && (*d == "float32" || *d == "float")))
           fail(ErrorCode::unsupported, w + ": dtype " + d->dump() + " is not supported (the network runs in float32)");
         a.harmless({"data_type", "device", "wrap_sequence", "track_meta"});
-        step("preprocessing", i, t, "float32 tensor (nothing to do)");
+        step("preprocessing", pos, t, "float32 tensor (nothing to do)");
       } else if (t == "Orientationd") {
         if (s.preprocess.spacing) fail(ErrorCode::unsupported, w + ": Orientationd after Spacingd is not supported");
         const std::string code = a.string("axcodes", "");
@@ -318,7 +338,7 @@ class Translator {
         a.only("labels", {json::array({json::array({"L", "R"}), json::array({"P", "A"}), json::array({"I", "S"})})},
                "only nibabel's default labels");
         s.preprocess.orientation = code;
-        step("preprocessing", i, t, "reorient to " + code + " (axis permutation and flips, no interpolation)");
+        step("preprocessing", pos, t, "reorient to " + code + " (axis permutation and flips, no interpolation)");
       } else if (t == "Spacingd") {
         if (intensity_seen)
           fail(ErrorCode::unsupported,
@@ -347,7 +367,7 @@ class Translator {
         a.harmless({"dtype", "ensure_same_shape"});
         s.preprocess.spacing = pix;
         s.preprocess.size_rule = SizeRule::centres;
-        step("preprocessing", i, t,
+        step("preprocessing", pos, t,
              "resample to " + fmt(pix[0]) + " x " + fmt(pix[1]) + " x " + fmt(pix[2]) +
                  " mm, trilinear, border padding; first voxel centre kept, size round((n - 1) x old / new + 1)");
       } else if (t == "ScaleIntensityRanged") {
@@ -367,7 +387,7 @@ class Translator {
         a.harmless({"dtype"});
         s.preprocess.intensity.push_back(op);
         intensity_seen = true;
-        step("preprocessing", i, t,
+        step("preprocessing", pos, t,
              "scale [" + fmt(a_min) + ", " + fmt(a_max) + "] -> [" + fmt(op.to[0]) + ", " + fmt(op.to[1]) + "]" +
                  (op.clip_output ? ", clipped" : ", not clipped"));
       } else if (t == "ScaleIntensityd") {
@@ -389,7 +409,7 @@ class Translator {
           s.preprocess.intensity.push_back(sc);
         }
         intensity_seen = true;
-        step("preprocessing", i, t,
+        step("preprocessing", pos, t,
              "min-max to [" + fmt(lo) + ", " + fmt(hi) + "]" + (channel_wise ? " per channel" : " over all channels"));
       } else if (t == "NormalizeIntensityd") {
         IntensityOp op;
@@ -411,7 +431,7 @@ class Translator {
         a.harmless({"dtype"});
         s.preprocess.intensity.push_back(op);
         intensity_seen = true;
-        step("preprocessing", i, t,
+        step("preprocessing", pos, t,
              sub ? "(x - " + fmt(*op.mean) + ") / " + fmt(*op.std)
                  : std::string("z-score with the image's mean and population std") +
                        (op.nonzero ? ", non-zero voxels only" : "") +
@@ -490,14 +510,15 @@ class Translator {
   }
 
   void postprocessing() {
-    const json list = compose("postprocessing");
+    const auto list = compose("postprocessing");
     PipelineSpec& s = b_.spec;
     bool activated = false, inverted = false, discrete = false, sigmoid = false;
     for (std::size_t i = 0; i < list.size(); ++i) {
-      const std::string where = c_.file() + ": postprocessing#transforms#" + std::to_string(i);
-      const std::string t = target_of(list[i], where);
+      const std::string where = c_.file() + ": " + list[i].first;
+      const std::string t = target_of(list[i].second, where);
       const std::string w = where + " (" + t + ")";
-      Args a(list[i], w);
+      Args a(list[i].second, w);
+      const std::size_t pos = std::stoul(list[i].first.substr(list[i].first.rfind('#') + 1));
       const auto keys = key_list(a);
       a.harmless({"allow_missing_keys", "meta_keys", "meta_key_postfix"});
       if (keys.size() != 1)
@@ -512,7 +533,7 @@ class Translator {
         s.postprocess.activation = sm ? Activation::softmax : Activation::sigmoid;
         sigmoid = sg;
         activated = true;
-        step("postprocessing", i, t, sm ? "softmax over channels" : "sigmoid per channel");
+        step("postprocessing", pos, t, sm ? "softmax over channels" : "sigmoid per channel");
       } else if (t == "Invertd") {
         if (inverted) fail(ErrorCode::unsupported, w + ": a second Invertd is not supported");
         const json* orig = a.get("orig_keys");
@@ -526,7 +547,7 @@ class Translator {
         if (discrete) fail(ErrorCode::unsupported, w + ": Invertd after AsDiscreted is not supported");
         s.postprocess.resample = activated ? ResampleSpace::probabilities : ResampleSpace::logits;
         inverted = true;
-        step("postprocessing", i, t,
+        step("postprocessing", pos, t,
              std::string("back onto the input's grid: trilinear resampling of the ") +
                  (activated ? "probabilities" : "logits") + " (Spacingd inverted), then the orientation undone");
       } else if (t == "AsDiscreted") {
@@ -541,13 +562,13 @@ class Translator {
           fail(ErrorCode::unsupported, w + ": exactly one of argmax and threshold must be set");
         if (argmax) {
           if (sigmoid) fail(ErrorCode::unsupported, w + ": argmax over sigmoid outputs is not supported");
-          step("postprocessing", i, t, "argmax over channels: channel k is label k");
+          step("postprocessing", pos, t, "argmax over channels: channel k is label k");
         } else {
           if (!sigmoid) fail(ErrorCode::unsupported, w + ": threshold needs Activationsd(sigmoid) before it");
           if (!thr->is_number() || !(thr->get<double>() > 0 && thr->get<double>() < 1))
             fail(ErrorCode::unsupported, w + ": threshold must be a number in (0, 1)");
           s.postprocess.threshold = thr->get<double>();
-          step("postprocessing", i, t,
+          step("postprocessing", pos, t,
                "threshold " + fmt(s.postprocess.threshold) + " per channel; a voxel gets the last channel on");
         }
         discrete = true;
@@ -578,7 +599,7 @@ class Translator {
         }
         s.postprocess.keep_largest_component = values;
         s.postprocess.connectivity = c;
-        step("postprocessing", i, t,
+        step("postprocessing", pos, t,
              "keep the largest component of labels " + json(values).dump() + ", " + std::to_string(c) + "-connected");
       } else if (t == "SaveImaged") {
         if (const json* p = a.get("output_postfix"); p && p->is_string()) b_.output_postfix = p->get<std::string>();
@@ -587,10 +608,10 @@ class Translator {
         a.harmless({"output_dir", "output_dtype", "separate_folder", "squeeze_end_dims", "data_root_dir", "print_log",
                     "writer", "output_format", "mode", "padding_mode", "scale", "dtype", "channel_dim",
                     "savepath_in_metadict", "output_name_formatter", "folder_layout", "meta_key_postfix"});
-        step("postprocessing", i, t, "write the label map on the input's grid (the file given with -o)");
+        step("postprocessing", pos, t, "write the label map on the input's grid (the file given with -o)");
       } else if (t == "EnsureTyped" || t == "ToTensord" || t == "ToDeviced" || t == "CopyItemsd") {
         a.harmless({"dtype", "data_type", "device", "wrap_sequence", "track_meta", "times", "names"});
-        step("postprocessing", i, t, "nothing to do");
+        step("postprocessing", pos, t, "nothing to do");
       } else {
         fail(ErrorCode::unsupported,
              w + ": the transform " + t + " is not supported (docs/pipeline.md lists those that are)");

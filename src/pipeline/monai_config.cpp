@@ -497,7 +497,29 @@ std::string absolute_id(std::string_view reference, std::string_view at) {
 }
 
 Config::Config(json root, std::string file, std::filesystem::path bundle_dir)
-    : root_(std::move(root)), file_(std::move(file)), bundle_dir_(std::move(bundle_dir)) {}
+    : root_(std::move(root)), file_(std::move(file)), bundle_dir_(std::move(bundle_dir)) {
+  // Macros are text copies: expand them all first, as MONAI's parser does, so that ids
+  // inside a pasted copy exist like any other.
+  expand_macros(root_, "", 0);
+}
+
+void Config::expand_macros(json& node, const std::string& id, int depth) {
+  constexpr int kMaxDepth = 32;
+  if (depth > kMaxDepth)
+    fail(ErrorCode::invalid_model, file_ + ": " + id + ": macros nest too deep (a macro that includes itself?)");
+  if (node.is_string()) {
+    const std::string s = node.get<std::string>();
+    if (s.empty() || s[0] != '%') return;
+    node = macro(s, id);
+    expand_macros(node, id, depth + 1);
+  } else if (node.is_array()) {
+    for (std::size_t i = 0; i < node.size(); ++i)
+      expand_macros(node[i], id.empty() ? std::to_string(i) : id + kSep + std::to_string(i), depth);
+  } else if (node.is_object()) {
+    for (auto it = node.begin(); it != node.end(); ++it)
+      expand_macros(it.value(), id.empty() ? it.key() : id + kSep + it.key(), depth);
+  }
+}
 
 bool Config::has(std::string_view id) const {
   return find(root_, id) != nullptr;
@@ -515,7 +537,8 @@ json Config::resolve(std::string_view id_view) {
   if (!resolving_.insert(id).second) fail(ErrorCode::invalid_model, file_ + ": '" + id + "' refers to itself");
   json value;
   try {
-    value = resolve_value(raw(id), id);
+    const json* node = find(root_, id);
+    value = node ? resolve_value(*node, id) : resolve_through(id);
   } catch (...) {
     resolving_.erase(id);
     throw;
@@ -523,6 +546,25 @@ json Config::resolve(std::string_view id_view) {
   resolving_.erase(id);
   cache_[id] = value;
   return value;
+}
+
+json Config::resolve_through(const std::string& id) {
+  // An id below an entry that is itself a reference, macro or expression ("copy#y" where
+  // "copy" is "%nested"): resolve that entry, then look the rest up in its value.
+  const std::vector<std::string> parts = split_id(id);
+  for (std::size_t n = parts.size(); n-- > 1;) {
+    std::string prefix;
+    for (std::size_t i = 0; i < n; ++i) prefix += (i ? std::string(1, kSep) : std::string()) + parts[i];
+    const json* node = find(root_, prefix);
+    if (!node) continue;
+    if (!node->is_string()) break;
+    const json base = resolve(prefix);
+    std::string rest;
+    for (std::size_t i = n; i < parts.size(); ++i) rest += (i > n ? std::string(1, kSep) : std::string()) + parts[i];
+    if (const json* sub = find(base, rest)) return *sub;
+    break;
+  }
+  fail(ErrorCode::invalid_model, file_ + ": '" + id + "' is not defined");
 }
 
 json Config::macro(const std::string& text, const std::string& id) {

@@ -24,7 +24,7 @@ class Config {
 
   // Whether the id ("a#b#0") names an entry.
   bool has(std::string_view id) const;
-  // The entry as written. Throws Error(invalid_model) naming the id when it is absent.
+  // The entry as written (macros expanded). Throws Error(invalid_model) naming the id when it is absent.
   const nlohmann::json& raw(std::string_view id) const;
   // The entry with every reference, macro and expression inside it resolved; entries of
   // lists whose "_disabled_" is true are dropped, as MONAI does.
@@ -38,6 +38,8 @@ class Config {
 
  private:
   nlohmann::json resolve_value(const nlohmann::json& v, const std::string& id);
+  nlohmann::json resolve_through(const std::string& id);
+  void expand_macros(nlohmann::json& node, const std::string& id, int depth);
   nlohmann::json macro(const std::string& text, const std::string& id);
 
   nlohmann::json root_;

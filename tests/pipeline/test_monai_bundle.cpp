@@ -1,0 +1,340 @@
+// MONAI bundles: the config syntax (references, macros, expressions), the translation of each
+// transform into the PipelineSpec, the errors for what cannot be translated, and a run of the
+// shipped tiny bundle (tests/data/monai_bundle_tiny) with a network written here.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "onnx_builder.h"
+#include "pipeline/monai_config.h"
+#include "test_util.h"
+#include "voxinfer/core/error.h"
+#include "voxinfer/pipeline/monai_bundle.h"
+#include "voxinfer/pipeline/preprocess.h"
+#include "voxinfer/pipeline/segmentation.h"
+
+namespace voxinfer {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+monai::Config config(const char* text) {
+  return monai::Config(json::parse(text), "inference.json", ".");
+}
+
+// The message of the Error `f` throws (and its code), or "" when it throws none.
+template <typename F>
+std::string error_of(F&& f, ErrorCode* code = nullptr) {
+  try {
+    f();
+  } catch (const Error& e) {
+    if (code) *code = e.code();
+    return e.what();
+  }
+  return "";
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+TEST(MonaiConfig, ReferencesMacrosAndRelativeIds) {
+  auto c = config(R"js({"a": 2, "b": "@a", "nested": {"x": [10, 20, "@#y"], "y": "@nested#x#1"},
+                      "rel": {"p": 5, "q": "@#p", "r": {"s": "@##p"}}})js");
+  EXPECT_EQ(c.resolve("b"), json(2));
+  EXPECT_EQ(c.resolve("nested#y"), json(20));
+  // "@#y" at nested#x#2 is a sibling of the list entry: nested#x#y does not exist.
+  EXPECT_TRUE(contains(error_of([&] { c.resolve("nested#x"); }), "nested#x#y"));
+  EXPECT_EQ(c.resolve("rel#q"), json(5));
+  EXPECT_EQ(c.resolve("rel#r#s"), json(5));
+  EXPECT_EQ(monai::absolute_id("#p", "rel#q"), "rel#p");
+  EXPECT_EQ(monai::absolute_id("##p", "rel#r#s"), "rel#p");
+  EXPECT_EQ(monai::absolute_id("a#b", "x"), "a#b");
+  // A macro copies the raw text: its references resolve where it is pasted.
+  auto m = config(R"js({"base": {"x": [10, 20], "y": "@#x"}, "copy": "%base", "one": "%base#x#0"})js");
+  EXPECT_EQ(m.raw("copy#y"), json("@#x"));
+  EXPECT_EQ(m.resolve("copy#y"), json::array({10, 20}));
+  EXPECT_EQ(m.resolve("one"), json(10));
+  auto loop = [] { config(R"js({"a": "%b", "b": "%a"})js"); };
+  EXPECT_TRUE(contains(error_of(loop), "macros nest too deep"));
+}
+
+TEST(MonaiConfig, CyclesAndMissingIdsAreErrors) {
+  auto c = config(R"js({"a": "@b", "b": "@a", "c": "@nope"})js");
+  ErrorCode code{};
+  EXPECT_TRUE(contains(error_of([&] { c.resolve("a"); }, &code), "refers to itself"));
+  EXPECT_EQ(code, ErrorCode::invalid_model);
+  EXPECT_TRUE(contains(error_of([&] { c.resolve("c"); }), "'nope' is not defined"));
+}
+
+TEST(MonaiConfig, DisabledEntriesAreDropped) {
+  auto c = config(
+      R"({"t": [{"_target_": "A"}, {"_target_": "B", "_disabled_": true}, {"_target_": "C", "_disabled_": "$1 > 2"}]})");
+  const json t = c.resolve("t");
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0]["_target_"], "A");
+  EXPECT_EQ(t[1]["_target_"], "C");
+}
+
+TEST(MonaiConfig, ExpressionsInTheZoosForms) {
+  auto c = config(R"js({"root": "/b", "n": 3, "lst": [1, 2, 3], "w": {"lo": -57}})js");
+  auto ev = [&](const char* e) { return c.evaluate(e, "x"); };
+  EXPECT_EQ(ev("@root + '/eval'"), json("/b/eval"));
+  EXPECT_EQ(ev("os.path.join(@root, 'models', 'model.pt')"), json("/b/models/model.pt"));
+  EXPECT_EQ(ev("numpy.float32"), json("float32"));
+  EXPECT_EQ(ev("torch.int16"), json("int16"));
+  EXPECT_EQ(ev("torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')"), json("cpu"));
+  EXPECT_EQ(ev("@n * 2 + 1"), json(7));
+  EXPECT_EQ(ev("@n / 2"), json(1.5));
+  EXPECT_EQ(ev("@n // 2"), json(1));
+  EXPECT_EQ(ev("-@w#lo + 0.5"), json(57.5));
+  EXPECT_EQ(ev("@lst[1]"), json(2));
+  EXPECT_EQ(ev("@lst[-1]"), json(3));
+  EXPECT_EQ(ev("[96, 96, @n * 32]"), json::array({96, 96, 96}));
+  EXPECT_EQ(ev("(1, 2)"), json::array({1, 2}));
+  EXPECT_EQ(ev("{'a': 1}"), json({{"a", 1}}));
+  EXPECT_EQ(ev("@n > 2 and not @n == 4"), json(true));
+  EXPECT_EQ(ev("True if @n != 3 else None"), json(nullptr));
+  EXPECT_EQ(ev("'a' 'b'"), json("ab"));
+  EXPECT_EQ(ev("1e-3"), json(1e-3));
+}
+
+TEST(MonaiConfig, UnsupportedExpressionsNameTheKeyAndTheExpression) {
+  auto c = config(R"js({"f": "$lambda x: torch.where(x[[2]] > 0, 4, 0)", "g": "$__import__('os').system('true')",
+                      "h": "$@net.to(@device)", "net": {"_target_": "UNet"}, "device": "cpu", "k": "$open('f')",
+                      "m": "$[i for i in @lst]", "lst": [1], "d": "$1 / 0", "kw": "$int(x=1)"})js");
+  for (const char* key : {"f", "g", "h", "k", "m", "d", "kw"}) {
+    ErrorCode code{};
+    const std::string msg = error_of([&] { c.resolve(key); }, &code);
+    EXPECT_EQ(code, ErrorCode::invalid_model) << key;
+    EXPECT_TRUE(contains(msg, std::string("inference.json: ") + key + ": cannot evaluate")) << msg;
+    EXPECT_TRUE(contains(msg, c.raw(key).get<std::string>())) << msg;  // the expression itself
+  }
+}
+
+// ---- translation ----------------------------------------------------------------------
+
+std::string read(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+fs::path tiny_dir() {
+  return test::test_data_dir() / "monai_bundle_tiny";
+}
+
+monai::Bundle translate(const json& inference) {
+  return monai::translate_bundle(read(tiny_dir() / "configs" / "metadata.json"), inference.dump(), tiny_dir(),
+                                 "net.onnx");
+}
+
+json tiny_inference() {
+  return json::parse(read(tiny_dir() / "configs" / "inference.json"));
+}
+
+TEST(MonaiBundle, TinyBundleTranslatesToTheSpec) {
+  const monai::Bundle b = translate(tiny_inference());
+  const PipelineSpec& s = b.spec;
+  EXPECT_EQ(b.name, "Tiny test bundle");
+  EXPECT_EQ(b.version, "0.1.2");
+  EXPECT_EQ(s.version, "0.1.2");
+  EXPECT_EQ(s.axes, AxisOrder::xyz);
+  EXPECT_EQ(s.input.channels, 1);
+  ASSERT_TRUE(s.preprocess.orientation);
+  EXPECT_EQ(*s.preprocess.orientation, "RAS");
+  ASSERT_TRUE(s.preprocess.spacing);
+  EXPECT_EQ(*s.preprocess.spacing, (std::array<double, 3>{1.5, 1.5, 2.0}));
+  EXPECT_EQ(s.preprocess.size_rule, SizeRule::centres);
+  ASSERT_EQ(s.preprocess.intensity.size(), 1u);
+  const IntensityOp& op = s.preprocess.intensity[0];
+  EXPECT_EQ(op.kind, IntensityOp::Kind::scale);
+  EXPECT_EQ(op.from, (std::array<double, 2>{-57, 164}));
+  EXPECT_EQ(op.to, (std::array<double, 2>{0, 1}));
+  EXPECT_TRUE(op.clip_output);
+  EXPECT_EQ(s.inference.style, WindowStyle::monai);
+  EXPECT_EQ(s.inference.blend, BlendMode::constant);
+  EXPECT_EQ(s.inference.roi_size, (std::array<std::int64_t, 3>{16, 16, 16}));
+  EXPECT_EQ(s.inference.overlap, (std::array<double, 3>{0.5, 0.5, 0.5}));
+  EXPECT_EQ(s.inference.batch, 2);
+  EXPECT_EQ(s.inference.average, AverageSpace::logits);
+  EXPECT_EQ(s.postprocess.activation, Activation::softmax);
+  EXPECT_EQ(s.postprocess.resample, ResampleSpace::probabilities);
+  ASSERT_EQ(s.labels.size(), 1u);
+  EXPECT_EQ(s.labels[0].value, 1);
+  EXPECT_EQ(s.labels[0].name, "bright");
+  EXPECT_EQ(b.output_postfix, "seg");
+  // Every transform is listed with what it became (the disabled one is gone).
+  ASSERT_EQ(b.steps.size(), 6u + 1u + 5u);
+  EXPECT_EQ(b.steps[3].target, "Spacingd");
+  EXPECT_TRUE(contains(monai::describe(b), "Spacingd: resample to 1.5 x 1.5 x 2 mm"));
+}
+
+TEST(MonaiBundle, InvertdBeforeActivationResamplesLogits) {
+  json inf = tiny_inference();
+  auto& post = inf["postprocessing"]["transforms"];
+  std::swap(post[0], post[1]);
+  EXPECT_EQ(translate(inf).spec.postprocess.resample, ResampleSpace::logits);
+}
+
+TEST(MonaiBundle, IntensityTransforms) {
+  json inf = tiny_inference();
+  auto& pre = inf["preprocessing"]["transforms"];
+  pre[5] = {{"_target_", "NormalizeIntensityd"}, {"keys", "image"}, {"nonzero", "True"}, {"channel_wise", true}};
+  pre.push_back({{"_target_", "ScaleIntensityd"}, {"keys", "image"}, {"minv", -1.0}, {"maxv", 1.0}});
+  pre.push_back({{"_target_", "NormalizeIntensityd"}, {"keys", "image"}, {"subtrahend", 10}, {"divisor", 4}});
+  const auto ops = translate(inf).spec.preprocess.intensity;
+  ASSERT_EQ(ops.size(), 4u);
+  EXPECT_EQ(ops[0].kind, IntensityOp::Kind::zscore);
+  EXPECT_TRUE(ops[0].nonzero);  // "True" is a true string, as Python reads it
+  EXPECT_TRUE(ops[0].channel_wise);
+  EXPECT_FALSE(ops[0].mean);
+  EXPECT_EQ(ops[1].kind, IntensityOp::Kind::minmax);
+  EXPECT_FALSE(ops[1].channel_wise);  // MONAI's default: over all channels
+  EXPECT_EQ(ops[2].kind, IntensityOp::Kind::scale);
+  EXPECT_EQ(ops[2].to, (std::array<double, 2>{-1, 1}));
+  EXPECT_EQ(ops[3].kind, IntensityOp::Kind::zscore);
+  EXPECT_EQ(*ops[3].mean, 10);
+  EXPECT_EQ(*ops[3].std, 4);
+}
+
+TEST(MonaiBundle, GaussianInfererAndLargestComponent) {
+  json inf = tiny_inference();
+  inf["inferer"] = {{"_target_", "SlidingWindowInferer"},
+                    {"roi_size", {32, 32, 16}},
+                    {"overlap", 0.625},
+                    {"mode", "gaussian"},
+                    {"sigma_scale", 0.25}};
+  inf["postprocessing"]["transforms"].push_back(
+      {{"_target_", "KeepLargestConnectedComponentd"}, {"keys", "pred"}, {"applied_labels", {1}}});
+  const monai::Bundle b = translate(inf);
+  EXPECT_EQ(b.spec.inference.blend, BlendMode::gaussian);
+  EXPECT_EQ(b.spec.inference.sigma_scale, 0.25);
+  EXPECT_EQ(b.spec.inference.batch, 1);  // MONAI's default sw_batch_size
+  EXPECT_EQ(b.spec.inference.roi_size, (std::array<std::int64_t, 3>{32, 32, 16}));
+  EXPECT_EQ(b.spec.postprocess.keep_largest_component, std::vector<int>{1});
+  EXPECT_EQ(b.spec.postprocess.connectivity, 26);
+}
+
+TEST(MonaiBundle, UntranslatableConfigsNameTransformAndPosition) {
+  struct Case {
+    std::function<void(json&)> edit;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {[](json& j) {
+         j["preprocessing"]["transforms"].push_back({{"_target_", "RandFlipd"}, {"keys", "image"}});
+       },
+       "preprocessing#transforms#7 (RandFlipd): the transform RandFlipd is not supported"},
+      {[](json& j) { j["preprocessing"]["transforms"][4]["mode"] = "nearest"; },
+       "preprocessing#transforms#4 (Spacingd): mode \"nearest\""},
+      {[](json& j) { j["preprocessing"]["transforms"][4]["scale_extent"] = true; },
+       "preprocessing#transforms#4 (Spacingd): scale_extent = true is not supported"},
+      {[](json& j) { j["preprocessing"]["transforms"][5]["mystery"] = 1; },
+       "preprocessing#transforms#5 (ScaleIntensityRanged): the argument 'mystery' (1) is not supported"},
+      {[](json& j) { std::swap(j["preprocessing"]["transforms"][4], j["preprocessing"]["transforms"][5]); },
+       "resampling after an intensity transform is not supported"},
+      {[](json& j) {
+         j["inferer"] = {{"_target_", "SimpleInferer"}};
+       },
+       "inferer (SimpleInferer): the inferer SimpleInferer is not supported"},
+      {[](json& j) { j["inferer"]["padding_mode"] = "replicate"; }, "padding_mode = \"replicate\" is not supported"},
+      {[](json& j) { j["postprocessing"]["transforms"][1]["nearest_interp"] = true; },
+       "nearest_interp true is not supported"},
+      {[](json& j) { j["postprocessing"]["transforms"].erase(1); }, "AsDiscreted before Invertd is not supported"},
+      {[](json& j) {
+         j["postprocessing"]["transforms"].push_back(
+             {{"_target_", "Lambdad"}, {"keys", "pred"}, {"func", "$lambda x: x[[2]] > 0"}});
+       },
+       "postprocessing#transforms#5#func: cannot evaluate the expression \"$lambda x: x[[2]] > 0\""},
+      {[](json& j) { j["inferer"]["roi_size"] = "$@roi * 2"; },
+       "inferer#roi_size: cannot evaluate the expression \"$@roi * 2\""},
+  };
+  for (const auto& c : cases) {
+    json inf = tiny_inference();
+    c.edit(inf);
+    ErrorCode code{};
+    const std::string msg = error_of([&] { translate(inf); }, &code);
+    EXPECT_TRUE(contains(msg, c.expected)) << "got: " << msg << "\nexpected: " << c.expected;
+    EXPECT_TRUE(code == ErrorCode::unsupported || code == ErrorCode::invalid_model) << msg;
+    EXPECT_EQ(exit_status(code), 3) << msg;
+  }
+}
+
+// ---- a whole run of the tiny bundle ---------------------------------------------------------
+
+// A per-voxel network: logits (0.5 - x, x - 0.5) x 8, so the label is 1 where the scaled
+// intensity exceeds 0.5.
+void write_network(const fs::path& file) {
+  test::OnnxBuilder b;
+  b.input("image", {-1, 1, -1, -1, -1});
+  b.constant("half", {}, {0.5f});
+  b.constant("gain", {}, {8.f});
+  b.node("Sub", {"image", "half"}, "d");
+  b.node("Mul", {"d", "gain"}, "up");
+  b.node("Neg", {"up"}, "down");
+  auto* c = b.node("Concat", {"down", "up"}, "pred");
+  test::OnnxBuilder::attr_int(c, "axis", 1);
+  b.output("pred");
+  b.save(file.string());
+}
+
+struct TempBundle {
+  fs::path dir;
+  TempBundle() {
+    dir = fs::temp_directory_path() / ("voxinfer_monai_tiny_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir / "models");
+    fs::copy(tiny_dir() / "configs", dir / "configs");
+  }
+  ~TempBundle() { fs::remove_all(dir); }
+};
+
+TEST(MonaiBundle, MissingNetworkIsAnInvalidModel) {
+  TempBundle t;
+  ErrorCode code{};
+  const std::string msg = error_of([&] { monai::load_bundle(t.dir); }, &code);
+  EXPECT_EQ(code, ErrorCode::invalid_model);
+  EXPECT_TRUE(contains(msg, "model.onnx: network file not found")) << msg;
+  EXPECT_TRUE(monai::is_bundle(t.dir));
+  EXPECT_FALSE(monai::is_bundle(tiny_dir() / "configs"));
+}
+
+TEST(MonaiBundle, TinyBundleSegmentsOnTheInputGrid) {
+  TempBundle t;
+  write_network(t.dir / "models" / "model.onnx");
+  SegmentationPipeline p = monai::open_segmentation(t.dir);
+  EXPECT_EQ(p.spec().name, "Tiny test bundle");
+  // An LPS-ordered volume (Orientationd flips x and y), 3 x 2.5 x 4 mm, bright where x >= 11.
+  Geometry g;
+  g.spacing = {3.0, 2.5, 4.0};
+  g.origin = {10, -20, 5};
+  Volume v(1, 7, 13, 19, g);
+  for (std::int64_t z = 0; z < 7; ++z)
+    for (std::int64_t y = 0; y < 13; ++y)
+      for (std::int64_t x = 0; x < 19; ++x) v.channel(0)[(z * 13 + y) * 19 + x] = x >= 11 ? 400.f : -300.f;
+  const SegmentationResult r = p.run(v);
+  ASSERT_EQ(r.labels.nx(), 19);
+  ASSERT_EQ(r.labels.ny(), 13);
+  ASSERT_EQ(r.labels.nz(), 7);
+  EXPECT_LT((r.labels.geometry.origin - g.origin).norm(), 1e-9);
+  // Probabilities resampled back are exact on either side of the edge: labels follow it.
+  for (std::int64_t z = 0; z < 7; ++z)
+    for (std::int64_t y = 0; y < 13; ++y)
+      for (std::int64_t x = 0; x < 19; ++x)
+        ASSERT_EQ(r.labels.channel(0)[(z * 13 + y) * 19 + x], x >= 11 ? 1.f : 0.f) << x << "," << y << "," << z;
+  // The model grid: (n - 1) x old / new + 1 voxels per axis, rounded half to even.
+  EXPECT_EQ(r.model_grid, (Size3{37, 21, 13}));
+}
+
+}  // namespace
+}  // namespace voxinfer
