@@ -8,9 +8,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <sstream>
 
+#include "voxinfer/app/nnunet.h"
 #include "commands.h"
 #include "voxinfer/pipeline/monai_bundle.h"
 #include "voxinfer/core/cpu.h"
@@ -170,14 +172,19 @@ void add_info_command(CLI::App& app) {
   cmd->add_option("--shape", *shapes, "input shape to plan for, e.g. 1,1,96,96,96 (models; once per input)");
   cmd->add_option("--series", *series, "DICOM SeriesInstanceUID to describe (volumes)");
   cmd->add_flag("--json", *json, "print JSON instead of text");
-  cmd->footer("Models: inputs, outputs, op histogram, parameters and, for a shape, FLOPs and planned memory.\n"
+  cmd->footer("nnU-Net v2 model folders (<trainer>__<plans>__<configuration>): configuration, network, folds, patch size,\n"
+              "spacing, normalization, labels and parameter count.\n"
+              "Models: inputs, outputs, op histogram, parameters and, for a shape, FLOPs and planned memory.\n"
               "Volumes: size, spacing, origin, direction, orientation, intensity range; DICOM folders list their series.");
   cmd->callback([=] {
     if (monai::is_bundle(*input)) {  // a MONAI bundle: the translated steps
       std::fputs(monai::describe(monai::load_bundle(*input)).c_str(), stdout);
       return;
     }
-    if (looks_like_model(*input)) model_info(*input, *shapes, *json);
+    if (nnunet::is_model_folder(*input)) {
+      nnunet::LoadOptions lo;
+      std::fputs(nnunet::describe(app::open_nnunet_model(*input, lo)).c_str(), stdout);
+    } else if (looks_like_model(*input)) model_info(*input, *shapes, *json);
     else print_volume_info(*input, *series, *json);
   });
 }
@@ -189,7 +196,7 @@ void add_run_command(CLI::App& app) {
   auto output = std::make_shared<std::string>();
   auto threads = std::make_shared<int>(0);
   auto no_opt = std::make_shared<bool>(false);
-  cmd->add_option("MODEL", *model, "model file (.onnx or model.json)")->required();
+  cmd->add_option("MODEL", *model, "model file (.onnx or model.json), or an nnU-Net results folder (its first fold's network)")->required();
   cmd->add_option("--input,-i", *inputs, "FILE.npy, or NAME=FILE.npy for a named input; repeat for several")->required();
   cmd->add_option("--output,-o", *output, "OUT.npy for a single output, or a folder (one NAME.npy per output)")->required();
   cmd->add_option("--threads", *threads, "threads (default: VOXINFER_NUM_THREADS or all cores)");
@@ -245,7 +252,7 @@ void add_bench_command(CLI::App& app) {
   auto runs = std::make_shared<int>(10);
   auto warmup = std::make_shared<int>(2);
   auto profile = std::make_shared<bool>(false);
-  cmd->add_option("MODEL", *model, "model file (.onnx or model.json)")->required();
+  cmd->add_option("MODEL", *model, "model file (.onnx or model.json), or an nnU-Net results folder (its first fold's network)")->required();
   cmd->add_flag("--profile", *profile, "print the time per operator type and the slowest nodes");
   cmd->add_option("--shape", *shapes, "input shape, e.g. 1,1,96,96,96 (once per input; default: the model's static shape)");
   cmd->add_option("--threads", *threads, "threads (default: VOXINFER_NUM_THREADS or all cores)");
@@ -259,7 +266,19 @@ void add_bench_command(CLI::App& app) {
     graph::SessionOptions opt;
     opt.threads = *threads;
     opt.profile = *profile;
-    auto session = graph::Session::from_file(*model, opt);
+    // An nnU-Net folder: the first fold's network, built from plans.json and its checkpoint.
+    std::optional<nnunet::Model> nn;
+    std::optional<graph::Session> own;
+    if (nnunet::is_model_folder(*model)) {
+      nnunet::LoadOptions lo;
+      lo.threads = *threads;
+      lo.profile = *profile;
+      nn.emplace(app::open_nnunet_model(*model, lo));
+      own.emplace(nn->graph(0), opt);
+    } else {
+      own.emplace(graph::Session::from_file(*model, opt));
+    }
+    graph::Session& session = *own;
     const auto sh = plan_shapes(session.graph(), *shapes);
     if (sh.empty()) throw Error(ErrorCode::invalid_input, "the model has dynamic dimensions: give --shape");
     std::vector<Tensor> in;

@@ -12,6 +12,8 @@
 
 #include "commands.h"
 #include "dicom_seg_output.h"
+#include "segment_nnunet.h"
+#include "voxinfer/pipeline/nnunet.h"
 #include "voxinfer/core/error.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/io/image_io.h"
@@ -58,7 +60,11 @@ class ProgressBar {
 void add_segment_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("segment", "Segment a study with a model package; write the label map in the input's geometry");
   struct Args {
-    std::string model, input, output, series, stats, preview;
+    std::string model, output, series, stats, preview;
+    std::vector<std::string> inputs;
+    std::string folds, checkpoint = "final", save_probabilities;
+    double step_size = 0.5;
+    bool disable_tta = false, no_postprocess = false;
     int threads = 0;
     double overlap = -1;
     bool tta = false, no_tta = false, allow_uneven = false;
@@ -67,8 +73,10 @@ void add_segment_command(CLI::App& app) {
     std::string network;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--model,-m", a->model, "model package folder (pipeline.json + model)")->required();
-  cmd->add_option("--input,-i", a->input, "DICOM folder or file, or a NIfTI/NRRD/MHA image")->required();
+  cmd->add_option("--model,-m", a->model, "model package folder (pipeline.json + model), or an nnU-Net v2 results folder "
+                                         "(<trainer>__<plans>__<configuration> with plans.json, dataset.json, fold_N/)")->required();
+  cmd->add_option("--input,-i", a->inputs, "DICOM folder or file, or a NIfTI/NRRD/MHA image; nnU-Net models with several channels: "
+                                           "one -i per channel in order, or CASE_0000.nii.gz alone to take CASE_0001... beside it")->required();
   cmd->add_option("--output,-o", a->output, "label map to write (.nii.gz, .nii, .nrrd, .mha)")->required();
   cmd->add_option("--series", a->series, "DICOM SeriesInstanceUID to segment (default: the largest 3D series)");
   cmd->add_option("--stats", a->stats, "write per-label statistics (voxels, mL, intensity) as JSON");
@@ -82,9 +90,55 @@ void add_segment_command(CLI::App& app) {
   cmd->add_flag("--dicom-seg-keep-empty", a->dicom_seg_keep_empty, "write empty SEG frames too (default: only frames with a segment)");
   cmd->add_option("--network", a->network, "MONAI bundles: the ONNX network to run (default: the bundle's models/model.onnx)");
   cmd->add_flag("--allow-uneven", a->allow_uneven, "resample DICOM series with uneven slice spacing instead of refusing them");
+  auto* nn = "nnU-Net folders";
+  cmd->add_option("--folds,-f", a->folds, "folds to ensemble, e.g. 0,1 or all (default: every fold_N present)")->group(nn);
+  cmd->add_option("--step-size", a->step_size, "sliding-window step as a fraction of the patch, in (0, 1] (default 0.5)")->group(nn);
+  cmd->add_flag("--disable-tta", a->disable_tta, "no mirroring (default: the trainer's mirror axes, as nnU-Net)")->group(nn);
+  cmd->add_option("--checkpoint", a->checkpoint, "final (checkpoint_final.pth, default) or best (checkpoint_best.pth)")->group(nn);
+  cmd->add_option("--save-probabilities", a->save_probabilities,
+                  "also write the class probabilities as a 4D float32 NIfTI (one volume per class) on the input grid")->group(nn);
+  cmd->add_flag("--no-postprocess", a->no_postprocess, "skip the folder's postprocessing.json")->group(nn);
   cmd->footer("Example: voxinfer segment --model examples/models/meshnet_gwm --input examples/data/t1_crop.nii.gz \\\n"
               "           --output labels.nii.gz --stats stats.json --preview preview.png");
   cmd->callback([a] {
+    const bool composite = nnunet::is_composite_folder(a->model);
+    if (composite || nnunet::is_model_folder(a->model)) {
+      if (a->tta || a->no_tta || a->overlap != -1)
+        throw Error(ErrorCode::invalid_input, "nnU-Net folders take --disable-tta and --step-size (nnU-Net's options), not --tta/--no-tta/--overlap");
+      if (!is_image_file_name(a->output)) throw Error(ErrorCode::invalid_input, a->output + ": the label map must end in .nii.gz, .nii, .nrrd or .mha");
+      if (!a->save_probabilities.empty() && !is_image_file_name(a->save_probabilities))
+        throw Error(ErrorCode::invalid_input, a->save_probabilities + ": probabilities are written as .nii.gz, .nii, .nrrd or .mha");
+      if (!a->dicom_seg.empty()) throw Error(ErrorCode::invalid_input, "--dicom-seg is not available for nnU-Net folders yet");
+      if (a->threads < 0) throw Error(ErrorCode::invalid_input, "--threads must be >= 0");
+      if (a->threads) set_num_threads(a->threads);
+      NnunetSegmentArgs n;
+      n.model = a->model;
+      n.inputs = a->inputs;
+      n.output = a->output;
+      n.series = a->series;
+      n.stats = a->stats;
+      n.preview = a->preview;
+      n.save_probabilities = a->save_probabilities;
+      n.folds = a->folds;
+      n.checkpoint = a->checkpoint;
+      n.step_size = a->step_size;
+      n.disable_tta = a->disable_tta;
+      n.no_postprocess = a->no_postprocess;
+      n.threads = a->threads;
+      if (composite) {
+        if (!a->save_probabilities.empty() || !a->folds.empty())
+          throw Error(ErrorCode::invalid_input, "a composite package sets folds per model and writes no probabilities");
+        run_nnunet_composite(n);
+        return;
+      }
+      auto bar = std::make_shared<ProgressBar>("segment");
+      run_nnunet_segment(n, [bar](std::int64_t done, std::int64_t total) { bar->update(done, total); });
+      return;
+    }
+    if (a->inputs.size() != 1) throw Error(ErrorCode::invalid_input, "this model package takes one --input");
+    if (!a->folds.empty() || a->disable_tta || !a->save_probabilities.empty() || a->step_size != 0.5 || a->checkpoint != "final" || a->no_postprocess)
+      throw Error(ErrorCode::invalid_input, "--folds, --step-size, --disable-tta, --checkpoint, --save-probabilities and --no-postprocess are for nnU-Net folders");
+    const std::string input_path = a->inputs[0];
     if (a->tta && a->no_tta) throw Error(ErrorCode::invalid_input, "give --tta or --no-tta, not both");
     if (a->threads < 0) throw Error(ErrorCode::invalid_input, "--threads must be >= 0");
     if (!is_image_file_name(a->output)) throw Error(ErrorCode::invalid_input, a->output + ": the label map must end in .nii.gz, .nii, .nrrd or .mha");
@@ -105,7 +159,7 @@ void add_segment_command(CLI::App& app) {
     ReadOptions ro;
     ro.series_uid = a->series;
     ro.allow_uneven = a->allow_uneven;
-    const Volume input = read_volume(a->input, ro);
+    const Volume input = read_volume(input_path, ro);
     // Checked before inference: a SEG needs the source series' identifiers.
     const auto seg_source = a->dicom_seg.empty() ? DicomSegSource{} : dicom_seg_source(input, a->dicom_reference, a->series);
     SegmentationResult r = pipeline.run(input);
@@ -125,7 +179,7 @@ void add_segment_command(CLI::App& app) {
     if (!a->stats.empty()) {
       nlohmann::json j = nlohmann::json::parse(to_json(r.stats));  // {"labels": [...]}
       j["model"] = {{"package", fs::path(a->model).filename().string()}, {"name", pipeline.spec().name}, {"version", pipeline.spec().version}};
-      j["input"] = {{"file", fs::path(a->input).filename().string()},
+      j["input"] = {{"file", fs::path(input_path).filename().string()},
                     {"size", {input.nx(), input.ny(), input.nz()}},
                     {"spacing", {input.geometry.spacing[0], input.geometry.spacing[1], input.geometry.spacing[2]}},
                     {"orientation", input.geometry.orientation_code()}};

@@ -344,6 +344,10 @@ std::vector<std::int64_t> tile_starts(std::int64_t size, std::int64_t roi, doubl
                      std::to_string(1.0 - 1.0 / static_cast<double>(roi)));
   std::vector<std::int64_t> starts;
   if (style == WindowStyle::nnunet) {
+    if (roi == 1) {  // a 2D network run over the slices of a volume: every slice once
+      for (std::int64_t i = 0; i < size; ++i) starts.push_back(i);
+      return starts;
+    }
     const double step = static_cast<double>(roi) * (1.0 - overlap);
     const auto n = static_cast<std::int64_t>(std::ceil(static_cast<double>(size - roi) / step)) + 1;
     const double actual = n > 1 ? static_cast<double>(size - roi) / static_cast<double>(n - 1) : 0.0;

@@ -1,0 +1,27 @@
+// The nnU-Net branch of `voxinfer segment`.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace voxinfer::cli {
+
+struct NnunetSegmentArgs {
+  std::string model, output, series, stats, preview, save_probabilities;
+  std::vector<std::string> inputs;
+  std::string folds;  // "0,1" or "all"; empty: every fold present
+  std::string checkpoint = "final";
+  double step_size = 0.5;
+  bool disable_tta = false, no_postprocess = false;
+  int threads = 0;
+};
+
+using ProgressFn = std::function<void(std::int64_t, std::int64_t)>;
+
+void run_nnunet_segment(const NnunetSegmentArgs& args, const ProgressFn& progress);
+// A composite package (nnunet_composite.json): crop model, several folders, merged labels.
+void run_nnunet_composite(const NnunetSegmentArgs& args);
+
+}  // namespace voxinfer::cli

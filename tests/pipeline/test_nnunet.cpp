@@ -1,0 +1,286 @@
+// nnU-Net v2 model folders against nnU-Net's own outputs: the folder reader, the network built
+// from plans.json + checkpoint against PyTorch, the preprocessed array against nnU-Net's
+// DefaultPreprocessor, and label maps against nnUNetPredictor (tests/data/nnunet_v2_small;
+// the full reference set in ../shared when present).
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "test_util.h"
+#include "voxinfer/app/nnunet.h"
+#include "voxinfer/core/error.h"
+#include "voxinfer/io/image_io.h"
+#include "voxinfer/io/npy.h"
+#include "voxinfer/pipeline/nnunet.h"
+
+namespace voxinfer {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kData = fs::path(VOXINFER_TEST_DATA_DIR) / "nnunet_v2_small";
+const fs::path kModel = kData / "Dataset311_VoxAbdCT" / "nnUNetTrainer__nnUNetPlans__3d_fullres";
+const fs::path kInput = kData / "inputs" / "ct3mm_z78-111_LPS_zeropad_0000.nii.gz";
+
+nnunet::Model open_model(std::vector<int> folds = {}) {
+  nnunet::LoadOptions o;
+  o.folds = std::move(folds);
+  return app::open_nnunet_model(kModel, o);
+}
+
+double max_abs(const float* p, std::int64_t n) {
+  double m = 0;
+  for (std::int64_t i = 0; i < n; ++i) m = std::max(m, static_cast<double>(std::abs(p[i])));
+  return m;
+}
+
+// Fraction of voxels with the same label, after checking that both maps lie on one grid.
+double label_agreement(const Volume& ours, const Volume& ref) {
+  EXPECT_EQ(ours.nx(), ref.nx());
+  EXPECT_EQ(ours.ny(), ref.ny());
+  EXPECT_EQ(ours.nz(), ref.nz());
+  EXPECT_LT((ours.geometry.origin - ref.geometry.origin).norm(), 1e-3);
+  EXPECT_LT((ours.geometry.spacing - ref.geometry.spacing).norm(), 1e-5);
+  EXPECT_LT((ours.geometry.direction - ref.geometry.direction).norm(), 1e-6);
+  if (ours.voxels() != ref.voxels()) return 0;
+  std::int64_t same = 0;
+  for (std::int64_t i = 0; i < ours.voxels(); ++i) same += ours.channel(0)[i] == ref.channel(0)[i];
+  return static_cast<double>(same) / static_cast<double>(ours.voxels());
+}
+
+TEST(NnunetFolder, ReadsPlansDatasetCheckpointsAndFolds) {
+  nnunet::Model m = open_model();
+  const auto& c = m.configuration();
+  EXPECT_EQ(c.name, "3d_fullres");
+  EXPECT_EQ(c.dims, 3);
+  EXPECT_EQ(c.patch_size, (nnunet::Index3{14, 80, 80}));
+  EXPECT_EQ(c.spacing, (std::vector<double>{3.5, 3.5, 3.5}));
+  EXPECT_EQ(c.architecture.features, (std::vector<std::int64_t>{8, 16, 32, 32, 32}));
+  EXPECT_EQ(c.architecture.num_classes, 6);
+  ASSERT_EQ(c.normalization.size(), 1u);
+  EXPECT_EQ(c.normalization[0].scheme, nnunet::Normalization::Scheme::ct);
+  EXPECT_DOUBLE_EQ(c.normalization[0].lower, -917.0);
+  EXPECT_DOUBLE_EQ(c.normalization[0].upper, 152.0);
+  EXPECT_NEAR(c.normalization[0].mean, 51.65508270263672, 1e-9);
+  EXPECT_EQ(c.data_rule.order, 3);
+  EXPECT_EQ(c.probabilities_rule.order, 1);
+  EXPECT_EQ(m.folds(), (std::vector<int>{0, 1}));
+  EXPECT_EQ(m.mirror_axes(), (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(m.trainer_name(), "nnUNetTrainer");
+  EXPECT_EQ(m.dataset().reader, "NibabelIO");
+  EXPECT_EQ(m.dataset().head_names(),
+            (std::vector<std::string>{"background", "spleen", "kidney", "liver", "stomach", "aorta"}));
+  EXPECT_GT(m.parameter_count(), 100000);
+  const std::string d = nnunet::describe(m);
+  EXPECT_NE(d.find("PlainConvUNet"), std::string::npos) << d;
+  EXPECT_NE(d.find("CTNormalization"), std::string::npos) << d;
+}
+
+TEST(NnunetNetwork, BuiltFromPlansMatchesPyTorchOnAPatch) {
+  nnunet::Model m = open_model({0});
+  const Tensor in = read_npy((kData / "network" / "network_fold0_input.npy").string());
+  const Tensor ref = read_npy((kData / "network" / "network_fold0_output.npy").string());
+  const Tensor out = m.session(0).run(std::vector<Tensor>{in})[0];
+  ASSERT_EQ(out.shape(), ref.shape());
+  const float* o = out.data<float>();
+  const float* r = ref.data<float>();
+  double err = 0;
+  for (std::int64_t i = 0; i < ref.numel(); ++i) err = std::max(err, static_cast<double>(std::abs(o[i] - r[i])));
+  // The numerical policy's bound for a network against its framework.
+  EXPECT_LE(err, 1e-4 * std::max(1.0, max_abs(r, ref.numel())));
+}
+
+TEST(NnunetPreprocess, MatchesNnunetPreprocessedArrayAndProperties) {
+  nnunet::Model m = open_model({0});
+  const nnunet::Preprocessed p = nnunet::preprocess(m, {read_volume(kInput.string())});
+  EXPECT_EQ(p.shape_before_cropping, (nnunet::Index3{34, 113, 134}));
+  EXPECT_EQ(p.shape_after_cropping, (nnunet::Index3{34, 101, 122}));
+  EXPECT_EQ(p.bbox[0], (std::array<std::int64_t, 2>{0, 34}));
+  EXPECT_EQ(p.bbox[1], (std::array<std::int64_t, 2>{6, 107}));
+  EXPECT_EQ(p.bbox[2], (std::array<std::int64_t, 2>{6, 128}));
+  const Tensor ref = read_npy((kData / "ct3mm_z78-111_LPS_zeropad_data.npy").string());
+  ASSERT_EQ(p.data.shape(), (Shape{1, ref.dim(1), ref.dim(2), ref.dim(3)}));
+  double err = 0;
+  for (std::int64_t i = 0; i < ref.numel(); ++i)
+    err = std::max(err, static_cast<double>(std::abs(p.data.data<float>()[i] - ref.data<float>()[i])));
+  EXPECT_LE(err, 1e-4);
+}
+
+TEST(NnunetPredict, Fold0WithoutMirroringMatchesNnunetLabels) {
+  nnunet::Model m = open_model({0});
+  nnunet::PredictOptions o;
+  o.mirroring = false;
+  const nnunet::Prediction r = nnunet::predict(m, {read_volume(kInput.string())}, o);
+  const Volume ref =
+      read_volume((kData / "predictions" / "f0_step0.5_nomirror" / "ct3mm_z78-111_LPS_zeropad.nii.gz").string());
+  EXPECT_GE(label_agreement(r.labels, ref), 0.9995);
+}
+
+TEST(NnunetPredict, TwoFoldEnsembleWithMirroringMatchesNnunetLabels) {
+  nnunet::Model m = open_model();
+  nnunet::PredictOptions o;
+  o.probabilities = true;
+  const nnunet::Prediction r = nnunet::predict(m, {read_volume(kInput.string())}, o);
+  const Volume ref =
+      read_volume((kData / "predictions" / "ens_f0f1_step0.5_mirror" / "ct3mm_z78-111_LPS_zeropad.nii.gz").string());
+  EXPECT_GE(label_agreement(r.labels, ref), 0.9995);
+  // Probabilities: on the input grid, summing to one, background 1 outside the nonzero box.
+  ASSERT_EQ(r.probabilities.channels(), 6);
+  ASSERT_EQ(r.probabilities.voxels(), r.labels.voxels());
+  for (std::int64_t i = 0; i < r.labels.voxels(); i += 97) {
+    float s = 0;
+    for (int k = 0; k < 6; ++k) s += r.probabilities.channel(k)[i];
+    EXPECT_NEAR(s, 1.f, 1e-5f);
+  }
+  EXPECT_EQ(r.probabilities.at(0, 0, 0, 0), 1.f);
+}
+
+// A copy of the model folder to break in one place.
+fs::path copy_model(const std::string& name) {
+  const fs::path dst = fs::temp_directory_path() / ("voxinfer_nnunet_" + name + "_" + std::to_string(::getpid())) /
+                       "nnUNetTrainer__nnUNetPlans__3d_fullres";
+  fs::remove_all(dst.parent_path());
+  fs::create_directories(dst.parent_path());
+  fs::copy(kModel, dst, fs::copy_options::recursive);
+  return dst;
+}
+
+void expect_error(const fs::path& folder, ErrorCode code, const std::string& needle, std::vector<int> folds = {}) {
+  nnunet::LoadOptions o;
+  o.folds = std::move(folds);
+  try {
+    app::open_nnunet_model(folder, o);
+    ADD_FAILURE() << "no error for " << needle;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(NnunetErrors, CorruptedCheckpointIsAnInvalidModelNamingTheFile) {
+  const fs::path d = copy_model("corrupt");
+  const fs::path ck = d / "fold_0" / "checkpoint_final.pth";
+  fs::resize_file(ck, fs::file_size(ck) / 2);
+  expect_error(d, ErrorCode::invalid_model, "checkpoint_final.pth", {0});
+  fs::remove_all(d.parent_path());
+}
+
+TEST(NnunetErrors, UnknownArchitectureIsUnsupportedNamingTheClass) {
+  const fs::path d = copy_model("arch");
+  std::ifstream f(d / "plans.json");
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  f.close();
+  for (std::size_t pos; (pos = s.find("architectures.unet.PlainConvUNet")) != std::string::npos;)
+    s.replace(pos, 32, "architectures.unet.FancyUNet");
+  std::ofstream(d / "plans.json") << s;
+  expect_error(d, ErrorCode::unsupported, "FancyUNet", {0});
+  fs::remove_all(d.parent_path());
+}
+
+TEST(NnunetErrors, MissingFoldIsAnInvalidModelNamingIt) {
+  expect_error(kModel, ErrorCode::invalid_model, "fold_3", {0, 3});
+}
+
+TEST(NnunetErrors, WrongChannelCountIsAnInvalidInput) {
+  nnunet::Model m = open_model({0});
+  const Volume v = read_volume(kInput.string());
+  try {
+    nnunet::preprocess(m, {v, v});
+    ADD_FAILURE() << "two channels accepted by a one-channel model";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_input);
+    EXPECT_NE(std::string(e.what()).find("1 input channel"), std::string::npos) << e.what();
+  }
+}
+
+TEST(NnunetErrors, CheckpointMissingAWeightNamesTheTensor) {
+  nnunet::Model m = open_model({0});
+  nnunet::Checkpoint c = app::read_nnunet_checkpoint(kModel / "fold_0" / "checkpoint_final.pth");
+  c.weights.erase("decoder.seg_layers.3.weight");
+  c.weights.erase("decoder.seg_layers.3.all_modules.0.weight");
+  try {
+    graph::build_nnunet_network(m.configuration().architecture, c.weights, "ckpt");
+    ADD_FAILURE() << "built without the head's weight";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_model);
+    EXPECT_NE(std::string(e.what()).find("decoder.seg_layers.3.weight"), std::string::npos) << e.what();
+  }
+}
+
+// A composite package over the shipped folder (linked in twice): merged labels equal the two
+// models' own label maps merged by hand; a crop keeps everything outside its box at 0.
+fs::path make_composite(const std::string& name, double margin_mm) {
+  const fs::path d = fs::temp_directory_path() / ("voxinfer_composite_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  fs::create_directory_symlink(fs::absolute(kModel), d / "abd");
+  std::ofstream(d / "nnunet_composite.json")
+      << R"({"name": "test", "crop": {"model": "abd", "folds": [0], "disable_tta": true, "labels": [1, 3, 4], "margin_mm": )"
+      << margin_mm << R"(}, "models": [{"model": "abd", "folds": [0], "disable_tta": true, "class_map": {"3": 1}},
+                          {"model": "abd", "folds": [1], "disable_tta": true, "class_map": {"1": 2, "4": 3}}],
+          "labels": {"1": "liver", "2": "spleen", "3": "stomach"}})";
+  return d;
+}
+
+TEST(NnunetComposite, MergesClassMapsInOrderLikeTheModelsRunAlone) {
+  const fs::path d = make_composite("merge", 1000);
+  const Volume in = read_volume(kInput.string());
+  const auto r = nnunet::run_composite(d, nnunet::load_composite(d), {in}, app::read_nnunet_checkpoint);
+  ASSERT_TRUE(r.crop_box.has_value());
+  nnunet::PredictOptions o;
+  o.mirroring = false;
+  nnunet::Model m0 = open_model({0}), m1 = open_model({1});
+  const Volume a = nnunet::predict(m0, {in}, o).labels, b = nnunet::predict(m1, {in}, o).labels;
+  std::int64_t differ = 0, liver = 0;
+  for (std::int64_t i = 0; i < in.voxels(); ++i) {
+    float want = a.channel(0)[i] == 3.f ? 1.f : 0.f;
+    if (b.channel(0)[i] == 1.f) want = 2.f;
+    if (b.channel(0)[i] == 4.f) want = 3.f;
+    differ += r.labels.channel(0)[i] != want;
+    liver += want == 1.f;
+  }
+  EXPECT_GT(liver, 1000);
+  EXPECT_EQ(differ, 0);
+  fs::remove_all(d);
+}
+
+TEST(NnunetComposite, CropLeavesEverythingOutsideTheBoxAtZero) {
+  const fs::path d = make_composite("crop", 10);
+  const Volume in = read_volume(kInput.string());
+  const auto r = nnunet::run_composite(d, nnunet::load_composite(d), {in}, app::read_nnunet_checkpoint);
+  ASSERT_TRUE(r.crop_box.has_value());
+  const auto& box = *r.crop_box;
+  EXPECT_LT(box[0][1] - box[0][0], in.nx());  // it really cropped
+  std::int64_t outside = 0, inside = 0;
+  for (std::int64_t z = 0; z < in.nz(); ++z)
+    for (std::int64_t y = 0; y < in.ny(); ++y)
+      for (std::int64_t x = 0; x < in.nx(); ++x) {
+        const bool in_box =
+            x >= box[0][0] && x < box[0][1] && y >= box[1][0] && y < box[1][1] && z >= box[2][0] && z < box[2][1];
+        const float l = r.labels.at(0, z, y, x);
+        (in_box ? inside : outside) += l != 0.f;
+      }
+  EXPECT_EQ(outside, 0);
+  EXPECT_GT(inside, 1000);
+  fs::remove_all(d);
+}
+
+TEST(NnunetComposite, PathsOutsideThePackageAndUnknownFieldsAreRefused) {
+  const fs::path d = fs::temp_directory_path() / ("voxinfer_composite_bad_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  for (const std::string body :
+       {R"({"models": [{"model": "../x", "class_map": {"1": 1}}]})",
+        R"({"models": [{"model": "/abs", "class_map": {"1": 1}}]})",
+        R"({"models": [{"model": "a", "class_map": {"1": 1}, "colour": 1}]})", R"({"models": [{"model": "a"}]})"}) {
+    std::ofstream(d / "nnunet_composite.json") << body;
+    EXPECT_THROW(nnunet::load_composite(d), Error) << body;
+  }
+  fs::remove_all(d);
+}
+
+}  // namespace
+}  // namespace voxinfer
