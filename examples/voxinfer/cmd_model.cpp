@@ -177,8 +177,12 @@ void add_info_command(CLI::App& app) {
               "Models: inputs, outputs, op histogram, parameters and, for a shape, FLOPs and planned memory.\n"
               "Volumes: size, spacing, origin, direction, orientation, intensity range; DICOM folders list their series.");
   cmd->callback([=] {
-    if (monai::is_bundle(*input)) {  // a MONAI bundle: the translated steps
-      std::fputs(monai::describe(monai::load_bundle(*input)).c_str(), stdout);
+    if (monai::is_bundle(*input)) {  // a MONAI bundle: the translated steps and what cannot run
+      monai::BundleOptions bo;
+      bo.inspect = true;
+      const monai::Bundle b = monai::load_bundle(*input, bo);
+      std::fputs(monai::describe(b).c_str(), stdout);
+      if (!b.problems.empty()) throw Error(ErrorCode::unsupported, b.problems.front());
       return;
     }
     if (nnunet::is_model_folder(*input)) {

@@ -160,7 +160,10 @@ std::array<double, 3> triple(const json& v, const std::string& where, const char
 
 class Translator {
  public:
-  Translator(Config& config, const json& metadata, Bundle& out) : c_(config), meta_(metadata), b_(out) {}
+  // `collect`: record what cannot be translated in Bundle::problems (and as steps) and go on,
+  // for `voxinfer info`; otherwise the first problem is thrown.
+  Translator(Config& config, const json& metadata, Bundle& out, bool collect)
+      : c_(config), meta_(metadata), b_(out), collect_(collect) {}
 
   void run() {
     b_.name = meta_.value("name", std::string());
@@ -179,13 +182,37 @@ class Translator {
     }
     read_metadata();
     preprocessing();
-    inferer();
+    try {
+      inferer();
+    } catch (const Error& e) {
+      if (!collect_) throw;
+      step("inferer", 0, "?", std::string("cannot run: ") + e.what());
+      b_.problems.push_back(e.what());
+    }
     postprocessing();
   }
 
  private:
   void step(const std::string& section, std::size_t pos, const std::string& target, std::string text) {
     b_.steps.push_back({section, pos, target, std::move(text)});
+  }
+
+  void problem(const std::string& section, const std::pair<std::string, json>& item, const Error& e) {
+    if (!collect_) throw e;
+    const std::string& id = item.first;
+    const std::size_t pos = std::stoul(id.substr(id.rfind('#') + 1));
+    const json& t = item.second;
+    const std::string target = t.is_object() && t.contains("_target_") && t["_target_"].is_string()
+                                   ? class_name(t["_target_"].get<std::string>())
+                                   : "?";
+    step(section, pos, target, std::string("cannot run: ") + e.what());
+    b_.problems.push_back(e.what());
+  }
+
+  void check(bool ok, ErrorCode code, const std::string& message) {
+    if (ok) return;
+    if (!collect_) fail(code, message);
+    b_.problems.push_back(message);
   }
 
   void read_metadata() {
@@ -287,163 +314,171 @@ class Translator {
     PipelineSpec& s = b_.spec;
     bool loaded = false, intensity_seen = false;
     for (std::size_t i = 0; i < list.size(); ++i) {
-      const std::string where = c_.file() + ": " + list[i].first;
-      const std::string t = target_of(list[i].second, where);
-      const std::string w = where + " (" + t + ")";
-      Args a(list[i].second, w);
-      const std::size_t pos = std::stoul(list[i].first.substr(list[i].first.rfind('#') + 1));
-      if (t == "Compose") fail(ErrorCode::unsupported, w + ": nested Compose is not supported");
-      const auto keys = key_list(a);
-      a.harmless({"allow_missing_keys", "meta_keys", "meta_key_postfix"});
-      const std::size_t ki = image_index(keys, b_.image_key);
-      if (ki == std::string::npos) {
-        // Another key (a label in a shared config): it never reaches the network.
-        step("preprocessing", pos, t, "not applied: it transforms only " + json(keys).dump() + ", not the image");
-        continue;
-      }
-      auto arg = [&](const std::string& k) -> const json* {
-        const json* v = a.get(k);
-        if (!v) return nullptr;
-        return v;
-      };
-      if (t == "LoadImaged") {
-        a.harmless({"image_only", "reader", "ensure_channel_first", "simple_keys", "prune_meta_pattern",
-                    "prune_meta_sep", "expanduser", "overwriting"});
-        if (const json* d = arg("dtype"); d && !(d->is_string() && (*d == "float32" || *d == "float")))
-          fail(ErrorCode::unsupported,
-               w + ": dtype " + d->dump() + " is not supported (voxinfer reads images as float32)");
-        loaded = true;
-        step("preprocessing", pos, t, "read the image (DICOM, NIfTI, NRRD, MHA) as float32 in its own geometry");
-      } else if (t == "EnsureChannelFirstd") {
-        a.only("channel_dim", {json(nullptr), json("no_channel"), json(0), json(-1)});
-        a.harmless({"strict_check"});
-        step("preprocessing", pos, t, "channels first (voxinfer's volumes always are)");
-      } else if (t == "EnsureTyped" || t == "CastToTyped" || t == "ToTensord") {
-        if (const json* d = arg("dtype"); d && !(d->is_string() && (*d == "float32" || *d == "float")))
-          fail(ErrorCode::unsupported, w + ": dtype " + d->dump() + " is not supported (the network runs in float32)");
-        a.harmless({"data_type", "device", "wrap_sequence", "track_meta"});
-        step("preprocessing", pos, t, "float32 tensor (nothing to do)");
-      } else if (t == "Orientationd") {
-        if (s.preprocess.spacing) fail(ErrorCode::unsupported, w + ": Orientationd after Spacingd is not supported");
-        const std::string code = a.string("axcodes", "");
-        if (code.size() != 3)
-          fail(ErrorCode::unsupported,
-               w + ": axcodes must be a three-letter code such as \"RAS\", got \"" + code + "\"");
-        try {
-          (void)direction_from_code(code);
-        } catch (const Error&) {
-          fail(ErrorCode::invalid_model, w + ": axcodes \"" + code + "\" is not an orientation code");
+      try {
+        const std::string where = c_.file() + ": " + list[i].first;
+        const std::string t = target_of(list[i].second, where);
+        const std::string w = where + " (" + t + ")";
+        Args a(list[i].second, w);
+        const std::size_t pos = std::stoul(list[i].first.substr(list[i].first.rfind('#') + 1));
+        if (t == "Compose") fail(ErrorCode::unsupported, w + ": nested Compose is not supported");
+        const auto keys = key_list(a);
+        a.harmless({"allow_missing_keys", "meta_keys", "meta_key_postfix"});
+        const std::size_t ki = image_index(keys, b_.image_key);
+        if (ki == std::string::npos) {
+          // Another key (a label in a shared config): it never reaches the network.
+          step("preprocessing", pos, t, "not applied: it transforms only " + json(keys).dump() + ", not the image");
+          continue;
         }
-        a.only("as_closest_canonical", {json(false)});
-        a.only("labels", {json::array({json::array({"L", "R"}), json::array({"P", "A"}), json::array({"I", "S"})})},
-               "only nibabel's default labels");
-        s.preprocess.orientation = code;
-        step("preprocessing", pos, t, "reorient to " + code + " (axis permutation and flips, no interpolation)");
-      } else if (t == "Spacingd") {
-        if (intensity_seen)
-          fail(ErrorCode::unsupported,
-               w + ": resampling after an intensity transform is not supported (voxinfer resamples first)");
-        const auto pix = triple(a.need("pixdim"), w, "pixdim");
-        for (double p : pix)
-          if (!(p > 0))
-            fail(ErrorCode::unsupported, w + ": pixdim " + fmt(p) + " (keep the input's spacing) is not supported");
-        if (const json* m = arg("mode")) {
-          const std::string mode = mode_name(per_key(*m, ki, keys.size()), w);
-          if (mode != "bilinear" && mode != "1")
-            fail(ErrorCode::unsupported, w + ": mode \"" + mode + "\" for the image is not supported (only bilinear)");
-        }
-        if (const json* p = arg("padding_mode")) {
-          const std::string pm = mode_name(per_key(*p, ki, keys.size()), w);
-          if (pm != "border")
-            fail(ErrorCode::unsupported, w + ": padding_mode \"" + pm + "\" is not supported (only border)");
-        }
-        if (const json* ac = arg("align_corners"); ac && truthy(per_key(*ac, ki, keys.size())))
-          fail(ErrorCode::unsupported, w + ": align_corners true is not supported");
-        a.only("diagonal", {json(false)});
-        a.only("scale_extent", {json(false)});
-        a.only("recompute_affine", {json(false)});
-        a.only("min_pixdim", {json(nullptr)});
-        a.only("max_pixdim", {json(nullptr)});
-        a.harmless({"dtype", "ensure_same_shape"});
-        s.preprocess.spacing = pix;
-        s.preprocess.size_rule = SizeRule::centres;
-        step("preprocessing", pos, t,
-             "resample to " + fmt(pix[0]) + " x " + fmt(pix[1]) + " x " + fmt(pix[2]) +
-                 " mm, trilinear, border padding; first voxel centre kept, size round((n - 1) x old / new + 1)");
-      } else if (t == "ScaleIntensityRanged") {
-        IntensityOp op;
-        op.kind = IntensityOp::Kind::scale;
-        const double a_min = a.number("a_min", NAN), a_max = a.number("a_max", NAN);
-        const json* bmin = a.get("b_min");
-        const json* bmax = a.get("b_max");
-        if (std::isnan(a_min) || std::isnan(a_max))
-          fail(ErrorCode::invalid_model, w + ": a_min and a_max are required");
-        if (a_min == a_max) fail(ErrorCode::unsupported, w + ": a_min == a_max is not supported");
-        if (!bmin || !bmax || !bmin->is_number() || !bmax->is_number())
-          fail(ErrorCode::unsupported, w + ": b_min and b_max must both be numbers");
-        op.from = {a_min, a_max};
-        op.to = {bmin->get<double>(), bmax->get<double>()};
-        op.clip_output = a.flag("clip", false);
-        a.harmless({"dtype"});
-        s.preprocess.intensity.push_back(op);
-        intensity_seen = true;
-        step("preprocessing", pos, t,
-             "scale [" + fmt(a_min) + ", " + fmt(a_max) + "] -> [" + fmt(op.to[0]) + ", " + fmt(op.to[1]) + "]" +
-                 (op.clip_output ? ", clipped" : ", not clipped"));
-      } else if (t == "ScaleIntensityd") {
-        const json* minv = a.get("minv");
-        const json* maxv = a.get("maxv");
-        const double lo = minv ? minv->get<double>() : 0.0, hi = maxv ? maxv->get<double>() : 1.0;
-        if (a.get("factor")) fail(ErrorCode::unsupported, w + ": factor is not supported");
-        const bool channel_wise = a.flag("channel_wise", false);
-        a.harmless({"dtype"});
-        IntensityOp op;
-        op.kind = IntensityOp::Kind::minmax;
-        op.channel_wise = channel_wise;
-        s.preprocess.intensity.push_back(op);
-        if (lo != 0 || hi != 1) {
-          IntensityOp sc;
-          sc.kind = IntensityOp::Kind::scale;
-          sc.from = {0, 1};
-          sc.to = {lo, hi};
-          s.preprocess.intensity.push_back(sc);
-        }
-        intensity_seen = true;
-        step("preprocessing", pos, t,
-             "min-max to [" + fmt(lo) + ", " + fmt(hi) + "]" + (channel_wise ? " per channel" : " over all channels"));
-      } else if (t == "NormalizeIntensityd") {
-        IntensityOp op;
-        op.kind = IntensityOp::Kind::zscore;
-        op.nonzero = a.flag("nonzero", false);
-        op.channel_wise = a.flag("channel_wise", false);
-        const json* sub = a.get("subtrahend");
-        const json* div = a.get("divisor");
-        if ((sub == nullptr) != (div == nullptr))
-          fail(ErrorCode::unsupported, w + ": subtrahend without divisor (or the reverse) is not supported");
-        if (sub) {
-          if (!sub->is_number() || !div->is_number() || !(div->get<double>() > 0))
+        auto arg = [&](const std::string& k) -> const json* {
+          const json* v = a.get(k);
+          if (!v) return nullptr;
+          return v;
+        };
+        if (t == "LoadImaged") {
+          a.harmless({"image_only", "reader", "ensure_channel_first", "simple_keys", "prune_meta_pattern",
+                      "prune_meta_sep", "expanduser", "overwriting"});
+          if (const json* d = arg("dtype"); d && !(d->is_string() && (*d == "float32" || *d == "float")))
             fail(ErrorCode::unsupported,
-                 w + ": subtrahend and divisor must be numbers (divisor > 0); per-channel lists are not supported");
-          if (op.nonzero) fail(ErrorCode::unsupported, w + ": fixed subtrahend/divisor with nonzero is not supported");
-          op.mean = sub->get<double>();
-          op.std = div->get<double>();
+                 w + ": dtype " + d->dump() + " is not supported (voxinfer reads images as float32)");
+          loaded = true;
+          step("preprocessing", pos, t, "read the image (DICOM, NIfTI, NRRD, MHA) as float32 in its own geometry");
+        } else if (t == "EnsureChannelFirstd") {
+          a.only("channel_dim", {json(nullptr), json("no_channel"), json(0), json(-1)});
+          a.harmless({"strict_check"});
+          step("preprocessing", pos, t, "channels first (voxinfer's volumes always are)");
+        } else if (t == "EnsureTyped" || t == "CastToTyped" || t == "ToTensord") {
+          if (const json* d = arg("dtype"); d && !(d->is_string() && (*d == "float32" || *d == "float")))
+            fail(ErrorCode::unsupported,
+                 w + ": dtype " + d->dump() + " is not supported (the network runs in float32)");
+          a.harmless({"data_type", "device", "wrap_sequence", "track_meta"});
+          step("preprocessing", pos, t, "float32 tensor (nothing to do)");
+        } else if (t == "Orientationd") {
+          if (s.preprocess.spacing) fail(ErrorCode::unsupported, w + ": Orientationd after Spacingd is not supported");
+          const std::string code = a.string("axcodes", "");
+          if (code.size() != 3)
+            fail(ErrorCode::unsupported,
+                 w + ": axcodes must be a three-letter code such as \"RAS\", got \"" + code + "\"");
+          try {
+            (void)direction_from_code(code);
+          } catch (const Error&) {
+            fail(ErrorCode::invalid_model, w + ": axcodes \"" + code + "\" is not an orientation code");
+          }
+          a.only("as_closest_canonical", {json(false)});
+          a.only("labels", {json::array({json::array({"L", "R"}), json::array({"P", "A"}), json::array({"I", "S"})})},
+                 "only nibabel's default labels");
+          s.preprocess.orientation = code;
+          step("preprocessing", pos, t, "reorient to " + code + " (axis permutation and flips, no interpolation)");
+        } else if (t == "Spacingd") {
+          if (intensity_seen)
+            fail(ErrorCode::unsupported,
+                 w + ": resampling after an intensity transform is not supported (voxinfer resamples first)");
+          const auto pix = triple(a.need("pixdim"), w, "pixdim");
+          for (double p : pix)
+            if (!(p > 0))
+              fail(ErrorCode::unsupported, w + ": pixdim " + fmt(p) + " (keep the input's spacing) is not supported");
+          if (const json* m = arg("mode")) {
+            const std::string mode = mode_name(per_key(*m, ki, keys.size()), w);
+            if (mode != "bilinear" && mode != "1")
+              fail(ErrorCode::unsupported,
+                   w + ": mode \"" + mode + "\" for the image is not supported (only bilinear)");
+          }
+          if (const json* p = arg("padding_mode")) {
+            const std::string pm = mode_name(per_key(*p, ki, keys.size()), w);
+            if (pm != "border")
+              fail(ErrorCode::unsupported, w + ": padding_mode \"" + pm + "\" is not supported (only border)");
+          }
+          if (const json* ac = arg("align_corners"); ac && truthy(per_key(*ac, ki, keys.size())))
+            fail(ErrorCode::unsupported, w + ": align_corners true is not supported");
+          a.only("diagonal", {json(false)});
+          a.only("scale_extent", {json(false)});
+          a.only("recompute_affine", {json(false)});
+          a.only("min_pixdim", {json(nullptr)});
+          a.only("max_pixdim", {json(nullptr)});
+          a.harmless({"dtype", "ensure_same_shape"});
+          s.preprocess.spacing = pix;
+          s.preprocess.size_rule = SizeRule::centres;
+          step("preprocessing", pos, t,
+               "resample to " + fmt(pix[0]) + " x " + fmt(pix[1]) + " x " + fmt(pix[2]) +
+                   " mm, trilinear, border padding; first voxel centre kept, size round((n - 1) x old / new + 1)");
+        } else if (t == "ScaleIntensityRanged") {
+          IntensityOp op;
+          op.kind = IntensityOp::Kind::scale;
+          const double a_min = a.number("a_min", NAN), a_max = a.number("a_max", NAN);
+          const json* bmin = a.get("b_min");
+          const json* bmax = a.get("b_max");
+          if (std::isnan(a_min) || std::isnan(a_max))
+            fail(ErrorCode::invalid_model, w + ": a_min and a_max are required");
+          if (a_min == a_max) fail(ErrorCode::unsupported, w + ": a_min == a_max is not supported");
+          if (!bmin || !bmax || !bmin->is_number() || !bmax->is_number())
+            fail(ErrorCode::unsupported, w + ": b_min and b_max must both be numbers");
+          op.from = {a_min, a_max};
+          op.to = {bmin->get<double>(), bmax->get<double>()};
+          op.clip_output = a.flag("clip", false);
+          a.harmless({"dtype"});
+          s.preprocess.intensity.push_back(op);
+          intensity_seen = true;
+          step("preprocessing", pos, t,
+               "scale [" + fmt(a_min) + ", " + fmt(a_max) + "] -> [" + fmt(op.to[0]) + ", " + fmt(op.to[1]) + "]" +
+                   (op.clip_output ? ", clipped" : ", not clipped"));
+        } else if (t == "ScaleIntensityd") {
+          const json* minv = a.get("minv");
+          const json* maxv = a.get("maxv");
+          const double lo = minv ? minv->get<double>() : 0.0, hi = maxv ? maxv->get<double>() : 1.0;
+          if (a.get("factor")) fail(ErrorCode::unsupported, w + ": factor is not supported");
+          const bool channel_wise = a.flag("channel_wise", false);
+          a.harmless({"dtype"});
+          IntensityOp op;
+          op.kind = IntensityOp::Kind::minmax;
+          op.channel_wise = channel_wise;
+          s.preprocess.intensity.push_back(op);
+          if (lo != 0 || hi != 1) {
+            IntensityOp sc;
+            sc.kind = IntensityOp::Kind::scale;
+            sc.from = {0, 1};
+            sc.to = {lo, hi};
+            s.preprocess.intensity.push_back(sc);
+          }
+          intensity_seen = true;
+          step(
+              "preprocessing", pos, t,
+              "min-max to [" + fmt(lo) + ", " + fmt(hi) + "]" + (channel_wise ? " per channel" : " over all channels"));
+        } else if (t == "NormalizeIntensityd") {
+          IntensityOp op;
+          op.kind = IntensityOp::Kind::zscore;
+          op.nonzero = a.flag("nonzero", false);
+          op.channel_wise = a.flag("channel_wise", false);
+          const json* sub = a.get("subtrahend");
+          const json* div = a.get("divisor");
+          if ((sub == nullptr) != (div == nullptr))
+            fail(ErrorCode::unsupported, w + ": subtrahend without divisor (or the reverse) is not supported");
+          if (sub) {
+            if (!sub->is_number() || !div->is_number() || !(div->get<double>() > 0))
+              fail(ErrorCode::unsupported,
+                   w + ": subtrahend and divisor must be numbers (divisor > 0); per-channel lists are not supported");
+            if (op.nonzero)
+              fail(ErrorCode::unsupported, w + ": fixed subtrahend/divisor with nonzero is not supported");
+            op.mean = sub->get<double>();
+            op.std = div->get<double>();
+          }
+          a.harmless({"dtype"});
+          s.preprocess.intensity.push_back(op);
+          intensity_seen = true;
+          step("preprocessing", pos, t,
+               sub ? "(x - " + fmt(*op.mean) + ") / " + fmt(*op.std)
+                   : std::string("z-score with the image's mean and population std") +
+                         (op.nonzero ? ", non-zero voxels only" : "") +
+                         (op.channel_wise ? ", per channel" : ", over all channels"));
+        } else {
+          fail(ErrorCode::unsupported,
+               w + ": the transform " + t + " is not supported (docs/pipeline.md lists those that are)");
         }
-        a.harmless({"dtype"});
-        s.preprocess.intensity.push_back(op);
-        intensity_seen = true;
-        step("preprocessing", pos, t,
-             sub ? "(x - " + fmt(*op.mean) + ") / " + fmt(*op.std)
-                 : std::string("z-score with the image's mean and population std") +
-                       (op.nonzero ? ", non-zero voxels only" : "") +
-                       (op.channel_wise ? ", per channel" : ", over all channels"));
-      } else {
-        fail(ErrorCode::unsupported,
-             w + ": the transform " + t + " is not supported (docs/pipeline.md lists those that are)");
+        a.finish();
+      } catch (const Error& e) {
+        problem("preprocessing", list[i], e);
       }
-      a.finish();
     }
-    if (!loaded)
-      fail(ErrorCode::unsupported, c_.file() + ": preprocessing: no LoadImaged (voxinfer reads the image itself)");
+    check(loaded, ErrorCode::unsupported,
+          c_.file() + ": preprocessing: no LoadImaged (voxinfer reads the image itself)");
   }
 
   void inferer() {
@@ -514,127 +549,131 @@ class Translator {
     PipelineSpec& s = b_.spec;
     bool activated = false, inverted = false, discrete = false, sigmoid = false;
     for (std::size_t i = 0; i < list.size(); ++i) {
-      const std::string where = c_.file() + ": " + list[i].first;
-      const std::string t = target_of(list[i].second, where);
-      const std::string w = where + " (" + t + ")";
-      Args a(list[i].second, w);
-      const std::size_t pos = std::stoul(list[i].first.substr(list[i].first.rfind('#') + 1));
-      const auto keys = key_list(a);
-      a.harmless({"allow_missing_keys", "meta_keys", "meta_key_postfix"});
-      if (keys.size() != 1)
-        fail(ErrorCode::unsupported,
-             w + ": transforms of several keys " + json(keys).dump() + " are not supported in postprocessing");
-      if (t == "Activationsd") {
-        if (activated) fail(ErrorCode::unsupported, w + ": a second activation is not supported");
-        if (discrete) fail(ErrorCode::unsupported, w + ": an activation after AsDiscreted is not supported");
-        const bool sm = a.flag("softmax", false), sg = a.flag("sigmoid", false);
-        if (a.get("other")) fail(ErrorCode::unsupported, w + ": other (a custom function) is not supported");
-        if (sm == sg) fail(ErrorCode::unsupported, w + ": exactly one of softmax and sigmoid must be true");
-        s.postprocess.activation = sm ? Activation::softmax : Activation::sigmoid;
-        sigmoid = sg;
-        activated = true;
-        step("postprocessing", pos, t, sm ? "softmax over channels" : "sigmoid per channel");
-      } else if (t == "Invertd") {
-        if (inverted) fail(ErrorCode::unsupported, w + ": a second Invertd is not supported");
-        const json* orig = a.get("orig_keys");
-        if (orig && !(*orig == json(b_.image_key) || *orig == json::array({b_.image_key})))
+      try {
+        const std::string where = c_.file() + ": " + list[i].first;
+        const std::string t = target_of(list[i].second, where);
+        const std::string w = where + " (" + t + ")";
+        Args a(list[i].second, w);
+        const std::size_t pos = std::stoul(list[i].first.substr(list[i].first.rfind('#') + 1));
+        const auto keys = key_list(a);
+        a.harmless({"allow_missing_keys", "meta_keys", "meta_key_postfix"});
+        if (keys.size() != 1)
           fail(ErrorCode::unsupported,
-               w + ": orig_keys " + orig->dump() + " is not the image key '" + b_.image_key + "'");
-        a.get("transform");  // the preprocessing Compose: its inverse is the way back to the input grid
-        if (a.flag("nearest_interp", true))
-          fail(ErrorCode::unsupported, w + ": nearest_interp true is not supported (only bilinear inversion)");
-        a.harmless({"to_tensor", "device", "post_func", "orig_meta_keys", "meta_key_postfix"});
-        if (discrete) fail(ErrorCode::unsupported, w + ": Invertd after AsDiscreted is not supported");
-        s.postprocess.resample = activated ? ResampleSpace::probabilities : ResampleSpace::logits;
-        inverted = true;
-        step("postprocessing", pos, t,
-             std::string("back onto the input's grid: trilinear resampling of the ") +
-                 (activated ? "probabilities" : "logits") + " (Spacingd inverted), then the orientation undone");
-      } else if (t == "AsDiscreted") {
-        if (!inverted) fail(ErrorCode::unsupported, w + ": AsDiscreted before Invertd is not supported");
-        const bool argmax = a.flag("argmax", false);
-        const json* thr = a.get("threshold");
-        if (a.get("to_onehot"))
-          fail(ErrorCode::unsupported, w + ": to_onehot is not supported (voxinfer writes a label map)");
-        a.only("rounding", {json(nullptr)});
-        a.harmless({"dim", "keepdim", "dtype"});
-        if (argmax == (thr != nullptr))
-          fail(ErrorCode::unsupported, w + ": exactly one of argmax and threshold must be set");
-        if (argmax) {
-          if (sigmoid) fail(ErrorCode::unsupported, w + ": argmax over sigmoid outputs is not supported");
-          step("postprocessing", pos, t, "argmax over channels: channel k is label k");
-        } else {
-          if (!sigmoid) fail(ErrorCode::unsupported, w + ": threshold needs Activationsd(sigmoid) before it");
-          if (!thr->is_number() || !(thr->get<double>() > 0 && thr->get<double>() < 1))
-            fail(ErrorCode::unsupported, w + ": threshold must be a number in (0, 1)");
-          s.postprocess.threshold = thr->get<double>();
+               w + ": transforms of several keys " + json(keys).dump() + " are not supported in postprocessing");
+        if (t == "Activationsd") {
+          if (activated) fail(ErrorCode::unsupported, w + ": a second activation is not supported");
+          if (discrete) fail(ErrorCode::unsupported, w + ": an activation after AsDiscreted is not supported");
+          const bool sm = a.flag("softmax", false), sg = a.flag("sigmoid", false);
+          if (a.get("other")) fail(ErrorCode::unsupported, w + ": other (a custom function) is not supported");
+          if (sm == sg) fail(ErrorCode::unsupported, w + ": exactly one of softmax and sigmoid must be true");
+          s.postprocess.activation = sm ? Activation::softmax : Activation::sigmoid;
+          sigmoid = sg;
+          activated = true;
+          step("postprocessing", pos, t, sm ? "softmax over channels" : "sigmoid per channel");
+        } else if (t == "Invertd") {
+          if (inverted) fail(ErrorCode::unsupported, w + ": a second Invertd is not supported");
+          const json* orig = a.get("orig_keys");
+          if (orig && !(*orig == json(b_.image_key) || *orig == json::array({b_.image_key})))
+            fail(ErrorCode::unsupported,
+                 w + ": orig_keys " + orig->dump() + " is not the image key '" + b_.image_key + "'");
+          a.get("transform");  // the preprocessing Compose: its inverse is the way back to the input grid
+          if (a.flag("nearest_interp", true))
+            fail(ErrorCode::unsupported, w + ": nearest_interp true is not supported (only bilinear inversion)");
+          a.harmless({"to_tensor", "device", "post_func", "orig_meta_keys", "meta_key_postfix"});
+          if (discrete) fail(ErrorCode::unsupported, w + ": Invertd after AsDiscreted is not supported");
+          s.postprocess.resample = activated ? ResampleSpace::probabilities : ResampleSpace::logits;
+          inverted = true;
           step("postprocessing", pos, t,
-               "threshold " + fmt(s.postprocess.threshold) + " per channel; a voxel gets the last channel on");
-        }
-        discrete = true;
-      } else if (t == "KeepLargestConnectedComponentd") {
-        if (!discrete)
-          fail(ErrorCode::unsupported, w + ": KeepLargestConnectedComponentd before AsDiscreted is not supported");
-        const json* labels = a.get("applied_labels");
-        a.only("independent", {json(true)}, "only independent components per label");
-        a.only("is_onehot", {json(false), json(nullptr)});
-        const json* conn = a.get("connectivity");
-        int c = 26;
-        if (conn) {
-          if (*conn == json(1))
-            c = 6;
-          else if (!(*conn == json(3)))
-            fail(ErrorCode::unsupported, w + ": connectivity " + conn->dump() + " is not supported (1 or 3)");
-        }
-        a.only("num_components", {json(1)});
-        std::vector<int> values;
-        if (labels) {
-          const json l = labels->is_array() ? *labels : json::array({*labels});
-          for (const auto& e : l) {
-            if (!e.is_number_integer()) fail(ErrorCode::invalid_model, w + ": applied_labels must be integers");
-            values.push_back(e.get<int>());
+               std::string("back onto the input's grid: trilinear resampling of the ") +
+                   (activated ? "probabilities" : "logits") + " (Spacingd inverted), then the orientation undone");
+        } else if (t == "AsDiscreted") {
+          if (!inverted) fail(ErrorCode::unsupported, w + ": AsDiscreted before Invertd is not supported");
+          const bool argmax = a.flag("argmax", false);
+          const json* thr = a.get("threshold");
+          if (a.get("to_onehot"))
+            fail(ErrorCode::unsupported, w + ": to_onehot is not supported (voxinfer writes a label map)");
+          a.only("rounding", {json(nullptr)});
+          a.harmless({"dim", "keepdim", "dtype"});
+          if (argmax == (thr != nullptr))
+            fail(ErrorCode::unsupported, w + ": exactly one of argmax and threshold must be set");
+          if (argmax) {
+            if (sigmoid) fail(ErrorCode::unsupported, w + ": argmax over sigmoid outputs is not supported");
+            step("postprocessing", pos, t, "argmax over channels: channel k is label k");
+          } else {
+            if (!sigmoid) fail(ErrorCode::unsupported, w + ": threshold needs Activationsd(sigmoid) before it");
+            if (!thr->is_number() || !(thr->get<double>() > 0 && thr->get<double>() < 1))
+              fail(ErrorCode::unsupported, w + ": threshold must be a number in (0, 1)");
+            s.postprocess.threshold = thr->get<double>();
+            step("postprocessing", pos, t,
+                 "threshold " + fmt(s.postprocess.threshold) + " per channel; a voxel gets the last channel on");
           }
+          discrete = true;
+        } else if (t == "KeepLargestConnectedComponentd") {
+          if (!discrete)
+            fail(ErrorCode::unsupported, w + ": KeepLargestConnectedComponentd before AsDiscreted is not supported");
+          const json* labels = a.get("applied_labels");
+          a.only("independent", {json(true)}, "only independent components per label");
+          a.only("is_onehot", {json(false), json(nullptr)});
+          const json* conn = a.get("connectivity");
+          int c = 26;
+          if (conn) {
+            if (*conn == json(1))
+              c = 6;
+            else if (!(*conn == json(3)))
+              fail(ErrorCode::unsupported, w + ": connectivity " + conn->dump() + " is not supported (1 or 3)");
+          }
+          a.only("num_components", {json(1)});
+          std::vector<int> values;
+          if (labels) {
+            const json l = labels->is_array() ? *labels : json::array({*labels});
+            for (const auto& e : l) {
+              if (!e.is_number_integer()) fail(ErrorCode::invalid_model, w + ": applied_labels must be integers");
+              values.push_back(e.get<int>());
+            }
+          } else {
+            for (std::int64_t k = 1; k < out_channels_; ++k) values.push_back(static_cast<int>(k));
+          }
+          s.postprocess.keep_largest_component = values;
+          s.postprocess.connectivity = c;
+          step("postprocessing", pos, t,
+               "keep the largest component of labels " + json(values).dump() + ", " + std::to_string(c) + "-connected");
+        } else if (t == "SaveImaged") {
+          if (const json* p = a.get("output_postfix"); p && p->is_string()) b_.output_postfix = p->get<std::string>();
+          if (const json* e = a.get("output_ext"); e && e->is_string()) b_.output_ext = e->get<std::string>();
+          a.only("resample", {json(false)});
+          a.harmless({"output_dir", "output_dtype", "separate_folder", "squeeze_end_dims", "data_root_dir", "print_log",
+                      "writer", "output_format", "mode", "padding_mode", "scale", "dtype", "channel_dim",
+                      "savepath_in_metadict", "output_name_formatter", "folder_layout", "meta_key_postfix"});
+          step("postprocessing", pos, t, "write the label map on the input's grid (the file given with -o)");
+        } else if (t == "EnsureTyped" || t == "ToTensord" || t == "ToDeviced" || t == "CopyItemsd") {
+          a.harmless({"dtype", "data_type", "device", "wrap_sequence", "track_meta", "times", "names"});
+          step("postprocessing", pos, t, "nothing to do");
         } else {
-          for (std::int64_t k = 1; k < out_channels_; ++k) values.push_back(static_cast<int>(k));
+          fail(ErrorCode::unsupported,
+               w + ": the transform " + t + " is not supported (docs/pipeline.md lists those that are)");
         }
-        s.postprocess.keep_largest_component = values;
-        s.postprocess.connectivity = c;
-        step("postprocessing", pos, t,
-             "keep the largest component of labels " + json(values).dump() + ", " + std::to_string(c) + "-connected");
-      } else if (t == "SaveImaged") {
-        if (const json* p = a.get("output_postfix"); p && p->is_string()) b_.output_postfix = p->get<std::string>();
-        if (const json* e = a.get("output_ext"); e && e->is_string()) b_.output_ext = e->get<std::string>();
-        a.only("resample", {json(false)});
-        a.harmless({"output_dir", "output_dtype", "separate_folder", "squeeze_end_dims", "data_root_dir", "print_log",
-                    "writer", "output_format", "mode", "padding_mode", "scale", "dtype", "channel_dim",
-                    "savepath_in_metadict", "output_name_formatter", "folder_layout", "meta_key_postfix"});
-        step("postprocessing", pos, t, "write the label map on the input's grid (the file given with -o)");
-      } else if (t == "EnsureTyped" || t == "ToTensord" || t == "ToDeviced" || t == "CopyItemsd") {
-        a.harmless({"dtype", "data_type", "device", "wrap_sequence", "track_meta", "times", "names"});
-        step("postprocessing", pos, t, "nothing to do");
-      } else {
-        fail(ErrorCode::unsupported,
-             w + ": the transform " + t + " is not supported (docs/pipeline.md lists those that are)");
+        a.finish();
+      } catch (const Error& e) {
+        problem("postprocessing", list[i], e);
       }
-      a.finish();
     }
     if (!activated) {
       s.postprocess.activation = Activation::none;
       s.postprocess.resample = ResampleSpace::logits;
     }
-    if (!inverted)
-      fail(ErrorCode::unsupported, c_.file() +
-                                       ": postprocessing: without Invertd MONAI writes the model grid; voxinfer "
-                                       "supports only bundles that invert to the input's grid");
-    if (!discrete)
-      fail(ErrorCode::unsupported,
-           c_.file() + ": postprocessing: without AsDiscreted the result is not a label map; not supported");
+    check(inverted, ErrorCode::unsupported,
+          c_.file() +
+              ": postprocessing: without Invertd MONAI writes the model grid; voxinfer "
+              "supports only bundles that invert to the input's grid");
+    check(discrete, ErrorCode::unsupported,
+          c_.file() + ": postprocessing: without AsDiscreted the result is not a label map; not supported");
     make_labels(sigmoid);
   }
 
   Config& c_;
   const json& meta_;
   Bundle& b_;
+  bool collect_ = false;
   std::int64_t out_channels_ = 0;
   json channel_def_;
 };
@@ -649,7 +688,7 @@ bool is_bundle(const std::filesystem::path& dir) {
 }
 
 Bundle translate_bundle(const std::string& metadata_json, const std::string& inference_json,
-                        const std::filesystem::path& dir, const std::filesystem::path& network) {
+                        const std::filesystem::path& dir, const std::filesystem::path& network, bool collect_problems) {
   const json meta = parse_json(metadata_json, "metadata.json");
   if (!meta.is_object()) fail(ErrorCode::invalid_model, "metadata.json: expected an object");
   json inference = parse_json(inference_json, "inference.json");
@@ -661,7 +700,7 @@ Bundle translate_bundle(const std::string& metadata_json, const std::string& inf
   Bundle b;
   b.dir = dir;
   b.network = network;
-  Translator(config, meta, b).run();
+  Translator(config, meta, b, collect_problems).run();
   b.spec.model = network.string();
   return b;
 }
@@ -683,16 +722,20 @@ Bundle load_bundle(const std::filesystem::path& dir, const BundleOptions& option
   const fs::path network = options.network ? *options.network : dir / "models" / "model.onnx";
   Bundle b;
   try {
-    b = translate_bundle(read_text(configs / "metadata.json"), read_text(configs / "inference.json"), dir, network);
+    b = translate_bundle(read_text(configs / "metadata.json"), read_text(configs / "inference.json"), dir, network,
+                         options.inspect);
   } catch (const Error& e) {
     // Name the folder: the messages name the file inside it.
     throw Error(e.code(), dir.filename().string() + "/configs/" + e.what());
   }
-  if (!fs::is_regular_file(network, ec))
-    fail(ErrorCode::invalid_model,
-         network.string() +
-             ": network file not found (a bundle runs models/model.onnx, or give --network FILE; "
-             "export one with python -m monai.bundle onnx_export)");
+  for (auto& p : b.problems) p = dir.filename().string() + "/configs/" + p;
+  if (!fs::is_regular_file(network, ec)) {
+    const std::string msg = network.string() +
+                            ": network file not found (a bundle runs models/model.onnx, or give --network FILE; "
+                            "export one with python -m monai.bundle onnx_export)";
+    if (!options.inspect) fail(ErrorCode::invalid_model, msg);
+    b.problems.push_back(msg);
+  }
   return b;
 }
 
@@ -722,6 +765,10 @@ std::string describe(const Bundle& b) {
   os << "labels        ";
   for (const auto& l : b.spec.labels) os << " " << l.value << "=" << l.name;
   os << "\n";
+  if (!b.problems.empty()) {
+    os << "cannot run (" << b.problems.size() << " problem" << (b.problems.size() > 1 ? "s" : "") << "):\n";
+    for (const auto& p : b.problems) os << "  " << p << "\n";
+  }
   return os.str();
 }
 

@@ -309,6 +309,32 @@ TEST(MonaiBundle, MissingNetworkIsAnInvalidModel) {
   EXPECT_FALSE(monai::is_bundle(tiny_dir() / "configs"));
 }
 
+TEST(MonaiBundle, InspectListsEveryProblemAndGoesOn) {
+  TempBundle t;
+  json inf = tiny_inference();
+  inf["preprocessing"]["transforms"][3]["_target_"] = "RandRotated";
+  inf["inferer"]["mode"] = "triangle";
+  {
+    std::ofstream out(t.dir / "configs" / "inference.json");
+    out << inf.dump(2);
+  }
+  monai::BundleOptions o;
+  o.inspect = true;
+  const monai::Bundle b = monai::load_bundle(t.dir, o);
+  ASSERT_EQ(b.problems.size(), 3u);
+  EXPECT_TRUE(contains(b.problems[0], "preprocessing#transforms#3 (RandRotated)")) << b.problems[0];
+  EXPECT_TRUE(contains(b.problems[1], "mode \"triangle\" is not supported")) << b.problems[1];
+  EXPECT_TRUE(contains(b.problems[2], "network file not found")) << b.problems[2];
+  // The transforms after the refused one are still translated.
+  EXPECT_TRUE(b.spec.preprocess.spacing.has_value());
+  EXPECT_EQ(b.spec.postprocess.resample, ResampleSpace::probabilities);
+  const std::string text = monai::describe(b);
+  EXPECT_TRUE(contains(text, "3  RandRotated: cannot run")) << text;
+  EXPECT_TRUE(contains(text, "cannot run (3 problems)")) << text;
+  // Without inspect the first problem is the error.
+  EXPECT_TRUE(contains(error_of([&] { monai::load_bundle(t.dir); }), "RandRotated"));
+}
+
 TEST(MonaiBundle, TinyBundleSegmentsOnTheInputGrid) {
   TempBundle t;
   write_network(t.dir / "models" / "model.onnx");

@@ -41,10 +41,14 @@ struct Bundle {
   std::string image_key = "image";
   // SaveImaged's naming (output_postfix, output_ext), when the bundle has one.
   std::string output_postfix, output_ext;
+  // With BundleOptions::inspect: what cannot run (transforms, arguments, a missing network),
+  // each also listed as a step. Empty otherwise (load_bundle throws the first problem).
+  std::vector<std::string> problems;
 };
 
 struct BundleOptions {
   std::optional<std::filesystem::path> network;  // default: <dir>/models/model.onnx
+  bool inspect = false;  // collect problems in Bundle::problems instead of throwing (voxinfer info)
 };
 
 // Reads and translates a bundle. Errors: Error(invalid_input) for a missing folder;
@@ -61,7 +65,8 @@ SegmentationPipeline open_segmentation(const std::filesystem::path& dir, const B
 // Translates config texts directly (JSON for both; used by load_bundle and tests). The
 // network path is recorded, not checked.
 Bundle translate_bundle(const std::string& metadata_json, const std::string& inference_json,
-                        const std::filesystem::path& dir, const std::filesystem::path& network);
+                        const std::filesystem::path& dir, const std::filesystem::path& network,
+                        bool collect_problems = false);
 
 // The translated steps, one per line, for `voxinfer info` (also the spec's own settings).
 std::string describe(const Bundle& bundle);
