@@ -336,18 +336,18 @@ std::vector<std::int64_t> tile_starts(std::int64_t size, std::int64_t roi, doubl
   VOXINFER_CHECK(roi > 0 && size >= roi, invalid_input,
                  "tile_starts: size " + std::to_string(size) + " must be at least the roi " + std::to_string(roi));
   VOXINFER_CHECK(overlap >= 0 && overlap < 1, invalid_input, "tile_starts: overlap must be in [0, 1)");
+  std::vector<std::int64_t> starts;
+  if (roi == 1) {  // a 2D network run over the slices of a volume: every slice once
+    for (std::int64_t i = 0; i < size; ++i) starts.push_back(i);
+    return starts;
+  }
   // An overlap close to 1 makes the step between tiles a fraction of a voxel and the tile
   // count grow without bound (0.9999 on a 96-voxel tile: 10^4 tiles per axis per voxel).
   VOXINFER_CHECK(size == roi || static_cast<double>(roi) * (1.0 - overlap) >= 1.0 - 1e-9, invalid_input,
                  "overlap " + std::to_string(overlap) + " moves a " + std::to_string(roi) +
                      "-voxel tile by less than one voxel; use an overlap of at most " +
                      std::to_string(1.0 - 1.0 / static_cast<double>(roi)));
-  std::vector<std::int64_t> starts;
   if (style == WindowStyle::nnunet) {
-    if (roi == 1) {  // a 2D network run over the slices of a volume: every slice once
-      for (std::int64_t i = 0; i < size; ++i) starts.push_back(i);
-      return starts;
-    }
     const double step = static_cast<double>(roi) * (1.0 - overlap);
     const auto n = static_cast<std::int64_t>(std::ceil(static_cast<double>(size - roi) / step)) + 1;
     const double actual = n > 1 ? static_cast<double>(size - roi) / static_cast<double>(n - 1) : 0.0;

@@ -48,5 +48,37 @@ TEST(NnunetArchitecture, PlainConvUNetNonlinFirstMatchesPyTorch) {
   expect_matches_pytorch("plain_3d_nonlin_first", "3d_fullres");
 }
 
+// A 2D configuration runs slice by slice: with one tile per slice the Gaussian weights divide
+// out and the logits are the network's output for each slice, up to half-precision rounding.
+TEST(NnunetArchitecture, TwoDimensionalConfigurationPredictsEverySliceWithTheNetwork) {
+  const fs::path dir = fs::path(VOXINFER_TEST_DATA_DIR) / "nnunet_arch" / "plain_2d_batchnorm";
+  nnunet::Model m = app::open_nnunet_model(dir / "nnUNetTrainer__nnUNetPlans__2d");
+  ASSERT_EQ(m.configuration().patch_size, (nnunet::Index3{1, 48, 40}));
+  const std::int64_t slices = 3;
+  Tensor data(Shape{1, slices, 48, 40}, DType::f32);
+  for (std::int64_t i = 0; i < data.numel(); ++i) data.data<float>()[i] = std::sin(0.37f * static_cast<float>(i)) * 2.f;
+  nnunet::PredictOptions o;
+  o.mirroring = false;
+  const Tensor logits = nnunet::predict_logits(m, data, o);
+  ASSERT_EQ(logits.shape(), (Shape{4, slices, 48, 40}));
+  double err = 0, peak = 0;
+  for (std::int64_t z = 0; z < slices; ++z) {
+    Tensor t(Shape{1, 1, 1, 48, 40}, DType::f32);
+    std::memcpy(t.raw(), data.data<float>() + z * 48 * 40, 48 * 40 * sizeof(float));
+    const Tensor y = m.session(0).run(std::vector<Tensor>{t})[0];
+    for (std::int64_t k = 0; k < 4; ++k)
+      for (std::int64_t i = 0; i < 48 * 40; ++i) {
+        const float ref = y.data<float>()[k * 48 * 40 + i];
+        err = std::max(err, static_cast<double>(std::abs(logits.data<float>()[(k * slices + z) * 48 * 40 + i] - ref)));
+        peak = std::max(peak, static_cast<double>(std::abs(ref)));
+      }
+  }
+  EXPECT_GT(peak, 1.0);
+  // nnU-Net's half-precision accumulator holds logit x weight (weights up to 10) and is divided
+  // by the half-precision weight sum: two roundings, each up to half a step at the largest
+  // value, about |l| / 256 in all.
+  EXPECT_LE(err, peak / 256.0);
+}
+
 }  // namespace
 }  // namespace voxinfer
