@@ -49,10 +49,13 @@ struct Scan {
   std::vector<FileHeader> files;
   std::vector<Frame> frames;
   std::vector<Series> series;  // largest first
+  std::vector<std::string> skipped;  // damaged files left out (only when asked to skip them)
 };
 
 // Reads the headers of one file or of every DICOM file under a folder and groups the frames.
-Scan scan(const std::string& path);
+// A damaged DICOM file in a folder is an error naming it, or with skip_unreadable left out
+// and listed in Scan::skipped.
+Scan scan(const std::string& path, bool skip_unreadable = false);
 
 // Where each image of a series goes, and the grid it forms.
 struct Plan {
@@ -90,6 +93,17 @@ class FileDecoder {
 
 // Name of a transfer syntax UID ("JPEG 2000 Image Compression (Lossless Only)"...).
 std::string transfer_syntax_name(const std::string& uid);
+
+// Sequences nested deeper than this are refused before DCMTK (which recurses) reads a file.
+constexpr std::size_t kMaxSequenceDepth = 64;
+
+// Why DCMTK must not parse the file (sequences nested too deep), or empty. Reads element
+// headers only. structure_check throws that problem as invalid_input naming the file.
+std::string structure_problem(const std::string& path);
+void structure_check(const std::string& path);
+
+// `s` with control characters (newlines, escapes) replaced by '?', for messages.
+std::string printable(const std::string& s);
 
 // Registers the DCMTK decoders and quiets its logger (once).
 void init_dcmtk();

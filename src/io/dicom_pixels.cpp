@@ -183,6 +183,120 @@ std::vector<std::uint8_t> unpack_rle_bits(const std::vector<std::uint8_t>& f, st
   return out;
 }
 
+// Size of a JPEG frame from its start-of-frame marker (any JPEG process, JPEG-LS
+// included): {rows, columns}, or {-1, -1} when the stream holds no frame header.
+std::pair<int, int> jpeg_frame_size(const std::vector<std::uint8_t>& b) {
+  std::size_t i = 2;  // after SOI
+  while (i + 4 <= b.size()) {
+    if (b[i] != 0xFF) return {-1, -1};
+    const std::uint8_t marker = b[i + 1];
+    if (marker == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    const std::size_t len = (std::size_t{b[i + 2]} << 8) | b[i + 3];
+    const bool sof =
+        (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC) || marker == 0xF7;
+    if (sof) {
+      if (i + 9 > b.size()) return {-1, -1};
+      return {(b[i + 5] << 8) | b[i + 6], (b[i + 7] << 8) | b[i + 8]};
+    }
+    if (marker == 0xDA || len < 2) return {-1, -1};  // scan data before any frame header
+    i += 2 + len;
+  }
+  return {-1, -1};
+}
+
+// Bytes one RLE segment decodes to (PackBits), counted without decoding.
+std::size_t rle_segment_size(const std::uint8_t* p, std::size_t n) {
+  std::size_t out = 0, i = 0;
+  while (i < n) {
+    const auto c = static_cast<std::int8_t>(p[i++]);
+    if (c >= 0) {
+      const std::size_t k = std::min<std::size_t>(static_cast<std::size_t>(c) + 1, n - i);
+      out += k;
+      i += k;
+    } else if (c != -128 && i < n) {
+      out += static_cast<std::size_t>(1 - c);
+      ++i;
+    }
+  }
+  return out;
+}
+
+// A compressed frame whose own size disagrees with Rows/Columns decodes into a garbled
+// image (DCMTK fills the buffer the header asks for), so the sizes are compared first.
+void check_frame_sizes(DcmElement* element, E_TransferSyntax xfer, int rows, int columns, int frames,
+                       int bits_allocated, const std::string& what) {
+  const DcmXfer x(xfer);
+  const bool jpeg = x.isEncapsulated() && xfer != EXS_RLELossless && !is_jpeg2000(xfer);
+  if (!jpeg && xfer != EXS_RLELossless) return;
+  auto* pixel_data = OFstatic_cast(DcmPixelData*, element);
+  DcmPixelSequence* seq = nullptr;
+  if (pixel_data->getEncapsulatedRepresentation(xfer, nullptr, seq).bad() || !seq) return;
+  const auto size_error = [&](int frame, std::uint64_t got_rows, std::uint64_t got_columns, const char* unit) {
+    throw Error(ErrorCode::invalid_input, what + ": compressed frame " + std::to_string(frame) + " is " +
+                                              std::to_string(got_columns) + "x" + std::to_string(got_rows) + unit +
+                                              " but Columns/Rows say " + std::to_string(columns) + "x" +
+                                              std::to_string(rows));
+  };
+  if (jpeg) {
+    // Every fragment that starts a JPEG stream (SOI) starts a frame.
+    int frame = 0;
+    for (unsigned long i = 1; i < seq->card(); ++i) {
+      DcmPixelItem* item = nullptr;
+      Uint8* bytes = nullptr;
+      if (seq->getItem(item, i).bad() || !item || item->getUint8Array(bytes).bad() || !bytes) continue;
+      const std::size_t n = item->getLength();
+      if (n < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8) continue;
+      ++frame;
+      const auto [r, c] = jpeg_frame_size(std::vector<std::uint8_t>(bytes, bytes + std::min<std::size_t>(n, 1 << 16)));
+      if (r < 0)
+        throw Error(ErrorCode::invalid_input,
+                    what + ": compressed frame " + std::to_string(frame) + " has no JPEG frame header");
+      if (r != rows || c != columns)
+        size_error(frame, static_cast<std::uint64_t>(r), static_cast<std::uint64_t>(c), "");
+    }
+    return;
+  }
+  if (bits_allocated == 1) return;  // checked while unpacking
+  if (frames != 1 && static_cast<int>(seq->card()) - 1 != frames) return;
+  const std::size_t plane = static_cast<std::size_t>(rows) * static_cast<std::size_t>(columns);
+  const std::size_t expected_segments = static_cast<std::size_t>(std::max(1, bits_allocated / 8));
+  const std::vector<std::vector<std::uint8_t>> all = frame_fragments(element, xfer, frames, what);
+  for (std::size_t k = 0; k < all.size(); ++k) {
+    const auto& f = all[k];
+    const int frame = static_cast<int>(k) + 1;
+    if (f.size() < 64)
+      throw Error(ErrorCode::invalid_input,
+                  what + ": RLE frame " + std::to_string(frame) + " is shorter than its header");
+    auto le32 = [&](std::size_t at) {
+      return static_cast<std::uint32_t>(f[at]) | (static_cast<std::uint32_t>(f[at + 1]) << 8) |
+             (static_cast<std::uint32_t>(f[at + 2]) << 16) | (static_cast<std::uint32_t>(f[at + 3]) << 24);
+    };
+    const std::uint32_t segments = le32(0);
+    if (segments != expected_segments)
+      throw Error(ErrorCode::invalid_input, what + ": RLE frame " + std::to_string(frame) + " has " +
+                                                std::to_string(segments) + " segments where BitsAllocated " +
+                                                std::to_string(bits_allocated) + " needs " +
+                                                std::to_string(expected_segments));
+    for (std::uint32_t seg = 0; seg < segments; ++seg) {
+      const std::size_t begin = le32(4 + 4 * seg);
+      const std::size_t end = seg + 1 < segments ? le32(8 + 4 * seg) : f.size();
+      if (begin < 64 || begin > end || end > f.size())
+        throw Error(ErrorCode::invalid_input,
+                    what + ": RLE frame " + std::to_string(frame) + " has a segment outside the frame");
+      const std::size_t got = rle_segment_size(f.data() + begin, end - begin);
+      // A segment may carry one byte of padding.
+      if (got != plane && got != plane + 1)
+        throw Error(ErrorCode::invalid_input, what + ": RLE frame " + std::to_string(frame) + " decodes to " +
+                                                  std::to_string(got) + " pixels where Columns x Rows is " +
+                                                  std::to_string(columns) + "x" + std::to_string(rows) + " = " +
+                                                  std::to_string(plane));
+    }
+  }
+}
+
 }  // namespace
 
 struct FileDecoder::Impl {
@@ -206,14 +320,16 @@ FileDecoder::FileDecoder(const FileHeader& header) : impl_(std::make_unique<Impl
   Impl& m = *impl_;
   m.path = header.path;
   const std::string& what = header.path;
+  structure_check(header.path);
   // Large values (the pixel data) stay on disk until asked for.
   const OFCondition loaded =
       m.file.loadFile(OFFilename(header.path.c_str()), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
   if (loaded.bad()) throw Error(ErrorCode::invalid_input, what + ": cannot read the DICOM file (" + loaded.text() + ")");
   DcmDataset* ds = m.file.getDataset();
   if (header.samples_per_pixel != 1)
-    throw Error(ErrorCode::unsupported, what + ": color images (SamplesPerPixel " + std::to_string(header.samples_per_pixel) +
-                                            ", " + header.photometric + ") are not supported");
+    throw Error(ErrorCode::unsupported, what + ": color images (SamplesPerPixel " +
+                                            std::to_string(header.samples_per_pixel) + ", " +
+                                            printable(header.photometric) + ") are not supported");
   if (header.photometric == "PALETTE COLOR")
     throw Error(ErrorCode::unsupported, what + ": PALETTE COLOR images are not supported (only grayscale)");
   const E_TransferSyntax xfer = ds->getOriginalXfer();
@@ -238,10 +354,11 @@ FileDecoder::FileDecoder(const FileHeader& header) : impl_(std::make_unique<Impl
   }
 
   if (x.isEncapsulated()) {
+    check_frame_sizes(element, xfer, m.rows, m.columns, m.frames, header.bits_allocated, what);
     const OFCondition c = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
     if (c.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
-      throw Error(ErrorCode::unsupported, what + ": unsupported transfer syntax <" + header.transfer_syntax + ", " +
-                                              transfer_syntax_name(header.transfer_syntax) + ">" +
+      throw Error(ErrorCode::unsupported, what + ": unsupported transfer syntax <" + printable(header.transfer_syntax) +
+                                              ", " + transfer_syntax_name(header.transfer_syntax) + ">" +
                                               (c.bad() ? std::string(" (") + c.text() + ")" : std::string()));
     if (ds->findAndGetElement(DCM_PixelData, element).bad() || !element)
       throw Error(ErrorCode::invalid_input, what + ": has no pixel data after decompression");

@@ -48,7 +48,8 @@ std::size_t choose(const std::string& path, const Scan& s, const std::vector<Pla
   if (best == s.series.size()) {
     std::string found;
     for (const Series& series : s.series) found += (found.empty() ? "" : ", ") + series_uid_of(s, series);
-    throw Error(ErrorCode::invalid_input, path + ": no series with SeriesInstanceUID " + uid + " (found: " + found + ")");
+    throw Error(ErrorCode::invalid_input, path + ": no series with SeriesInstanceUID " + dicom::printable(uid) +
+                                              " (found: " + dicom::printable(found) + ")");
   }
   return best;
 }
@@ -136,11 +137,11 @@ std::vector<DicomSeriesInfo> list_dicom_series(const std::string& path) {
     const dicom::FileHeader& h =
         s.files[static_cast<std::size_t>(s.frames[static_cast<std::size_t>(series.frames.front())].file)];
     DicomSeriesInfo info;
-    info.series_uid = h.series_uid;
+    info.series_uid = dicom::printable(h.series_uid);
     auto module = [&](const char* k) { return h.modules.count(k) ? h.modules.at(k) : std::string(); };
-    info.modality = module("Modality");
-    info.description = module("SeriesDescription");
-    info.series_number = module("SeriesNumber");
+    info.modality = dicom::printable(module("Modality"));
+    info.description = dicom::printable(module("SeriesDescription"));
+    info.series_number = dicom::printable(module("SeriesNumber"));
     info.sop_class_uid = h.sop_class_uid;
     std::vector<int> files;
     for (int f : series.frames) files.push_back(s.frames[static_cast<std::size_t>(f)].file);
@@ -160,13 +161,13 @@ std::vector<DicomSeriesInfo> list_dicom_series(const std::string& path) {
 }
 
 Volume read_dicom(const std::string& path, const ReadOptions& options) {
-  const Scan s = dicom::scan(path);
+  const Scan s = dicom::scan(path, options.skip_unreadable);
   std::vector<Plan> plans;
   for (const Series& series : s.series) plans.push_back(dicom::plan_series(s, series));
   const std::size_t chosen = choose(path, s, plans, options.series_uid);
   const Plan& plan = plans[chosen];
   const std::string& uid = series_uid_of(s, s.series[chosen]);
-  const std::string what = path + ": series " + uid;
+  const std::string what = path + ": series " + dicom::printable(uid);
   if (!plan.problem.empty() && !(plan.uneven && options.allow_uneven))
     throw Error(ErrorCode::invalid_input,
                 what + ": " + plan.problem + (plan.uneven ? "; use --allow-uneven to resample onto an even grid" : ""));
@@ -259,14 +260,23 @@ Volume read_dicom(const std::string& path, const ReadOptions& options) {
   if (!plan.has_geometry)
     vol.metadata["warning"] = "the images carry no plane position; slices are stacked in acquisition order";
 
+  if (!s.skipped.empty()) {
+    const std::string note = "skipped " + std::to_string(s.skipped.size()) + " unreadable file" +
+                             (s.skipped.size() > 1 ? "s" : "") + ", the first " + s.skipped.front();
+    auto& w = vol.metadata["warning"];
+    w = w.empty() ? note : w + "; " + note;
+  }
+
   if (!plan.problem.empty()) {
     // allow_uneven: the slices no longer correspond one to one with the source images.
     Volume out = resample_even(vol, plan.positions);
     out.metadata.erase("SOPInstanceUIDs");
     out.metadata.erase("ReferencedFrameNumbers");
     out.metadata.erase("ImagePositionPatients");
-    out.metadata["warning"] = plan.problem + "; resampled by linear interpolation to " +
-                              std::to_string(out.geometry.spacing[2]) + " mm slices";
+    const std::string note = plan.problem + "; resampled by linear interpolation to " +
+                             std::to_string(out.geometry.spacing[2]) + " mm slices";
+    auto& w = out.metadata["warning"];
+    w = w.empty() ? note : note + "; " + w;
     return out;
   }
   return vol;

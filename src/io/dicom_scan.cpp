@@ -109,13 +109,30 @@ const std::pair<DcmTagKey, const char*> kKeptTags[] = {
     {DCM_ImageType, "ImageType"},
 };
 
+std::string fmt(double v, int precision = 2) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", precision, v);
+  return buf;
+}
+
 struct Parsed {
   FileHeader header;
   std::vector<Frame> frames;
 };
 
-// Parses one file's header. Returns nothing (and sets `why`) when it is not a readable image.
-std::optional<Parsed> parse(const std::string& path, std::string& why) {
+bool finite(const double* v, int n) {
+  for (int i = 0; i < n; ++i)
+    if (!std::isfinite(v[i])) return false;
+  return true;
+}
+
+// Parses one file's header. Returns nothing (and sets `why`) when it is not a readable
+// image; `broken` then says whether the file is damaged (rather than, say, a report or a
+// presentation state without pixels, which a folder may hold next to its images).
+std::optional<Parsed> parse(const std::string& path, std::string& why, bool& broken) {
+  broken = true;
+  why = structure_problem(path);
+  if (!why.empty()) return std::nullopt;
   DcmFileFormat ff;
   const OFCondition c = ff.loadFile(OFFilename(path.c_str()), EXS_Unknown, EGL_noChange, kHeaderMaxReadLength, ERM_autoDetect);
   if (c.bad()) {
@@ -151,6 +168,7 @@ std::optional<Parsed> parse(const std::string& path, std::string& why) {
   }
   if (h.rows <= 0 || h.columns <= 0) {
     why = "not an image (no Rows/Columns)";
+    broken = false;
     return std::nullopt;
   }
   if (h.frames < 1) h.frames = 1;
@@ -200,6 +218,20 @@ std::optional<Parsed> parse(const std::string& path, std::string& why) {
     }
     if (find(DCM_PixelValueTransformationSequence, DCM_RescaleSlope, rescale, 1)) f.slope = rescale[0];
     if (find(DCM_PixelValueTransformationSequence, DCM_RescaleIntercept, rescale, 1)) f.intercept = rescale[0];
+    // Non-finite geometry or rescale would silently give a sheared grid or NaN voxels.
+    const char* bad = !std::isfinite(f.slope)             ? "RescaleSlope is not a finite number"
+                      : !std::isfinite(f.intercept)       ? "RescaleIntercept is not a finite number"
+                      : f.has_position && !finite(ipp, 3) ? "ImagePositionPatient is not finite"
+                      : f.has_orientation && !finite(f.orientation.data(), 6) ? "ImageOrientationPatient is not finite"
+                      : f.has_spacing && !finite(spacing, 2)                  ? "PixelSpacing is not finite"
+                      : f.has_spacing && (spacing[0] <= 0 || spacing[1] <= 0) ? "PixelSpacing is zero or negative"
+                                                                              : nullptr;
+    if (bad) {
+      why = bad;
+      if (f.has_spacing && bad[0] == 'P') why += " (" + fmt(spacing[0], 4) + "\\" + fmt(spacing[1], 4) + ")";
+      if (h.frames > 1) why += " in frame " + std::to_string(i + 1);
+      return std::nullopt;
+    }
     DcmItem* content = macro(frame_item, DCM_FrameContentSequence);
     f.temporal = get_long(content, DCM_TemporalPositionIndex, get_long(ds, DCM_TemporalPositionIdentifier, 0));
     DcmItem* segment = macro(frame_item, DCM_SegmentIdentificationSequence);
@@ -247,12 +279,6 @@ bool acquired_before(const Scan& s, int a, int b) {
   return fa.index < fb.index;
 }
 
-std::string fmt(double v, int precision = 2) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", precision, v);
-  return buf;
-}
-
 }  // namespace
 
 void init_dcmtk() {
@@ -271,7 +297,7 @@ std::string transfer_syntax_name(const std::string& uid) {
   return x.getXfer() == EXS_Unknown ? std::string("unknown") : std::string(x.getXferName());
 }
 
-Scan scan(const std::string& path) {
+Scan scan(const std::string& path, bool skip_unreadable) {
   init_dcmtk();
   std::error_code ec;
   const auto st = fs::status(path, ec);
@@ -297,10 +323,13 @@ Scan scan(const std::string& path) {
 
   std::vector<std::optional<Parsed>> parsed(candidates.size());
   std::vector<std::string> why(candidates.size());
+  std::vector<char> broken(candidates.size(), 0);
   parallel_for(static_cast<std::int64_t>(candidates.size()), 8, [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t i = b; i < e; ++i) {
       const auto k = static_cast<std::size_t>(i);
-      parsed[k] = parse(candidates[k], why[k]);
+      bool damaged = false;
+      parsed[k] = parse(candidates[k], why[k], damaged);
+      broken[k] = parsed[k] ? 0 : static_cast<char>(damaged);
       if (parsed[k] && !parsed[k]->header.has_pixel_data) {
         why[k] = "has no pixel data";
         parsed[k].reset();
@@ -310,7 +339,18 @@ Scan scan(const std::string& path) {
 
   Scan s;
   for (std::size_t i = 0; i < parsed.size(); ++i) {
-    if (!parsed[i]) continue;
+    if (!parsed[i]) {
+      // A damaged file may be a slice of the series: dropping it silently would give a
+      // volume with a slice missing at an end (which no spacing check can see).
+      if (broken[i] && folder) {
+        if (!skip_unreadable)
+          throw Error(ErrorCode::invalid_input,
+                      candidates[i] + ": " + printable(why[i]) +
+                          " (a damaged file in the folder; remove it, or skip unreadable files explicitly)");
+        s.skipped.push_back(candidates[i] + ": " + printable(why[i]));
+      }
+      continue;
+    }
     const int file = static_cast<int>(s.files.size());
     s.files.push_back(std::move(parsed[i]->header));
     for (Frame& f : parsed[i]->frames) {
@@ -319,10 +359,10 @@ Scan scan(const std::string& path) {
     }
   }
   if (s.files.empty()) {
-    if (!folder) throw Error(ErrorCode::invalid_input, path + ": " + why[0]);
+    if (!folder) throw Error(ErrorCode::invalid_input, path + ": " + printable(why[0]));
     throw Error(ErrorCode::invalid_input, path + ": no readable DICOM image in this folder (" +
                                               std::to_string(candidates.size()) + " DICOM files; the first " +
-                                              why[0] + ")");
+                                              printable(why[0]) + ")");
   }
 
   std::map<std::string, std::size_t> index;
@@ -447,7 +487,8 @@ Plan plan_series(const Scan& s, const Series& series) {
   if (drift > 0.1 * std::min(p.spacing[0], p.spacing[1])) {
     p.problem = "gantry tilt: the slices are sheared " + fmt(p.tilt_degrees) +
                 " degrees off the slice normal (GantryDetectorTilt " +
-                (h0.modules.count("GantryDetectorTilt") ? h0.modules.at("GantryDetectorTilt") : std::string("not given")) +
+                (h0.modules.count("GantryDetectorTilt") ? printable(h0.modules.at("GantryDetectorTilt"))
+                                                        : std::string("not given")) +
                 "); voxinfer does not resample tilted series";
     return p;
   }

@@ -49,7 +49,7 @@ struct FrameGeometry {
 }  // namespace
 
 bool is_dicom_seg_file(const std::string& path) {
-  if (!is_dicom_file(path)) return false;
+  if (!is_dicom_file(path) || !dicom::structure_problem(path).empty()) return false;
   dicom::init_dcmtk();
   DcmFileFormat ff;
   if (ff.loadFile(OFFilename(path.c_str()), EXS_Unknown, EGL_noChange, 256, ERM_autoDetect).bad()) return false;
@@ -61,6 +61,7 @@ bool is_dicom_seg_file(const std::string& path) {
 
 Volume read_dicom_seg(const std::string& path, const DicomSegReadOptions& options, DicomSegInfo* info) {
   dicom::init_dcmtk();
+  if (is_dicom_file(path)) dicom::structure_check(path);
   if (!is_dicom_seg_file(path)) throw Error(ErrorCode::invalid_input, path + ": not a DICOM Segmentation object");
   DcmFileFormat file;
   OFCondition loaded = file.loadFile(OFFilename(path.c_str()));

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace voxinfer::test {
@@ -27,6 +28,10 @@ class DicomWriter {
     put(group, element, "OW", std::string(reinterpret_cast<const char*>(words.data()), words.size() * 2));
   }
   void erase(std::uint16_t group, std::uint16_t element) { elements_.erase(key(group, element)); }
+  // An element written as given after its tag: VR, length and value already encoded (for
+  // undefined lengths, nested sequences and encapsulated pixel data).
+  void raw(std::uint16_t group, std::uint16_t element, std::string encoded) { put(group, element, "", encoded); }
+  std::string transfer_syntax = "1.2.840.10008.1.2.1";
 
   // Writes preamble, "DICM", the file meta group and the dataset in tag order.
   void save(const std::string& path, const std::string& sop_class, const std::string& sop_instance) const {
@@ -34,7 +39,7 @@ class DicomWriter {
     append(meta, 0x0002, 0x0001, "OB", std::string("\0\1", 2));
     append(meta, 0x0002, 0x0002, "UI", pad_ui(sop_class));
     append(meta, 0x0002, 0x0003, "UI", pad_ui(sop_instance));
-    append(meta, 0x0002, 0x0010, "UI", pad_ui("1.2.840.10008.1.2.1"));
+    append(meta, 0x0002, 0x0010, "UI", pad_ui(transfer_syntax));
     std::string out(128, '\0');
     out += "DICM";
     const auto len = static_cast<std::uint32_t>(meta.size());
@@ -54,6 +59,10 @@ class DicomWriter {
   static void append(std::string& out, std::uint16_t g, std::uint16_t e, const char* vr, const std::string& value) {
     out.append(reinterpret_cast<const char*>(&g), 2);
     out.append(reinterpret_cast<const char*>(&e), 2);
+    if (!*vr) {
+      out += value;
+      return;
+    }
     out.append(vr, 2);
     const std::string v(vr);
     if (v == "OB" || v == "OW" || v == "SQ" || v == "UN" || v == "UT") {
@@ -88,7 +97,27 @@ struct SliceSpec {
   std::string number_of_frames;  // (0028,0008), absent when empty
   bool with_pixels = true;
   std::vector<std::uint16_t> pixels;  // stored words; empty: every pixel = instance
+  // Compressed pixel data: the transfer syntax and one encapsulated fragment per frame.
+  std::string transfer_syntax;
+  std::vector<std::string> fragments;
+  // Further elements: tag, VR and value (VR empty: the value is encoded already, see raw()).
+  std::vector<std::tuple<std::uint16_t, std::uint16_t, std::string, std::string>> extra;
 };
+
+inline std::string le32(std::uint32_t v) {
+  return std::string(reinterpret_cast<const char*>(&v), 4);
+}
+
+// Encapsulated pixel data (PS3.5 A.4): an empty offset table, then one item per fragment.
+inline std::string encapsulated(const std::vector<std::string>& fragments) {
+  std::string v = std::string("OB\0\0", 4) + le32(0xFFFFFFFFu);
+  v += std::string("\xFE\xFF\x00\xE0", 4) + le32(0);
+  for (std::string f : fragments) {
+    if (f.size() % 2) f += '\0';
+    v += std::string("\xFE\xFF\x00\xE0", 4) + le32(static_cast<std::uint32_t>(f.size())) + f;
+  }
+  return v + std::string("\xFE\xFF\xDD\xE0", 4) + le32(0);
+}
 
 inline std::string ds_list(const double* v, int n) {
   std::string s;
@@ -128,7 +157,16 @@ inline void write_slice(const std::string& path, const SliceSpec& s) {
   w.us(0x0028, 0x0103, s.pixel_representation);
   w.str(0x0028, 0x1052, "DS", s.intercept);
   w.str(0x0028, 0x1053, "DS", s.slope);
-  if (s.with_pixels) {
+  for (const auto& [g, e, vr, value] : s.extra) {
+    if (vr.empty())
+      w.raw(g, e, value);
+    else
+      w.str(g, e, vr.c_str(), value);
+  }
+  if (!s.transfer_syntax.empty()) w.transfer_syntax = s.transfer_syntax;
+  if (!s.fragments.empty()) {
+    w.raw(0x7FE0, 0x0010, encapsulated(s.fragments));
+  } else if (s.with_pixels) {
     std::vector<std::uint16_t> px = s.pixels;
     if (px.empty()) px.assign(static_cast<std::size_t>(s.rows * s.columns), static_cast<std::uint16_t>(s.instance));
     w.ow(0x7FE0, 0x0010, px);

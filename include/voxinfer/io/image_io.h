@@ -16,6 +16,9 @@ struct ReadOptions {
   // DICOM: resample a series whose slices are unevenly spaced (or miss a slice) onto an
   // even grid instead of refusing it.
   bool allow_uneven = false;
+  // DICOM: leave out damaged files of a folder (truncated, unparsable, non-finite rescale or
+  // geometry) with a warning in the Volume's metadata, instead of refusing the folder.
+  bool skip_unreadable = false;
   // Refuse anything whose header claims more voxels (all channels) than this, before
   // allocating: a corrupt header must not be able to ask for terabytes.
   std::int64_t max_voxels = std::int64_t{1} << 31;
