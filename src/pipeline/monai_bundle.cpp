@@ -334,6 +334,8 @@ class Translator {
           if (!v) return nullptr;
           return v;
         };
+        if (s.preprocess.crop_foreground && t != "EnsureTyped" && t != "CastToTyped" && t != "ToTensord")
+          fail(ErrorCode::unsupported, w + ": " + t + " after CropForegroundd is not supported (voxinfer crops last)");
         if (t == "LoadImaged") {
           a.harmless({"image_only", "reader", "ensure_channel_first", "simple_keys", "prune_meta_pattern",
                       "prune_meta_sep", "expanduser", "overwriting"});
@@ -352,6 +354,31 @@ class Translator {
                  w + ": dtype " + d->dump() + " is not supported (the network runs in float32)");
           a.harmless({"data_type", "device", "wrap_sequence", "track_meta"});
           step("preprocessing", pos, t, "float32 tensor (nothing to do)");
+        } else if (t == "CropForegroundd") {
+          if (s.preprocess.crop_foreground)
+            fail(ErrorCode::unsupported, w + ": a second CropForegroundd is not supported");
+          const std::string source = a.string("source_key", "");
+          if (source != b_.image_key)
+            fail(ErrorCode::unsupported, w + ": source_key \"" + source + "\" is not supported (only the image key)");
+          a.only("select_fn", {}, "only MONAI's default, voxels > 0");
+          a.only("channel_indices", {json(nullptr)});
+          a.only("allow_smaller", {json(true)}, "only a box clamped to the image");
+          a.only("k_divisible", {json(1), json::array({1, 1, 1})});
+          std::int64_t margin = 0;
+          if (const json* m = a.get("margin")) {
+            const json first = m->is_array() && !m->empty() ? (*m)[0] : *m;
+            const bool same =
+                !m->is_array() || std::all_of(m->begin(), m->end(), [&](const json& e) { return e == first; });
+            if (!first.is_number_integer() || first.get<std::int64_t>() < 0 || !same)
+              fail(ErrorCode::unsupported,
+                   w + ": margin " + m->dump() + " is not supported (one non-negative integer for all axes)");
+            margin = first.get<std::int64_t>();
+          }
+          a.harmless({"mode", "start_coord_key", "end_coord_key", "lazy"});
+          s.preprocess.crop_foreground = ForegroundCropSpec{margin};
+          step("preprocessing", pos, t,
+               "crop to the bounding box of voxels > 0 grown by " + std::to_string(margin) +
+                   " voxels (clamped); the prediction is padded back with zeros");
         } else if (t == "Orientationd") {
           if (s.preprocess.spacing) fail(ErrorCode::unsupported, w + ": Orientationd after Spacingd is not supported");
           const std::string code = a.string("axcodes", "");

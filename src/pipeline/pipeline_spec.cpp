@@ -282,6 +282,16 @@ void parse_preprocess(Node n, PipelineSpec& spec) {
     c->finish();
     pre.crop = crop;
   }
+  if (auto c = n.opt("crop_foreground")) {
+    if (spec.task != Task::segmentation) bad(c->path(), "only applies to \"task\": \"segmentation\" (use crop)");
+    ForegroundCropSpec crop;
+    if (auto mg = c->opt("margin")) {
+      crop.margin = mg->integer();
+      if (crop.margin < 0) bad(mg->path(), "expected a non-negative integer");
+    }
+    c->finish();
+    pre.crop_foreground = crop;
+  }
   n.finish();
 }
 

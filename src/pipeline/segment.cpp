@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "voxinfer/core/error.h"
@@ -196,7 +197,13 @@ SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, cons
                              const SegmentOptions& options) {
   VOXINFER_CHECK(spec.task == Task::segmentation, invalid_model, "segment: the model package is not a segmentation");
   SegmentResult result;
-  const Volume v = preprocess_for_model(input, spec);
+  const Volume full = preprocess_for_model(input, spec);
+  // A foreground crop: the network sees the box, its output is padded back with zeros.
+  std::optional<Box> box;
+  if (spec.preprocess.crop_foreground) box = foreground_box(full, spec.preprocess.crop_foreground->margin);
+  const Volume v = box ? crop_or_pad(full, box->begin,
+                                     {box->end[0] - box->begin[0], box->end[1] - box->begin[1], box->end[2] - box->begin[2]})
+                       : full;
   result.model_size = {v.nx(), v.ny(), v.nz()};
   result.model_geometry = v.geometry;
   const Tensor image = to_model_tensor(v, spec.axes);
@@ -213,9 +220,41 @@ SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, cons
   for (const auto& l : spec.labels) values.push_back(l.value);
   const bool probabilities = spec.inference.average == AverageSpace::probabilities;
   const bool resample_probabilities = spec.postprocess.resample == ResampleSpace::probabilities;
-  SlabResampler resampler(v.geometry, result.model_size, spec.axes, input.geometry, {input.nx(), input.ny(), input.nz()},
+  SlabResampler resampler(full.geometry, {full.nx(), full.ny(), full.nz()}, spec.axes, input.geometry,
+                          {input.nx(), input.ny(), input.nz()},
                           spec.postprocess.activation, static_cast<float>(spec.postprocess.threshold), values,
                           probabilities || resample_probabilities);
+  // The cropped grid's slabs padded with zeros onto the whole grid (model order), planes
+  // outside the box along axis 0 emitted as zero slabs before and after.
+  SlabConsumer to_resampler = resampler.consumer();
+  Tensor padded_slab;
+  if (box) {
+    const auto lo = xyz_to_model(box->begin, spec.axes);
+    const auto full_size = xyz_to_model(std::array<std::int64_t, 3>{full.nx(), full.ny(), full.nz()}, spec.axes);
+    const auto crop_size = xyz_to_model(result.model_size, spec.axes);
+    to_resampler = [&resampler, lo, full_size, crop_size, &padded_slab](const Tensor& slab_in, std::int64_t begin) {
+      const Tensor slab = slab_in.contiguous();
+      const std::int64_t k = slab.dim(0), n = slab.dim(1), c1 = crop_size[1], c2 = crop_size[2];
+      const std::int64_t f1 = full_size[1], f2 = full_size[2];
+      auto zeros = [&](std::int64_t at, std::int64_t planes) {
+        if (planes <= 0) return;
+        Tensor z(Shape{k, planes, f1, f2}, DType::f32);
+        std::fill_n(z.data<float>(), z.numel(), 0.f);
+        resampler.consume(z, at);
+      };
+      if (begin == 0) zeros(0, lo[0]);
+      if (!padded_slab.defined() || padded_slab.dim(1) != n || padded_slab.dim(0) != k)
+        padded_slab = Tensor(Shape{k, n, f1, f2}, DType::f32);
+      float* dst = padded_slab.data<float>();
+      std::fill_n(dst, padded_slab.numel(), 0.f);
+      const float* src = slab.data<float>();
+      for (std::int64_t c = 0; c < k * n; ++c)
+        for (std::int64_t i = 0; i < c1; ++i)
+          std::copy_n(src + (c * c1 + i) * c2, c2, dst + (c * f1 + lo[1] + i) * f2 + lo[2]);
+      resampler.consume(padded_slab, lo[0] + begin);
+      if (begin + n == crop_size[0]) zeros(lo[0] + crop_size[0], full_size[0] - lo[0] - crop_size[0]);
+    };
+  }
   // Resampling probabilities: each finished slab is activated on the model grid first (when
   // the tiles did not average probabilities already), into one reused buffer.
   Tensor activated_slab;
@@ -224,7 +263,7 @@ SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, cons
     const Tensor src = slab.contiguous();
     std::memcpy(activated_slab.data<float>(), src.data<float>(), src.nbytes());
     apply_activation(activated_slab, spec.postprocess.activation);
-    resampler.consume(activated_slab, begin);
+    to_resampler(activated_slab, begin);
   };
   // Averaging probabilities: the activation goes on every network output (mirrored passes
   // included) before blending, into one reused buffer.
@@ -245,7 +284,7 @@ SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, cons
     return activated;
   };
   sliding_window_stream(image, sw, probabilities ? activated_network : network,
-                        resample_probabilities && !probabilities ? activating_consumer : resampler.consumer(),
+                        resample_probabilities && !probabilities ? activating_consumer : to_resampler,
                         &result.window);
   result.labels = resampler.finish();
   result.labels.metadata = input.metadata;

@@ -16,8 +16,11 @@
 #include "pipeline/monai_config.h"
 #include "test_util.h"
 #include "voxinfer/core/error.h"
+#include "voxinfer/graph/session.h"
 #include "voxinfer/pipeline/monai_bundle.h"
+#include "voxinfer/pipeline/postprocess.h"
 #include "voxinfer/pipeline/preprocess.h"
+#include "voxinfer/pipeline/segment.h"
 #include "voxinfer/pipeline/segmentation.h"
 
 namespace voxinfer {
@@ -360,6 +363,106 @@ TEST(MonaiBundle, TinyBundleSegmentsOnTheInputGrid) {
         ASSERT_EQ(r.labels.channel(0)[(z * 13 + y) * 19 + x], x >= 11 ? 1.f : 0.f) << x << "," << y << "," << z;
   // The model grid: (n - 1) x old / new + 1 voxels per axis, rounded half to even.
   EXPECT_EQ(r.model_grid, (Size3{37, 21, 13}));
+}
+
+}  // namespace
+}  // namespace voxinfer
+
+namespace voxinfer {
+namespace {
+
+TEST(MonaiBundle, CropForegroundTranslationAndOrder) {
+  json inf = tiny_inference();
+  auto& pre = inf["preprocessing"]["transforms"];
+  pre.insert(pre.begin() + 6, json{{"_target_", "CropForegroundd"},
+                                   {"keys", "image"},
+                                   {"source_key", "image"},
+                                   {"margin", 3},
+                                   {"mode", {"minimum"}}});
+  inf["postprocessing"]["transforms"][2] = "%preprocessing#transforms#7";  // the macro's EnsureTyped moved
+  const monai::Bundle b = translate(inf);
+  ASSERT_TRUE(b.spec.preprocess.crop_foreground);
+  EXPECT_EQ(b.spec.preprocess.crop_foreground->margin, 3);
+  // An intensity transform after the crop would see other voxels than voxinfer's crop does.
+  pre.push_back({{"_target_", "ScaleIntensityd"}, {"keys", "image"}});
+  EXPECT_TRUE(contains(error_of([&] { translate(inf); }), "ScaleIntensityd after CropForegroundd is not supported"));
+  pre.erase(pre.size() - 1);
+  pre[6]["k_divisible"] = 16;
+  EXPECT_TRUE(contains(error_of([&] { translate(inf); }), "k_divisible = 16 is not supported"));
+}
+
+// CropForegroundd then Invertd as MONAI defines them: the network sees the box; its
+// probabilities are padded with zeros onto the whole resampled grid, which then goes back to
+// the input grid. Built here from whole volumes, compared with the streamed pipeline.
+TEST(MonaiBundle, CropForegroundPadsThePredictionBackWithZeros) {
+  TempBundle t;
+  write_network(t.dir / "models" / "model.onnx");
+  json inf = tiny_inference();
+  auto& pre = inf["preprocessing"]["transforms"];
+  pre.insert(pre.begin() + 6,
+             json{{"_target_", "CropForegroundd"}, {"keys", "image"}, {"source_key", "image"}, {"margin", 0}});
+  inf["postprocessing"]["transforms"][2] = "%preprocessing#transforms#7";  // the macro's EnsureTyped moved
+  {
+    std::ofstream out(t.dir / "configs" / "inference.json");
+    out << inf.dump(2);
+  }
+  Geometry g;
+  g.spacing = {2.0, 2.0, 3.0};
+  g.origin = {-4, 7, 1};
+  Volume v(1, 11, 17, 23, g);
+  for (std::int64_t z = 0; z < 11; ++z)
+    for (std::int64_t y = 0; y < 17; ++y)
+      for (std::int64_t x = 0; x < 23; ++x) {
+        float val = -300.f;
+        if (x >= 6 && x < 15 && y >= 4 && y < 11 && z >= 3 && z < 7) val = (x + y + z) % 3 == 0 ? 50.f : 1000.f;
+        v.channel(0)[(z * 17 + y) * 23 + x] = val;
+      }
+  const monai::Bundle b = monai::load_bundle(t.dir);
+  SegmentationPipeline p = monai::open_segmentation(t.dir);
+  const SegmentationResult r = p.run(v);
+
+  const Volume full = preprocess_for_model(v, b.spec);
+  const auto box = foreground_box(full, 0);
+  ASSERT_TRUE(box);
+  const std::array<std::int64_t, 3> size{box->end[0] - box->begin[0], box->end[1] - box->begin[1],
+                                         box->end[2] - box->begin[2]};
+  ASSERT_LT(size[0], full.nx());  // the crop removes something on every axis
+  ASSERT_LT(size[1], full.ny());
+  ASSERT_LT(size[2], full.nz());
+  EXPECT_EQ(r.model_grid, xyz_to_model(size, b.spec.axes));
+  const Volume crop = crop_or_pad(full, box->begin, size);
+  graph::Session session = graph::Session::from_file(b.network.string());
+  Tensor prob = sliding_window(to_model_tensor(crop, b.spec.axes), SlidingWindowOptions::from_spec(b.spec.inference),
+                               [&](const Tensor& batch) { return session.run(std::vector<Tensor>{batch}).at(0); });
+  softmax_channels(prob);
+  const Volume prob_crop = volume_from_model_tensor(prob, b.spec.axes, crop.geometry);
+  Volume prob_full(2, full.nz(), full.ny(), full.nx(), full.geometry);
+  for (std::int64_t c = 0; c < 2; ++c) {
+    float* dst = prob_full.channel(c);
+    std::fill_n(dst, full.voxels(), 0.f);
+    for (std::int64_t z = 0; z < size[2]; ++z)
+      for (std::int64_t y = 0; y < size[1]; ++y)
+        for (std::int64_t x = 0; x < size[0]; ++x)
+          dst[((z + box->begin[2]) * full.ny() + y + box->begin[1]) * full.nx() + x + box->begin[0]] =
+              prob_crop.channel(c)[(z * size[1] + y) * size[0] + x];
+  }
+  const Volume back = resample_to_grid(prob_full, v.geometry, {v.nx(), v.ny(), v.nz()});
+  const Tensor expected = argmax_channels(back.data);
+  std::int64_t ones = 0;
+  for (std::int64_t i = 0; i < v.voxels(); ++i) {
+    ASSERT_EQ(r.labels.channel(0)[i], expected.data<float>()[i]) << "voxel " << i;
+    ones += r.labels.channel(0)[i] == 1.f;
+  }
+  EXPECT_GT(ones, 0);
+  EXPECT_LT(ones, v.voxels());
+  // With the box tight around the bright block, the zeros outside it pull no label back to 0:
+  // the label reaches further than without the crop, so the padding is seen in the labels.
+  PipelineSpec uncropped = b.spec;
+  uncropped.preprocess.crop_foreground.reset();
+  const SegmentationResult u = SegmentationPipeline(t.dir, uncropped, b.network).run(v);
+  std::int64_t more = 0;
+  for (std::int64_t i = 0; i < v.voxels(); ++i) more += r.labels.channel(0)[i] == 1.f && u.labels.channel(0)[i] == 0.f;
+  EXPECT_GT(more, 0);
 }
 
 }  // namespace

@@ -47,6 +47,14 @@ struct CropSpec {
 // Halves round to even in both, as numpy does.
 enum class SizeRule { extent, centres };
 
+// Segmentation: the network sees only the bounding box of the voxels > 0 (any channel, after
+// the intensity ops) grown by `margin` and clamped to the volume; its output is padded back
+// with zeros onto the whole grid before it returns to the input's grid (MONAI CropForegroundd
+// with allow_smaller, then Invertd). No foreground: the whole volume.
+struct ForegroundCropSpec {
+  std::int64_t margin = 0;
+};
+
 struct PreprocessSpec {
   std::optional<std::string> orientation;              // e.g. "RAS"; absent = keep
   std::optional<std::array<double, 3>> spacing;        // mm, model axis order; absent = keep
@@ -54,6 +62,7 @@ struct PreprocessSpec {
   std::vector<IntensityOp> intensity;
   std::optional<std::array<std::int64_t, 3>> resize;   // classification only, model axis order
   std::optional<CropSpec> crop;                        // classification only
+  std::optional<ForegroundCropSpec> crop_foreground;   // segmentation only
 };
 
 enum class BlendMode { gaussian, constant };
