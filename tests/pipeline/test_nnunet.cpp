@@ -16,6 +16,7 @@
 #include "voxinfer/io/image_io.h"
 #include "voxinfer/io/npy.h"
 #include "voxinfer/pipeline/nnunet.h"
+#include "voxinfer/pipeline/preprocess.h"
 
 namespace voxinfer {
 namespace {
@@ -209,6 +210,90 @@ TEST(NnunetErrors, CheckpointMissingAWeightNamesTheTensor) {
     EXPECT_EQ(e.code(), ErrorCode::invalid_model);
     EXPECT_NE(std::string(e.what()).find("decoder.seg_layers.3.weight"), std::string::npos) << e.what();
   }
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+TEST(NnunetPostprocessing, PostprocessingJsonKeepsTheLargestComponentUnlessDisabled) {
+  const fs::path d = copy_model("pp");
+  std::ofstream(d / "postprocessing.json")
+      << R"({"postprocessing_fns": ["remove_all_but_largest_component_from_segmentation"],
+                                               "postprocessing_kwargs": [{"labels_or_regions": [3, 4]}]})";
+  nnunet::LoadOptions lo;
+  lo.folds = {0};
+  nnunet::Model m = app::open_nnunet_model(d, lo);
+  ASSERT_EQ(m.postprocessing().size(), 1u);
+  const Volume in = read_volume(kInput.string());
+  nnunet::PredictOptions o;
+  o.mirroring = false;
+  o.postprocess = false;
+  const Volume raw = nnunet::predict(m, {in}, o).labels;
+  o.postprocess = true;
+  const Volume pp = nnunet::predict(m, {in}, o).labels;
+  // Removed voxels are liver/stomach voxels set to background; nothing else changes.
+  std::int64_t removed = 0;
+  for (std::int64_t i = 0; i < raw.voxels(); ++i) {
+    const float a = raw.channel(0)[i], b = pp.channel(0)[i];
+    if (a == b) continue;
+    EXPECT_TRUE((a == 3.f || a == 4.f) && b == 0.f) << i;
+    ++removed;
+  }
+  // What is left of liver + stomach is one 26-connected component.
+  const std::int64_t nx = pp.nx(), ny = pp.ny(), nz = pp.nz();
+  std::vector<char> seen(static_cast<std::size_t>(pp.voxels()), 0);
+  int components = 0;
+  for (std::int64_t s0 = 0; s0 < pp.voxels(); ++s0) {
+    const float l = pp.channel(0)[s0];
+    if ((l != 3.f && l != 4.f) || seen[static_cast<std::size_t>(s0)]) continue;
+    ++components;
+    std::vector<std::int64_t> stack{s0};
+    seen[static_cast<std::size_t>(s0)] = 1;
+    while (!stack.empty()) {
+      const std::int64_t i = stack.back();
+      stack.pop_back();
+      const std::int64_t x = i % nx, y = (i / nx) % ny, z = i / (nx * ny);
+      for (int dz = -1; dz <= 1; ++dz)
+        for (int dy = -1; dy <= 1; ++dy)
+          for (int dx = -1; dx <= 1; ++dx) {
+            const std::int64_t X = x + dx, Y = y + dy, Z = z + dz;
+            if (X < 0 || Y < 0 || Z < 0 || X >= nx || Y >= ny || Z >= nz) continue;
+            const std::int64_t j = (Z * ny + Y) * nx + X;
+            const float lj = pp.channel(0)[j];
+            if ((lj == 3.f || lj == 4.f) && !seen[static_cast<std::size_t>(j)]) {
+              seen[static_cast<std::size_t>(j)] = 1;
+              stack.push_back(j);
+            }
+          }
+    }
+  }
+  EXPECT_EQ(components, 1);
+  EXPECT_GT(removed, 0) << "the raw prediction has stray liver/stomach voxels to remove";
+  fs::remove_all(d.parent_path());
+}
+
+TEST(NnunetReaders, NibabelIOWithReorientPredictsOnTheRasArrayAndTurnsTheLabelsBack) {
+  const fs::path d = copy_model("reorient");
+  std::string ds = read_text(d / "dataset.json");
+  ds.replace(ds.find("\"NibabelIO\""), 11, "\"NibabelIOWithReorient\"");
+  std::ofstream(d / "dataset.json") << ds;
+  nnunet::LoadOptions lo;
+  lo.folds = {0};
+  nnunet::Model reorienting = app::open_nnunet_model(d, lo);
+  ASSERT_EQ(reorienting.dataset().reader, "NibabelIOWithReorient");
+  nnunet::Model plain = open_model({0});
+  const Volume in = read_volume(kInput.string());
+  ASSERT_EQ(in.geometry.orientation_code(), "LPS");
+  nnunet::PredictOptions o;
+  o.mirroring = false;
+  const Volume got = nnunet::predict(reorienting, {in}, o).labels;
+  const AxisPermutation t = orientation_transform(in.geometry, "RAS");
+  const Volume want = permute_axes(nnunet::predict(plain, {reorient(in, "RAS")}, o).labels, inverse(t));
+  EXPECT_EQ(label_agreement(got, want), 1.0);
+  EXPECT_LT((got.geometry.origin - in.geometry.origin).norm(), 1e-6);
+  fs::remove_all(d.parent_path());
 }
 
 // A composite package over the shipped folder (linked in twice): merged labels equal the two

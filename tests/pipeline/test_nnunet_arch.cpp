@@ -4,6 +4,7 @@
 // (tests/data/nnunet_arch, written by its make_fixtures.py).
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -78,6 +79,37 @@ TEST(NnunetArchitecture, TwoDimensionalConfigurationPredictsEverySliceWithTheNet
   // by the half-precision weight sum: two roundings, each up to half a step at the largest
   // value, about |l| / 256 in all.
   EXPECT_LE(err, peak / 256.0);
+}
+
+// Region-based training: sigmoid heads, each region's label written where its probability
+// exceeds 0.5, in regions_class_order (later regions win).
+TEST(NnunetArchitecture, RegionBasedHeadsAreThresholdedInRegionsClassOrder) {
+  const fs::path dir = fs::path(VOXINFER_TEST_DATA_DIR) / "nnunet_arch" / "plain_3d_regions";
+  expect_matches_pytorch("plain_3d_regions", "3d_fullres");
+  nnunet::Model m = app::open_nnunet_model(dir / "nnUNetTrainer__nnUNetPlans__3d_fullres");
+  ASSERT_TRUE(m.dataset().has_regions);
+  ASSERT_EQ(m.dataset().num_heads(), 3);
+  const Tensor in = read_npy((dir / "input.npy").string());
+  Volume v(1, 8, 8, 8);
+  std::memcpy(v.channel(0), in.raw(), 512 * sizeof(float));
+  nnunet::PredictOptions o;
+  o.mirroring = false;
+  o.probabilities = true;
+  const auto r = nnunet::predict(m, {v}, o);
+  ASSERT_EQ(r.logits.shape(), (Shape{3, 8, 8, 8}));
+  std::array<std::int64_t, 4> count{};
+  for (std::int64_t i = 0; i < 512; ++i) {
+    float want = 0;
+    for (int k = 0; k < 3; ++k) {
+      const float p = 1.f / (1.f + std::exp(-r.logits.data<float>()[k * 512 + i]));
+      EXPECT_NEAR(r.probabilities.channel(k)[i], p, 1e-6f);
+      if (p > 0.5f) want = static_cast<float>(m.dataset().regions_class_order[static_cast<std::size_t>(k)]);
+    }
+    EXPECT_EQ(r.labels.channel(0)[i], want) << i;
+    ++count[static_cast<std::size_t>(want)];
+  }
+  EXPECT_GT(count[0] + count[1] + count[2], 0);
+  EXPECT_GT(count[3], 0);  // the last region is reached somewhere: the order matters
 }
 
 }  // namespace

@@ -51,6 +51,16 @@ CASES = {
                 conv_bias=True, norm_op_kwargs={"eps": 1e-5, "affine": False}, dropout_op=None, dropout_op_kwargs=None,
                 nonlin_kwargs={"negative_slope": 0.1, "inplace": True}, nonlin_first=True),
         input_shape=(1, 1, 16, 16, 16)),
+    # Region-based (sigmoid) heads: BraTS-style nested regions.
+    "plain_3d_regions": dict(
+        cls=PlainConvUNet, cls_name="dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        conv="Conv3d", norm="InstanceNorm3d", nonlin="LeakyReLU", dims=3, in_ch=1, classes=3,
+        regions={"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": [3]}, regions_class_order=[1, 2, 3],
+        kw=dict(n_stages=2, features_per_stage=[4, 8], kernel_sizes=[[3, 3, 3], [3, 3, 3]], strides=[[1, 1, 1], [2, 2, 2]],
+                n_conv_per_stage=[1, 1], n_conv_per_stage_decoder=[1], conv_bias=True,
+                norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
+                nonlin_kwargs={"inplace": True}),
+        input_shape=(1, 1, 8, 8, 8)),
 }
 
 
@@ -101,6 +111,9 @@ def main():
             labels["class%d" % k] = k
         dataset = {"channel_names": {str(i): "ch%d" % i for i in range(c["in_ch"])}, "labels": labels,
                    "numTraining": 1, "file_ending": ".nii.gz"}
+        if "regions" in c:
+            dataset["labels"] = c["regions"]
+            dataset["regions_class_order"] = c["regions_class_order"]
         with open(os.path.join(folder, "plans.json"), "w") as f:
             json.dump(plans, f, indent=1)
         with open(os.path.join(folder, "dataset.json"), "w") as f:
