@@ -108,7 +108,6 @@ void add_segment_command(CLI::App& app) {
       if (!is_image_file_name(a->output)) throw Error(ErrorCode::invalid_input, a->output + ": the label map must end in .nii.gz, .nii, .nrrd or .mha");
       if (!a->save_probabilities.empty() && !is_image_file_name(a->save_probabilities))
         throw Error(ErrorCode::invalid_input, a->save_probabilities + ": probabilities are written as .nii.gz, .nii, .nrrd or .mha");
-      if (!a->dicom_seg.empty()) throw Error(ErrorCode::invalid_input, "--dicom-seg is not available for nnU-Net folders yet");
       if (a->threads < 0) throw Error(ErrorCode::invalid_input, "--threads must be >= 0");
       if (a->threads) set_num_threads(a->threads);
       NnunetSegmentArgs n;
@@ -125,6 +124,9 @@ void add_segment_command(CLI::App& app) {
       n.disable_tta = a->disable_tta;
       n.no_postprocess = a->no_postprocess;
       n.threads = a->threads;
+      n.dicom_seg = a->dicom_seg;
+      n.dicom_reference = a->dicom_reference;
+      n.dicom_seg_keep_empty = a->dicom_seg_keep_empty;
       if (composite) {
         if (!a->save_probabilities.empty() || !a->folds.empty())
           throw Error(ErrorCode::invalid_input, "a composite package sets folds per model and writes no probabilities");

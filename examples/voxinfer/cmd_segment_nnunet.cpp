@@ -107,6 +107,9 @@ void run_nnunet_segment(const NnunetSegmentArgs& a, const ProgressFn& progress) 
   ReadOptions ro;
   ro.series_uid = a.series;
   for (const auto& f : files) channels.push_back(read_volume(f, ro));
+  // Checked before inference: a SEG needs the source series' identifiers.
+  const auto seg_source =
+      a.dicom_seg.empty() ? DicomSegSource{} : dicom_seg_source(channels[0], a.dicom_reference, a.series);
 
   nnunet::PredictOptions po;
   po.step_size = a.step_size;
@@ -131,15 +134,27 @@ void run_nnunet_segment(const NnunetSegmentArgs& a, const ProgressFn& progress) 
     std::fprintf(stderr, "probabilities %s (%lld channels, float32)\n", a.save_probabilities.c_str(),
                  static_cast<long long>(r.probabilities.channels()));
   }
-  // Label names from dataset.json.
+  // Label names from dataset.json (region-based: one per head, in regions_class_order).
   std::vector<LabelSpec> names;
-  for (const auto& l : model.dataset().labels)
-    if (l.values.size() == 1 && l.values[0] != 0)
-      names.push_back(LabelSpec{l.values[0], l.name, std::nullopt, std::nullopt});
-  if (model.dataset().has_regions)
+  if (model.dataset().has_regions) {
     for (std::size_t k = 0; k < model.dataset().regions_class_order.size(); ++k)
       names.push_back(LabelSpec{model.dataset().regions_class_order[k], model.dataset().head_names()[k], std::nullopt,
                                 std::nullopt});
+  } else {
+    for (const auto& l : model.dataset().labels)
+      if (l.values[0] != 0) names.push_back(LabelSpec{l.values[0], l.name, std::nullopt, std::nullopt});
+  }
+  if (!a.dicom_seg.empty()) {
+    fs::path folder(a.model);
+    if (folder.filename().empty()) folder = folder.parent_path();
+    PipelineSpec spec;
+    spec.name = folder.filename().string();
+    spec.labels = names;
+    write_segment_dicom_seg(a.dicom_seg, r.labels, seg_source, spec,
+                            folder.parent_path().filename().string() + " " + model.configuration().name,
+                            a.dicom_seg_keep_empty);
+    std::fprintf(stderr, "DICOM SEG  %s\n", a.dicom_seg.c_str());
+  }
   const auto stats = label_statistics(r.labels, channels[0], names);
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!a.stats.empty()) {
@@ -195,6 +210,8 @@ void run_nnunet_composite(const NnunetSegmentArgs& a) {
   ReadOptions ro;
   ro.series_uid = a.series;
   for (const auto& f : a.inputs) channels.push_back(read_volume(f, ro));
+  const auto seg_source =
+      a.dicom_seg.empty() ? DicomSegSource{} : dicom_seg_source(channels[0], a.dicom_reference, a.series);
   const auto r = nnunet::run_composite(a.model, spec, channels, app::read_nnunet_checkpoint, a.threads,
                                        [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); });
   float max_label = 0;
@@ -204,6 +221,15 @@ void run_nnunet_composite(const NnunetSegmentArgs& a) {
   write_image(a.output, r.labels, wo);
   std::vector<LabelSpec> names;
   for (const auto& [v, n] : spec.labels) names.push_back(LabelSpec{v, n, std::nullopt, std::nullopt});
+  if (!a.dicom_seg.empty()) {
+    PipelineSpec ps;
+    ps.name = spec.name;
+    ps.version = spec.version;
+    ps.labels = names;
+    write_segment_dicom_seg(a.dicom_seg, r.labels, seg_source, ps, fs::path(a.model).filename().string(),
+                            a.dicom_seg_keep_empty);
+    std::fprintf(stderr, "DICOM SEG  %s\n", a.dicom_seg.c_str());
+  }
   const auto stats = label_statistics(r.labels, channels[0], names);
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!a.stats.empty()) {

@@ -11,6 +11,8 @@ namespace voxinfer::cli {
 struct NnunetSegmentArgs {
   std::string model, output, series, stats, preview, save_probabilities;
   std::vector<std::string> inputs;
+  std::string dicom_seg, dicom_reference;  // a DICOM SEG on the input series (or the reference folder's)
+  bool dicom_seg_keep_empty = false;
   std::string folds;  // "0,1" or "all"; empty: every fold present
   std::string checkpoint = "final";
   double step_size = 0.5;
