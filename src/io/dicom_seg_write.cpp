@@ -451,7 +451,8 @@ void write_dicom_seg(const std::string& path, const Volume& labels, const std::m
   // A label map assigns one label per voxel; probabilities may overlap.
   check(ds.putAndInsertString(DCM_SegmentsOverlap, options.fractional ? "UNDEFINED" : "NO"), path, "SegmentsOverlap");
   AtomicFile out(path, false);
-  check(file.saveFile(out.temp_path().c_str(), EXS_LittleEndianExplicit), path, "save");
+  const OFCondition saved = file.saveFile(out.temp_path().c_str(), EXS_LittleEndianExplicit);
+  if (saved.bad()) out.fail(std::string(saved.text()) + " (disk full?)");
   out.commit();
 }
 

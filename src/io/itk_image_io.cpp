@@ -1,12 +1,14 @@
 // ITK adapter: NIfTI-1/2, NRRD and MetaImage files to and from Volumes. ITK's ImageIO
 // objects are used directly (no ImageFileReader), so that sizes are checked before any
 // buffer is allocated and every on-disk component type converts to float32 in one place.
+#include <fcntl.h>
 #include <itkImageIOBase.h>
 #include <itkMetaDataObject.h>
 #include <itkMetaImageIO.h>
 #include <itkNiftiImageIO.h>
 #include <itkNrrdImageIO.h>
 #include <itkObject.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -24,6 +26,9 @@
 #include "io/nifti2.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/io/image_io.h"
+
+// nifti_clib, as ITK links it (its header is not included: it would bring nifti1.h's macros).
+extern "C" void nifti_set_debug_level(int level);
 
 namespace voxinfer {
 namespace {
@@ -66,8 +71,39 @@ const char* format_name(Format f) {
 // default; the adapter reports problems through exceptions only.
 void quiet_itk() {
   static std::once_flag once;
-  std::call_once(once, [] { itk::Object::SetGlobalWarningDisplay(false); });
+  std::call_once(once, [] {
+    itk::Object::SetGlobalWarningDisplay(false);
+    // nifti_clib prints its errors (a short write among them) on stderr; voxinfer reports them.
+    nifti_set_debug_level(0);
+  });
 }
+
+// nifti_clib and MetaIO print their write errors on stderr and go on; voxinfer checks the
+// file and reports them as one error instead, so stderr is muted while they write.
+class MuteStderr {
+ public:
+  MuteStderr() {
+    std::fflush(stderr);
+    std::cerr.flush();
+    saved_ = ::dup(2);
+    const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (saved_ >= 0 && null >= 0) ::dup2(null, 2);
+    if (null >= 0) ::close(null);
+  }
+  ~MuteStderr() {
+    std::fflush(stderr);
+    std::cerr.flush();
+    if (saved_ >= 0) {
+      ::dup2(saved_, 2);
+      ::close(saved_);
+    }
+  }
+  MuteStderr(const MuteStderr&) = delete;
+  MuteStderr& operator=(const MuteStderr&) = delete;
+
+ private:
+  int saved_ = -1;
+};
 
 itk::ImageIOBase::Pointer make_io(Format f) {
   // The factories are named explicitly: voxinfer does not use ITK's global factory
@@ -675,6 +711,65 @@ void from_float(const std::string& path, const float* src, std::byte* dst, std::
   }
 }
 
+// ITK's writers report some failed writes (a full disk, a file-size limit) only on stderr
+// and return normally, so the finished temporary is checked before it is committed:
+// uncompressed files must hold every data byte; a gzip stream (NIfTI .gz, NRRD) must end in
+// the trailer of all the data, and MetaImage's zlib stream in the Adler-32 of the data.
+void verify_written(const AtomicFile& out, Format format, bool compressed, const void* data, std::uint64_t nbytes) {
+  std::error_code ec;
+  const std::uint64_t size = std::filesystem::file_size(out.temp_path(), ec);
+  if (ec) out.fail("the written file cannot be found: " + ec.message());
+  constexpr std::uint64_t kNiftiHeader = 352;  // header and extension flag before the voxels
+  std::uint64_t header = format == Format::nifti ? kNiftiHeader : 0;
+  if (!compressed && format != Format::nifti) {
+    // NRRD and MetaImage headers are text: the voxels start after a blank line (NRRD) or
+    // after the ElementDataFile line (MetaImage).
+    std::string head(static_cast<std::size_t>(std::min<std::uint64_t>(size, 1 << 16)), '\0');
+    std::ifstream in(out.temp_path(), std::ios::binary);
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    const std::size_t end = format == Format::nrrd ? head.find("\n\n") : head.find("ElementDataFile");
+    const std::size_t eol = end == std::string::npos ? end : head.find('\n', end + (format == Format::nrrd ? 1 : 0));
+    if (eol == std::string::npos) out.fail("the written file has no complete header (disk full?)");
+    header = eol + 1;
+  }
+  if (!compressed) {
+    if (size != header + nbytes)
+      out.fail("the file holds " + std::to_string(size) + " bytes where the voxels alone need " +
+               std::to_string(nbytes) + " (disk full?)");
+    return;
+  }
+  unsigned char tail[8] = {};
+  std::ifstream in(out.temp_path(), std::ios::binary);
+  if (size < 8 || !in.seekg(static_cast<std::streamoff>(size - 8)) || !in.read(reinterpret_cast<char*>(tail), 8))
+    out.fail("the compressed file is " + std::to_string(size) + " bytes long (disk full?)");
+  auto le32 = [&](int at) {
+    return std::uint32_t{tail[at]} | (std::uint32_t{tail[at + 1]} << 8) | (std::uint32_t{tail[at + 2]} << 16) |
+           (std::uint32_t{tail[at + 3]} << 24);
+  };
+  const std::uint32_t be_last = (std::uint32_t{tail[4]} << 24) | (std::uint32_t{tail[5]} << 16) |
+                                (std::uint32_t{tail[6]} << 8) | std::uint32_t{tail[7]};
+  // zlib's checksums take at most 4 GiB per call.
+  const auto* bytes = static_cast<const Bytef*>(data);
+  auto checksum = [&](auto fn, uLong init) {
+    uLong c = init;
+    for (std::uint64_t at = 0; at < nbytes;) {
+      const auto n = static_cast<uInt>(std::min<std::uint64_t>(nbytes - at, std::uint64_t{1} << 30));
+      c = fn(c, bytes + at, n);
+      at += n;
+    }
+    return static_cast<std::uint32_t>(c);
+  };
+  bool ok = true;
+  if (format == Format::nifti) {
+    ok = le32(4) == static_cast<std::uint32_t>(header + nbytes);
+  } else if (format == Format::nrrd) {
+    ok = le32(4) == static_cast<std::uint32_t>(nbytes) && le32(0) == checksum(crc32, crc32(0L, Z_NULL, 0));
+  } else {
+    ok = be_last == checksum(adler32, adler32(0L, Z_NULL, 0));
+  }
+  if (!ok) out.fail("the compressed data is incomplete (" + std::to_string(size) + " bytes written; disk full?)");
+}
+
 }  // namespace
 
 void write_image(const std::string& path, const Volume& volume, const WriteOptions& options) {
@@ -705,6 +800,7 @@ void write_image(const std::string& path, const Volume& volume, const WriteOptio
   const std::int64_t dims[4] = {volume.nx(), volume.ny(), volume.nz(), volume.channels()};
   const unsigned nd = volume.channels() > 1 ? 4 : 3;
   AtomicFile out(path, /*open_stream=*/false);
+  const bool compressed = format == Format::nifti ? ends_with(p, ".gz") : options.compress;
   itk::ImageIOBase::Pointer io = make_io(format);
   try {
     io->SetNumberOfDimensions(nd);
@@ -723,12 +819,14 @@ void write_image(const std::string& path, const Volume& volume, const WriteOptio
     io->SetNumberOfComponents(1);
     io->SetComponentType(type.component);
     io->SetFileName(out.temp_path());
-    io->SetUseCompression(format == Format::nifti ? ends_with(p, ".gz") : options.compress);
+    io->SetUseCompression(compressed);
     io->SetIORegion(region);
+    const MuteStderr quiet;
     io->Write(src);
   } catch (const itk::ExceptionObject& e) {
-    throw Error(ErrorCode::io, path + ": cannot write the " + std::string(format_name(format)) + " file: " + itk_message(e));
+    out.fail("the " + std::string(format_name(format)) + " writer failed (disk full?): " + itk_message(e));
   }
+  verify_written(out, format, compressed, src, static_cast<std::uint64_t>(n) * type.size);
   out.commit();
 }
 
