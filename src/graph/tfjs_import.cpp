@@ -108,6 +108,9 @@ struct Importer {
     if (act == "sigmoid") return add_node("Sigmoid", name, {x});
     if (act == "tanh") return add_node("Tanh", name, {x});
     if (act == "elu") return add_node("Elu", name, {x});
+    // Keras and TF.js "gelu" is the exact form x * (1 + erf(x / sqrt 2)) / 2; "gelu_new" the tanh one.
+    if (act == "gelu") return add_node("Gelu", name, {x});
+    if (act == "gelu_new") return add_node("Gelu", name, {x}, {{"approximate", Attribute::make_string("tanh")}});
     if (act == "selu") return add_node("Selu", name, {x});
     if (act == "softplus") return add_node("Softplus", name, {x});
     if (act == "relu6") return add_node("Clip", name, {x}, {{"min", Attribute::make_float(0)}, {"max", Attribute::make_float(6)}});
