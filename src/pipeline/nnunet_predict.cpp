@@ -28,23 +28,35 @@ inline float round_half(float x) {
 }
 
 // acc[i] = half(acc[i] + w[i] * x[i]) over n values (x null: acc[i] = half(acc[i] + w[i])), the
-// in-place add of a float32 tensor into a float16 one; F16C where the CPU has it.
-__attribute__((target("avx2,f16c"))) void accumulate_half_f16c(float* acc, const float* x, const float* w,
+// in-place add of a float32 tensor into a float16 one; acc holds IEEE halves. F16C where the
+// CPU has it.
+using Half = _Float16;
+
+__attribute__((target("avx2,f16c"))) void accumulate_half_f16c(Half* acc, const float* x, const float* w,
                                                                std::int64_t n) {
   std::int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m256 v = _mm256_loadu_ps(w + i);
     if (x) v = _mm256_mul_ps(v, _mm256_loadu_ps(x + i));
-    const __m256 a = _mm256_add_ps(_mm256_loadu_ps(acc + i), v);
-    _mm256_storeu_ps(acc + i, _mm256_cvtph_ps(_mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT)));
+    auto* ap = reinterpret_cast<__m128i*>(acc + i);
+    const __m256 a = _mm256_add_ps(_mm256_cvtph_ps(_mm_loadu_si128(ap)), v);
+    _mm_storeu_si128(ap, _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
   }
-  for (; i < n; ++i) acc[i] = round_half(acc[i] + (x ? w[i] * x[i] : w[i]));
+  for (; i < n; ++i) acc[i] = static_cast<Half>(static_cast<float>(acc[i]) + (x ? w[i] * x[i] : w[i]));
 }
 
-void accumulate_half(float* acc, const float* x, const float* w, std::int64_t n) {
+void accumulate_half(Half* acc, const float* x, const float* w, std::int64_t n) {
   static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
   if (f16c) return accumulate_half_f16c(acc, x, w, n);
-  for (std::int64_t i = 0; i < n; ++i) acc[i] = round_half(acc[i] + (x ? w[i] * x[i] : w[i]));
+  for (std::int64_t i = 0; i < n; ++i)
+    acc[i] = static_cast<Half>(static_cast<float>(acc[i]) + (x ? w[i] * x[i] : w[i]));
+}
+
+Half* halves(Tensor& t) {
+  return reinterpret_cast<Half*>(t.raw());
+}
+const Half* halves(const Tensor& t) {
+  return reinterpret_cast<const Half*>(t.raw());
 }
 
 // out[c, i0, i1, i2] = in[c, j...] with out axis a = in axis perm[a] (shape [C, s0, s1, s2]).
@@ -382,7 +394,7 @@ Tensor sliding_window_nnunet(graph::Session& session, const Tensor& data, const 
   }
 
   std::int64_t K = -1;
-  Tensor acc, wsum(Shape{ps[0], ps[1], ps[2]}, DType::f32);
+  Tensor acc, wsum(Shape{ps[0], ps[1], ps[2]}, DType::f16);
   Tensor tile(Shape{1, C, patch[0], patch[1], patch[2]}, DType::f32);
   const float* src = data.data<float>();
   for (const std::int64_t s0 : starts[0])
@@ -414,7 +426,7 @@ Tensor sliding_window_nnunet(graph::Session& session, const Tensor& data, const 
         }
         if (K < 0) {
           K = pred.dim(1);
-          acc = Tensor(Shape{K, ps[0], ps[1], ps[2]}, DType::f32);
+          acc = Tensor(Shape{K, ps[0], ps[1], ps[2]}, DType::f16);
         }
         VOXINFER_CHECK(pred.dim(1) == K && pred.numel() == K * pv, invalid_model,
                        "the network returned logits of shape " + pred.shape().str());
@@ -427,27 +439,37 @@ Tensor sliding_window_nnunet(graph::Session& session, const Tensor& data, const 
           for (std::int64_t ka = b0; ka < e0; ++ka) {
             const std::int64_t k = ka / patch[0], a = ka % patch[0];
             for (std::int64_t b = 0; b < patch[1]; ++b) {
-              float* ap = acc.data<float>() + ((k * ps[0] + s0 + a) * ps[1] + s1 + b) * ps[2] + s2;
+              Half* ap = halves(acc) + ((k * ps[0] + s0 + a) * ps[1] + s1 + b) * ps[2] + s2;
               const std::int64_t off = (a * patch[1] + b) * patch[2];
               accumulate_half(ap, pp + k * pv + off, gp + off, patch[2]);
               if (k == 0)
-                accumulate_half(wsum.data<float>() + ((s0 + a) * ps[1] + s1 + b) * ps[2] + s2, nullptr, gp + off,
-                                patch[2]);
+                accumulate_half(halves(wsum) + ((s0 + a) * ps[1] + s1 + b) * ps[2] + s2, nullptr, gp + off, patch[2]);
             }
           }
         });
         if (tile_done) tile_done();
       }
   // Divide, and cut the padding away.
-  Tensor out(Shape{K, s[0], s[1], s[2]}, DType::f32);
+  if (ps == s) {  // divide in place: no second K-channel volume
+    Half* ap = halves(acc);
+    const Half* wp = halves(wsum);
+    const std::int64_t n = s[0] * s[1] * s[2];
+    parallel_for(K * n, 1 << 16, [&](std::int64_t b0, std::int64_t e0) {
+      for (std::int64_t i = b0; i < e0; ++i)
+        ap[i] = static_cast<Half>(static_cast<float>(ap[i]) / static_cast<float>(wp[i % n]));
+    });
+    return acc;
+  }
+  Tensor out(Shape{K, s[0], s[1], s[2]}, DType::f16);
   parallel_for(K * s[0], 1, [&](std::int64_t b0, std::int64_t e0) {
     for (std::int64_t ka = b0; ka < e0; ++ka) {
       const std::int64_t k = ka / s[0], a = ka % s[0];
       for (std::int64_t b = 0; b < s[1]; ++b) {
-        const float* ap = acc.data<float>() + ((k * ps[0] + a + lo[0]) * ps[1] + b + lo[1]) * ps[2] + lo[2];
-        const float* wp = wsum.data<float>() + ((a + lo[0]) * ps[1] + b + lo[1]) * ps[2] + lo[2];
-        float* op = out.data<float>() + ((k * s[0] + a) * s[1] + b) * s[2];
-        for (std::int64_t c = 0; c < s[2]; ++c) op[c] = round_half(ap[c] / wp[c]);
+        const Half* ap = halves(acc) + ((k * ps[0] + a + lo[0]) * ps[1] + b + lo[1]) * ps[2] + lo[2];
+        const Half* wp = halves(wsum) + ((a + lo[0]) * ps[1] + b + lo[1]) * ps[2] + lo[2];
+        Half* op = halves(out) + ((k * s[0] + a) * s[1] + b) * s[2];
+        for (std::int64_t c = 0; c < s[2]; ++c)
+          op[c] = static_cast<Half>(static_cast<float>(ap[c]) / static_cast<float>(wp[c]));
       }
     }
   });
@@ -455,6 +477,15 @@ Tensor sliding_window_nnunet(graph::Session& session, const Tensor& data, const 
 }
 
 }  // namespace
+
+Tensor half_to_float(const Tensor& t) {
+  VOXINFER_CHECK(t.dtype() == DType::f16, invalid_input, "half_to_float: expected an f16 tensor");
+  Tensor out(t.shape(), DType::f32);
+  const Half* s = halves(t);
+  float* d = out.data<float>();
+  for (std::int64_t i = 0; i < t.numel(); ++i) d[i] = static_cast<float>(s[i]);
+  return out;
+}
 
 Tensor predict_logits(Model& model, const Tensor& data, const PredictOptions& options, std::int64_t* tiles) {
   if (!(options.step_size > 0 && options.step_size <= 1))
@@ -481,18 +512,19 @@ Tensor predict_logits(Model& model, const Tensor& data, const PredictOptions& op
       sum = l;
       continue;
     }
-    float* sp = sum.data<float>();
-    const float* lp = l.data<float>();
+    Half* sp = halves(sum);
+    const Half* lp = halves(l);
     parallel_for(sum.numel(), 1 << 16, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t i = b; i < e; ++i) sp[i] = round_half(sp[i] + lp[i]);
+      for (std::int64_t i = b; i < e; ++i)
+        sp[i] = static_cast<Half>(static_cast<float>(sp[i]) + static_cast<float>(lp[i]));
     });
   }
   if (tiles) *tiles += total;
   if (nf > 1) {
-    float* sp = sum.data<float>();
+    Half* sp = halves(sum);
     const auto d = static_cast<float>(nf);
     parallel_for(sum.numel(), 1 << 16, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t i = b; i < e; ++i) sp[i] = round_half(sp[i] / d);
+      for (std::int64_t i = b; i < e; ++i) sp[i] = static_cast<Half>(static_cast<float>(sp[i]) / d);
     });
   }
   return sum;
@@ -518,8 +550,14 @@ Prediction export_prediction(const Model& model, const Preprocessed& p, const Te
   Tensor all;
   if (options.probabilities) all = Tensor(Shape{K, cs[0], cs[1], cs[2]}, DType::f32);
   for (std::int64_t k = 0; k < K; ++k) {
-    const Tensor lk = Tensor::wrap(const_cast<float*>(logits.data<float>()) + k * lvox,
-                                   Shape{1, logits.dim(1), logits.dim(2), logits.dim(3)}, DType::f32);
+    Tensor lk(Shape{1, logits.dim(1), logits.dim(2), logits.dim(3)}, DType::f32);
+    {
+      const Half* src = halves(logits) + k * lvox;
+      float* dst = lk.data<float>();
+      parallel_for(lvox, 1 << 16, [&](std::int64_t b0, std::int64_t e0) {
+        for (std::int64_t i = b0; i < e0; ++i) dst[i] = static_cast<float>(src[i]);
+      });
+    }
     const Tensor r =
         resample_data_or_seg(lk, cs, false, sep, cfg.probabilities_rule.order, cfg.probabilities_rule.order_z, true);
     const float* rl = r.data<float>();
@@ -627,7 +665,7 @@ Prediction predict(Model& model, const std::vector<Volume>& channels, const Pred
   out.seconds_inference = t_inf;
   out.tiles = tiles;
   out.network_grid = {p.data.dim(1), p.data.dim(2), p.data.dim(3)};
-  out.logits = std::move(logits);
+  if (options.keep_logits) out.logits = std::move(logits);
   return out;
 }
 

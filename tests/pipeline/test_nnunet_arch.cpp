@@ -60,7 +60,7 @@ TEST(NnunetArchitecture, TwoDimensionalConfigurationPredictsEverySliceWithTheNet
   for (std::int64_t i = 0; i < data.numel(); ++i) data.data<float>()[i] = std::sin(0.37f * static_cast<float>(i)) * 2.f;
   nnunet::PredictOptions o;
   o.mirroring = false;
-  const Tensor logits = nnunet::predict_logits(m, data, o);
+  const Tensor logits = nnunet::half_to_float(nnunet::predict_logits(m, data, o));
   ASSERT_EQ(logits.shape(), (Shape{4, slices, 48, 40}));
   double err = 0, peak = 0;
   for (std::int64_t z = 0; z < slices; ++z) {
@@ -95,13 +95,15 @@ TEST(NnunetArchitecture, RegionBasedHeadsAreThresholdedInRegionsClassOrder) {
   nnunet::PredictOptions o;
   o.mirroring = false;
   o.probabilities = true;
+  o.keep_logits = true;
   const auto r = nnunet::predict(m, {v}, o);
   ASSERT_EQ(r.logits.shape(), (Shape{3, 8, 8, 8}));
+  const Tensor logits = nnunet::half_to_float(r.logits);
   std::array<std::int64_t, 4> count{};
   for (std::int64_t i = 0; i < 512; ++i) {
     float want = 0;
     for (int k = 0; k < 3; ++k) {
-      const float p = 1.f / (1.f + std::exp(-r.logits.data<float>()[k * 512 + i]));
+      const float p = 1.f / (1.f + std::exp(-logits.data<float>()[k * 512 + i]));
       EXPECT_NEAR(r.probabilities.channel(k)[i], p, 1e-6f);
       if (p > 0.5f) want = static_cast<float>(m.dataset().regions_class_order[static_cast<std::size_t>(k)]);
     }

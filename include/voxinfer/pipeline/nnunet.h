@@ -158,13 +158,14 @@ struct PredictOptions {
   bool mirroring = true;       // use the checkpoint's mirror axes
   bool probabilities = false;  // also return the probabilities on the input grid
   bool postprocess = true;     // apply the folder's postprocessing
+  bool keep_logits = false;    // also return the preprocessed-space logits (Prediction::logits)
   ProgressCallback progress;   // tiles done / total over all folds and passes
 };
 
 struct Prediction {
   Volume labels;         // on the input's exact grid
   Volume probabilities;  // K channels on the input grid, when asked
-  Tensor logits;         // [K, n0, n1, n2] in preprocessed space (fp16-rounded)
+  Tensor logits;         // f16 [K, n0, n1, n2] in preprocessed space, with keep_logits
   std::int64_t tiles = 0;
   double seconds_preprocess = 0, seconds_inference = 0, seconds_export = 0;
   Index3 network_grid{};  // n0, n1, n2
@@ -172,9 +173,12 @@ struct Prediction {
 
 // preprocess + predict_logits + export_prediction.
 Prediction predict(Model& model, const std::vector<Volume>& channels, const PredictOptions& options = {});
-// The fold-averaged, mirror-averaged sliding-window logits of a preprocessed case, rounded to
-// half precision as nnU-Net's predictor stores them.
+// The fold-averaged, mirror-averaged sliding-window logits of a preprocessed case, an f16
+// tensor [K, n0, n1, n2]: nnU-Net's predictor keeps them in half precision, and so does
+// voxinfer (the accumulators too), which also halves the memory of many-class models.
 Tensor predict_logits(Model& model, const Tensor& data, const PredictOptions& options, std::int64_t* tiles = nullptr);
+// An f16 tensor as f32.
+Tensor half_to_float(const Tensor& t);
 // nnU-Net's convert_predicted_logits_to_segmentation_with_correct_shape + write_seg geometry.
 Prediction export_prediction(const Model& model, const Preprocessed& p, const Tensor& logits,
                              const PredictOptions& options);
