@@ -4,6 +4,13 @@ include_guard(GLOBAL)
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
+# Installed programs find the installed library relative to themselves, so an install under
+# any prefix runs without LD_LIBRARY_PATH.
+file(RELATIVE_PATH _voxinfer_bin_to_lib "${CMAKE_INSTALL_FULL_BINDIR}" "${CMAKE_INSTALL_FULL_LIBDIR}")
+if(TARGET voxinfer_cli)
+  set_target_properties(voxinfer_cli PROPERTIES INSTALL_RPATH "$ORIGIN/${_voxinfer_bin_to_lib}")
+endif()
+
 install(TARGETS voxinfer EXPORT voxinferTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}

@@ -32,3 +32,5 @@ cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$PWD/build/instal
   || { cat build/consumer.log; exit 1; }
 cmake --build build/consumer >> build/consumer.log 2>&1 || { cat build/consumer.log; exit 1; }
 LD_LIBRARY_PATH="$PWD/build/install/lib:${LD_LIBRARY_PATH:-}" ./build/consumer/voxinfer_consumer
+# The installed command line runs from its non-system prefix without LD_LIBRARY_PATH (RPATH).
+env -u LD_LIBRARY_PATH ./build/install/bin/voxinfer --version
