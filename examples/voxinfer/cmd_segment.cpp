@@ -73,8 +73,11 @@ void add_segment_command(CLI::App& app) {
     std::string network;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--model,-m", a->model, "model package folder (pipeline.json + model), or an nnU-Net v2 results folder "
-                                         "(<trainer>__<plans>__<configuration> with plans.json, dataset.json, fold_N/)")->required();
+  cmd->add_option("--model,-m", a->model,
+                  "the model: a package folder with pipeline.json, an nnU-Net v2 results folder (<trainer>__<plans>__<configuration> "
+                  "with plans.json, dataset.json, fold_N/), a composite of nnU-Net folders (nnunet_composite.json) or a MONAI "
+                  "bundle (configs/inference.json)")
+      ->required();
   cmd->add_option("--input,-i", a->inputs, "DICOM folder or file, or a NIfTI/NRRD/MHA image; nnU-Net models with several channels: "
                                            "one -i per channel in order, or CASE_0000.nii.gz alone to take CASE_0001... beside it")->required();
   cmd->add_option("--output,-o", a->output, "label map to write (.nii.gz, .nii, .nrrd, .mha)")->required();
@@ -99,7 +102,9 @@ void add_segment_command(CLI::App& app) {
                   "also write the class probabilities as a 4D float32 NIfTI (one volume per class) on the input grid")->group(nn);
   cmd->add_flag("--no-postprocess", a->no_postprocess, "skip the folder's postprocessing.json")->group(nn);
   cmd->footer("Example: voxinfer segment --model examples/models/meshnet_gwm --input examples/data/t1_crop.nii.gz \\\n"
-              "           --output labels.nii.gz --stats stats.json --preview preview.png");
+              "           --output labels.nii.gz --stats stats.json --preview preview.png\n"
+              "nnU-Net: voxinfer segment --model nnUNet_results/Dataset311_VoxAbdCT/nnUNetTrainer__nnUNetPlans__3d_fullres \\\n"
+              "           -i case_0000.nii.gz -o case.nii.gz --folds 0,1 --step-size 0.5 [--disable-tta]");
   cmd->callback([a] {
     const bool composite = nnunet::is_composite_folder(a->model);
     if (composite || nnunet::is_model_folder(a->model)) {
