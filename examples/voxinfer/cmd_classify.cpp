@@ -15,6 +15,7 @@
 #include "voxinfer/core/error.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/io/image_io.h"
+#include "voxinfer/io/output_file.h"
 #include "voxinfer/io/png.h"
 #include "voxinfer/pipeline/classification.h"
 #include "voxinfer/pipeline/preview.h"
@@ -128,6 +129,7 @@ void add_classify_command(CLI::App& app) {
     if (a->threads < 0) throw Error(ErrorCode::invalid_input, "--threads must be >= 0");
     if (a->threads) set_num_threads(a->threads);
     if (!a->explain.empty() && !is_image_file_name(a->explain)) throw Error(ErrorCode::invalid_input, a->explain + ": the map must end in .nii.gz, .nii, .nrrd or .mha");
+    check_outputs(a->inputs, {a->json, a->explain, a->explain_preview});
     ClassificationOptions opt;
     opt.threads = a->threads;
     opt.uncertainty = a->uncertainty;

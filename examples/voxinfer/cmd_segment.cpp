@@ -17,6 +17,7 @@
 #include "voxinfer/core/error.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/io/image_io.h"
+#include "voxinfer/io/output_file.h"
 #include "voxinfer/io/png.h"
 #include "voxinfer/pipeline/monai_bundle.h"
 #include "voxinfer/pipeline/preview.h"
@@ -146,6 +147,7 @@ void add_segment_command(CLI::App& app) {
     if (!a->folds.empty() || a->disable_tta || !a->save_probabilities.empty() || a->step_size != 0.5 || a->checkpoint != "final" || a->no_postprocess)
       throw Error(ErrorCode::invalid_input, "--folds, --step-size, --disable-tta, --checkpoint, --save-probabilities and --no-postprocess are for nnU-Net folders");
     const std::string input_path = a->inputs[0];
+    check_outputs({input_path}, {a->output, a->stats, a->preview, a->dicom_seg});
     if (a->tta && a->no_tta) throw Error(ErrorCode::invalid_input, "give --tta or --no-tta, not both");
     if (a->threads < 0) throw Error(ErrorCode::invalid_input, "--threads must be >= 0");
     if (!is_image_file_name(a->output)) throw Error(ErrorCode::invalid_input, a->output + ": the label map must end in .nii.gz, .nii, .nrrd or .mha");

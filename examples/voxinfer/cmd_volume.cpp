@@ -13,6 +13,7 @@
 #include "voxinfer/io/dicom.h"
 #include "voxinfer/io/dicom_seg.h"
 #include "voxinfer/io/image_io.h"
+#include "voxinfer/io/output_file.h"
 
 namespace voxinfer::cli {
 namespace {
@@ -93,6 +94,7 @@ void add_convert_command(CLI::App& app) {
       ReadOptions ro;
       ro.series_uid = *series;
       ro.allow_uneven = *allow_uneven;
+      check_outputs({*input}, {*output});
       // A DICOM SEG becomes a label map placed by its frames' positions.
       const Volume v = is_dicom_seg_file(*input) ? read_dicom_seg_labels(*input, *reference, *series) : read_volume(*input, ro);
       print_warning(v);

@@ -122,6 +122,12 @@ void refuse_overwriting_inputs(const std::vector<std::string>& inputs, const std
         throw Error(ErrorCode::invalid_input, out + ": is the input; refusing to overwrite it");
 }
 
+void check_outputs(const std::vector<std::string>& inputs, const std::vector<std::string>& outputs) {
+  refuse_overwriting_inputs(inputs, outputs);
+  for (const std::string& out : outputs)
+    if (!out.empty()) check_output_path(out);
+}
+
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   AtomicFile out(path);
   out.write(bytes.data(), bytes.size());

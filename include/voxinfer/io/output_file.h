@@ -22,6 +22,10 @@ bool same_file(const std::string& a, const std::string& b);
 // inputs. Empty paths are ignored.
 void refuse_overwriting_inputs(const std::vector<std::string>& inputs, const std::vector<std::string>& outputs);
 
+// Before any work is done: every non-empty output passes check_output_path and none names
+// an input (so that a bad --stats folder is found before the label map is written).
+void check_outputs(const std::vector<std::string>& inputs, const std::vector<std::string>& outputs);
+
 // Writes `bytes` to `path` through a temporary file in the same folder, then renames it;
 // every write, flush and close is checked, and nothing is left under either name on failure.
 void write_file_atomic(const std::string& path, std::string_view bytes);
