@@ -4,6 +4,8 @@
 // the full reference set in ../shared when present).
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <unistd.h>
 #include <cmath>
 #include <cstdlib>
@@ -293,6 +295,39 @@ TEST(NnunetReaders, NibabelIOWithReorientPredictsOnTheRasArrayAndTurnsTheLabelsB
   const Volume want = permute_axes(nnunet::predict(plain, {reorient(in, "RAS")}, o).labels, inverse(t));
   EXPECT_EQ(label_agreement(got, want), 1.0);
   EXPECT_LT((got.geometry.origin - in.geometry.origin).norm(), 1e-6);
+  fs::remove_all(d.parent_path());
+}
+
+// nnU-Net 2.0-2.2 plans (TotalSegmentator's weights use them): the same network described by
+// UNet_class_name, UNet_base_num_features, unet_max_num_features, n_conv_per_stage_encoder/decoder,
+// conv_kernel_sizes and pool_op_kernel_sizes gives the same prediction.
+TEST(NnunetFolder, OlderPlansSchemaBuildsTheSameNetwork) {
+  const fs::path d = copy_model("oldplans");
+  nlohmann::json plans = nlohmann::json::parse(read_text(d / "plans.json"));
+  for (auto& [name, c] : plans["configurations"].items()) {
+    if (!c.contains("architecture")) continue;
+    const auto kw = c["architecture"]["arch_kwargs"];
+    c.erase("architecture");
+    c["UNet_class_name"] = "PlainConvUNet";
+    c["UNet_base_num_features"] = kw["features_per_stage"][0];
+    c["unet_max_num_features"] = 32;
+    c["n_conv_per_stage_encoder"] = kw["n_conv_per_stage"];
+    c["n_conv_per_stage_decoder"] = kw["n_conv_per_stage_decoder"];
+    c["conv_kernel_sizes"] = kw["kernel_sizes"];
+    c["pool_op_kernel_sizes"] = kw["strides"];
+    c["num_pool_per_axis"] = {4, 4, 4};
+  }
+  std::ofstream(d / "plans.json") << plans.dump(1);
+  nnunet::LoadOptions lo;
+  lo.folds = {0};
+  nnunet::Model old_schema = app::open_nnunet_model(d, lo);
+  EXPECT_EQ(old_schema.configuration().architecture.features, (std::vector<std::int64_t>{8, 16, 32, 32, 32}));
+  nnunet::Model current = open_model({0});
+  const Volume in = read_volume(kInput.string());
+  nnunet::PredictOptions o;
+  o.mirroring = false;
+  EXPECT_EQ(label_agreement(nnunet::predict(old_schema, {in}, o).labels, nnunet::predict(current, {in}, o).labels),
+            1.0);
   fs::remove_all(d.parent_path());
 }
 
