@@ -505,13 +505,13 @@ std::string Model::trainer_name() const {
   return impl_->trainer;
 }
 std::int64_t Model::parameter_count() const {
-  return impl_->graphs.empty() ? 0 : impl_->graphs[0].parameter_count();
+  return impl_->sessions.empty() ? 0 : impl_->sessions[0].graph().parameter_count();
 }
 graph::Session& Model::session(std::size_t i) {
   return impl_->sessions.at(i);
 }
 const graph::Graph& Model::graph(std::size_t i) const {
-  return impl_->graphs.at(i);
+  return impl_->sessions.at(i).graph();
 }
 
 Model Model::open(const fs::path& folder, const CheckpointLoader& loader, const LoadOptions& options) {
@@ -680,11 +680,12 @@ Model Model::open(const fs::path& folder, const CheckpointLoader& loader, const 
       if (!k.trainer_name.empty()) im.trainer = k.trainer_name;
       first_ckpt = false;
     }
-    im.graphs.push_back(graph::build_nnunet_network(cfg.architecture, k.weights, ck.string()));
+    graph::Graph g = graph::build_nnunet_network(cfg.architecture, k.weights, ck.string());
+    k.weights.clear();  // the graph holds its own copy; keep one set of weights per fold
     graph::SessionOptions so;
     so.threads = options.threads;
     so.profile = options.profile;
-    im.sessions.emplace_back(im.graphs.back(), so);
+    im.sessions.emplace_back(std::move(g), so);
   }
   im.postprocessing = read_postprocessing(folder);
   return m;

@@ -17,7 +17,6 @@ struct Model::Impl {
   std::array<int, 3> transpose_forward{0, 1, 2};
   std::vector<PostprocessingStep> postprocessing;
   std::string trainer;
-  std::deque<graph::Graph> graphs;
   std::deque<graph::Session> sessions;
 };
 
