@@ -16,6 +16,9 @@ void add_bench_command(CLI::App& app);
 // cmd_segment.cpp: segment.
 void add_segment_command(CLI::App& app);
 
+// cmd_batch.cpp: batch.
+void add_batch_command(CLI::App& app);
+
 // cmd_classify.cpp: classify.
 void add_classify_command(CLI::App& app);
 

@@ -29,13 +29,15 @@ int main(int argc, char** argv) {
   });
   app.footer(
       "Environment: VOXINFER_NUM_THREADS (default threads), VOXINFER_MAX_ISA=generic|avx2|avx512 (kernel cap).\n"
-      "Exit status: 0 ok, 2 bad usage or input, 3 invalid or unsupported model, 1 internal error.");
+      "Exit status: 0 ok, 2 bad usage or input, 3 invalid or unsupported model, 4 a batch where some cases failed,\n"
+      "1 internal error.");
   voxinfer::cli::add_info_command(app);
   voxinfer::cli::add_run_command(app);
   voxinfer::cli::add_bench_command(app);
   voxinfer::cli::add_convert_command(app);
   voxinfer::cli::add_segment_command(app);
   voxinfer::cli::add_classify_command(app);
+  voxinfer::cli::add_batch_command(app);
 
   try {
     app.parse(argc, argv);
