@@ -7,7 +7,7 @@ PACKAGES=(
   g++ cmake ninja-build ccache pkg-config git ca-certificates
   libeigen3-dev libtbb-dev libinsighttoolkit5-dev libgdcm-tools libdcmtk-dev libopenjp2-7-dev
   libprotobuf-dev protobuf-compiler libonnx-dev nlohmann-json3-dev libcli11-dev libssl-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libzip-dev dicom3tools dcm2niix python3-pydicom python3-numpy python3-nibabel
+  libgtest-dev libgmock-dev libbenchmark-dev libzip-dev dicom3tools dcm2niix python3-pydicom python3-numpy python3-nibabel slurm-wlm munge
 )
 
 missing=()
