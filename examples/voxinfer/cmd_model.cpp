@@ -20,6 +20,7 @@
 #include "voxinfer/core/threading.h"
 #include "voxinfer/graph/session.h"
 #include "voxinfer/io/npy.h"
+#include "voxinfer/io/output_file.h"
 
 namespace voxinfer::cli {
 namespace {
@@ -209,6 +210,7 @@ void add_run_command(CLI::App& app) {
   cmd->callback([=] {
     if (*threads < 0) throw Error(ErrorCode::invalid_input, "--threads must be >= 0");
     if (*threads) set_num_threads(*threads);
+    for (const auto& arg : *inputs) refuse_overwriting_inputs({*model, arg, arg.substr(arg.find('=') + 1)}, {*output});
     graph::SessionOptions opt;
     opt.threads = *threads;
     opt.optimize = !*no_opt;

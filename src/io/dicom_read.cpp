@@ -1,13 +1,14 @@
 // DICOM series to Volume: picks a series from a scan, decodes its images in parallel
 // (one task per file) into the [C, Z, Y, X] grid the plan describes, and keeps the
 // identifiers a DICOM SEG writer needs in the Volume's metadata.
+#include <sys/mman.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <sys/mman.h>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -121,6 +122,9 @@ std::string join(const std::vector<std::string>& v) {
 }  // namespace
 
 bool is_dicom_file(const std::string& path) {
+  // Opening a FIFO would block until someone writes to it.
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return false;
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) return false;
   char buf[132];

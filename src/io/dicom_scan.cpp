@@ -315,6 +315,8 @@ Scan scan(const std::string& path, bool skip_unreadable) {
     std::sort(candidates.begin(), candidates.end());
     if (candidates.empty()) throw Error(ErrorCode::invalid_input, path + ": no DICOM files found in this folder");
   } else {
+    if (!fs::is_regular_file(st))
+      throw Error(ErrorCode::invalid_input, path + ": is not a regular file (a pipe or a device?)");
     std::FILE* f = std::fopen(path.c_str(), "rb");
     if (!f) throw Error(ErrorCode::io, path + ": cannot open for reading (permission denied?)");
     std::fclose(f);

@@ -12,6 +12,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -139,6 +140,7 @@ std::string itk_message(const itk::ExceptionObject& e) {
 // (The streams are process-wide; header reads are short and rarely concurrent.)
 class CaptureConsole {
  public:
+  // nifti_clib also prints with fprintf(stderr): the descriptor is muted as well.
   CaptureConsole() : out_(std::cout.rdbuf(buffer_.rdbuf())), err_(std::cerr.rdbuf(buffer_.rdbuf())) {}
   ~CaptureConsole() {
     std::cout.rdbuf(out_);
@@ -155,6 +157,7 @@ class CaptureConsole {
   }
 
  private:
+  MuteStderr mute_;
   std::ostringstream buffer_;
   std::streambuf* out_;
   std::streambuf* err_;
@@ -349,6 +352,15 @@ void check_nifti1_header(const Nifti1Header& h, const std::string& path) {
   const std::string what = path + ": NIfTI header field ";
   if (h.dim[0] < 1 || h.dim[0] > 7)
     throw Error(ErrorCode::invalid_input, what + "dim[0] = " + std::to_string(h.dim[0]) + " is not 1 to 7");
+  for (int i = 1; i <= h.dim[0]; ++i)
+    if (h.dim[i] < 1)
+      throw Error(ErrorCode::invalid_input, what + "dim[" + std::to_string(i) + "] = " + std::to_string(h.dim[i]) +
+                                                " is not a size (at least 1)");
+  static const std::int16_t kDatatypes[] = {2,   4,   8,    16,   32,   64,   128,  256,
+                                            512, 768, 1024, 1280, 1536, 1792, 2048, 2304};
+  if (std::find(std::begin(kDatatypes), std::end(kDatatypes), h.datatype) == std::end(kDatatypes))
+    throw Error(ErrorCode::invalid_input,
+                what + "datatype = " + std::to_string(h.datatype) + " is not a NIfTI data type");
   for (int i = 1; i <= std::min<int>(h.dim[0], 3); ++i) {
     const float p = h.pixdim[i];
     // A zero spacing is tolerated on an axis of one voxel only (2D images often have one).
@@ -484,6 +496,96 @@ void check_data_file(const std::string& header, const std::string& name) {
   if (!ec && fs::exists(st) && !fs::is_regular_file(st)) refuse("is not a regular file (a pipe or a device?)");
 }
 
+// A MetaImage with its data in the file (ElementDataFile = LOCAL): MetaIO reads a short or
+// corrupt (compressed) data block as zeros without a word, so the block is measured first:
+// raw data must hold every voxel, compressed data must inflate to exactly that many bytes.
+void check_attached_meta_data(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string line, element_type;
+  std::vector<std::uint64_t> sizes;
+  std::uint64_t channels = 1;
+  bool compressed = false, local = false;
+  std::uint64_t header = 0;
+  for (int lines = 0; lines < 1000 && std::getline(in, line); ++lines) {
+    header += line.size() + 1;
+    const auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    std::string key = line.substr(0, eq), value = line.substr(eq + 1);
+    auto trim = [](std::string& t) {
+      while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
+      t.erase(0, std::min(t.size(), t.find_first_not_of(" \t")));
+    };
+    trim(key);
+    trim(value);
+    std::istringstream v(value);
+    if (key == "DimSize") {
+      sizes.clear();
+      for (std::int64_t d; v >> d;) sizes.push_back(d > 0 ? static_cast<std::uint64_t>(d) : 0);
+    } else if (key == "ElementType") {
+      element_type = value;
+    } else if (key == "ElementNumberOfChannels") {
+      v >> channels;
+    } else if (key == "CompressedData") {
+      compressed = value == "True" || value == "true";
+    } else if (key == "ElementDataFile") {
+      local = value == "LOCAL";
+      break;
+    }
+  }
+  if (!local || sizes.empty()) return;
+  static const std::pair<const char*, std::uint64_t> kSizes[] = {
+      {"MET_UCHAR", 1}, {"MET_CHAR", 1},  {"MET_USHORT", 2}, {"MET_SHORT", 2},     {"MET_UINT", 4},
+      {"MET_INT", 4},   {"MET_FLOAT", 4}, {"MET_DOUBLE", 8}, {"MET_LONG_LONG", 8}, {"MET_ULONG_LONG", 8}};
+  std::uint64_t bytes = 0;
+  for (const auto& [name, size] : kSizes)
+    if (element_type == name) bytes = size;
+  if (bytes == 0) return;  // ITK says what is wrong with other types
+  std::uint64_t voxels = channels;
+  for (std::uint64_t d : sizes) {
+    if (d == 0 || voxels > (std::uint64_t{1} << 58) / d) return;  // ITK refuses these sizes itself
+    voxels *= d;
+  }
+  bytes *= voxels;
+  std::error_code ec;
+  const std::uint64_t size = fs::file_size(path, ec);
+  if (ec || size < header) return;
+  const std::uint64_t stored = size - header;
+  if (!compressed) {
+    if (stored < bytes)
+      throw Error(ErrorCode::invalid_input, path + ": the MetaImage data is truncated: " + std::to_string(stored) +
+                                                " bytes where its " + std::to_string(voxels) + " voxels need " +
+                                                std::to_string(bytes));
+    return;
+  }
+  in.clear();
+  in.seekg(static_cast<std::streamoff>(header));
+  z_stream z{};
+  if (inflateInit2(&z, 47) != Z_OK) return;  // zlib or gzip wrapper, as MetaIO accepts
+  std::vector<unsigned char> src(1 << 16), dst(1 << 16);
+  std::uint64_t out = 0;
+  int rc = Z_OK;
+  while (rc == Z_OK && out <= bytes) {
+    if (z.avail_in == 0) {
+      in.read(reinterpret_cast<char*>(src.data()), static_cast<std::streamsize>(src.size()));
+      z.avail_in = static_cast<uInt>(in.gcount());
+      z.next_in = src.data();
+      if (z.avail_in == 0) break;
+    }
+    z.next_out = dst.data();
+    z.avail_out = static_cast<uInt>(dst.size());
+    rc = inflate(&z, Z_NO_FLUSH);
+    out += dst.size() - z.avail_out;
+  }
+  inflateEnd(&z);
+  if (rc == Z_BUF_ERROR) rc = Z_OK;  // no more input: judged by the count below
+  if ((rc != Z_OK && rc != Z_STREAM_END) || out != bytes)
+    throw Error(ErrorCode::invalid_input,
+                path + ": the compressed MetaImage data is corrupt or truncated (" +
+                    (rc == Z_OK || rc == Z_STREAM_END ? "inflates to " + std::to_string(out) + " bytes"
+                                                      : std::string("zlib error")) +
+                    " where its " + std::to_string(voxels) + " voxels need " + std::to_string(bytes) + ")");
+}
+
 // The data files a NRRD or MetaImage header names (none for attached data). A printf-style
 // pattern is checked as a name: its folder is what matters.
 void check_detached_data_files(const std::string& path, Format format) {
@@ -577,6 +679,10 @@ Volume read_image(const std::string& path, const ReadOptions& options) {
   Nifti1Header nifti1;
   const bool have_nifti1 = format == Format::nifti && read_nifti1_header(path, nifti1);
   if (have_nifti1) check_nifti1_header(nifti1, path);
+  // ITK would guess at a header whose sizeof_hdr is neither 348 nor 540 (in either byte order).
+  if (format == Format::nifti && !have_nifti1)
+    throw Error(ErrorCode::invalid_input, path + ": not a NIfTI file (no 348-byte NIfTI-1 or 540-byte NIfTI-2 header)");
+  if (format == Format::meta) check_attached_meta_data(path);
   itk::ImageIOBase::Pointer io = make_io(format);
   const std::string what = path + ": ";
   {

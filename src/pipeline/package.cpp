@@ -29,6 +29,11 @@ OpenedPackage open_package(const std::filesystem::path& dir, Task task, int thre
   if (p.spec.task != task)
     throw Error(ErrorCode::invalid_model, p.spec_file.string() + ": task is '" + std::string(task_name(p.spec.task)) + "', expected '" +
                                               std::string(task_name(task)) + "'");
+  // Like ONNX external data and TF.js shards, the model stays inside its package folder.
+  const std::filesystem::path named = std::filesystem::path(p.spec.model).lexically_normal();
+  if (named.is_absolute() || named.empty() || *named.begin() == "..")
+    throw Error(ErrorCode::invalid_model, p.spec_file.string() + ": \"model\": \"" + p.spec.model +
+                                              "\" is outside the package folder (name a file inside it)");
   p.model = dir / p.spec.model;
   if (!std::filesystem::exists(p.model, ec))
     throw Error(ErrorCode::invalid_model, p.model.string() + ": model file named by pipeline.json is missing");

@@ -417,7 +417,7 @@ PipelineSpec parse_pipeline_spec(std::string_view json_text) {
   json root;
   try {
     root = json::parse(json_text.begin(), json_text.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors, and numbers out of range such as 1e400
     throw Error(ErrorCode::invalid_model, std::string("pipeline.json: not valid JSON: ") + e.what());
   }
   Node n(root, "");
