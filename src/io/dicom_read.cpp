@@ -213,7 +213,9 @@ Volume read_dicom(const std::string& path, const ReadOptions& options) {
   parallel_for(static_cast<std::int64_t>(jobs.size()), 1, [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t j = b; j < e; ++j) {
       try {
-        const auto& [file, targets] = jobs[static_cast<std::size_t>(j)];
+        // Not a structured binding: clang 14 cannot capture one in the lambda below.
+        const int file = jobs[static_cast<std::size_t>(j)].first;
+        const auto& targets = jobs[static_cast<std::size_t>(j)].second;
         dicom::FileDecoder decoder(s.files[static_cast<std::size_t>(file)]);
         parallel_for(static_cast<std::int64_t>(targets.size()), 4, [&](std::int64_t fb, std::int64_t fe) {
           for (std::int64_t t = fb; t < fe; ++t) {

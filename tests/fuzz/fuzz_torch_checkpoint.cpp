@@ -1,7 +1,8 @@
 // libFuzzer harness for the PyTorch checkpoint reader. Inputs that start like a zip archive
 // ("PK") are read as whole checkpoints; any other input is taken as the pickle (data.pkl) of a
 // checkpoint whose archive also holds two small storages, so that mutations explore the
-// unpickler rather than zip headers. Only voxinfer::Error may escape the reader.
+// unpickler rather than zip headers. Only voxinfer::Error may escape the reader. Built by
+// the VOXINFER_FUZZ option (scripts/fuzz.sh); by hand:
 //
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
 //     tests/fuzz/fuzz_torch_checkpoint.cpp src/io/torch_checkpoint.cpp src/core/error.cpp \
