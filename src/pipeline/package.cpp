@@ -4,6 +4,7 @@
 
 #include "voxinfer/core/error.h"
 #include "voxinfer/core/threading.h"
+#include "voxinfer/graph/graph_edits.h"
 
 namespace voxinfer::detail {
 namespace {
@@ -12,7 +13,17 @@ void open_session(OpenedPackage& p, int threads) {
   if (threads > 0) set_num_threads(threads);
   graph::SessionOptions so;
   so.threads = threads;
-  p.session.emplace(graph::Session::from_file(p.model.string(), so));
+  if (!p.spec.network) {
+    p.session.emplace(graph::Session::from_file(p.model.string(), so));
+    return;
+  }
+  // Edits the package asks for, applied to the imported graph before it is planned.
+  graph::Graph g = graph::load_model(p.model.string());
+  const std::string& pattern = p.spec.network->instance_norm_after;
+  if (graph::insert_instance_norm_after(g, pattern, static_cast<float>(p.spec.network->epsilon)) == 0)
+    throw Error(ErrorCode::invalid_model, p.spec_file.string() + ": network.instance_norm_after: no convolution of " +
+                                              p.model.string() + " is named like \"" + pattern + "\"");
+  p.session.emplace(std::move(g), so);
 }
 
 }  // namespace

@@ -168,7 +168,8 @@ IntensityOp parse_intensity_op(Node n) {
                                                     {"scale", IntensityOp::Kind::scale},
                                                     {"minmax", IntensityOp::Kind::minmax},
                                                     {"zscore", IntensityOp::Kind::zscore},
-                                                    {"percentile_clip", IntensityOp::Kind::percentile_clip}});
+                                                    {"percentile_clip", IntensityOp::Kind::percentile_clip},
+                                                    {"quantile", IntensityOp::Kind::quantile}});
   const std::string& p = n.path();
   switch (op.kind) {
     case IntensityOp::Kind::clip:
@@ -212,6 +213,15 @@ IntensityOp parse_intensity_op(Node n) {
       if (!(op.lo <= op.hi)) bad(hi.path(), "expected hi >= lo");
       if (auto nz = n.opt("nonzero")) op.nonzero = nz->boolean();
       if (auto c = n.opt("channel_wise")) op.channel_wise = c->boolean();
+      break;
+    }
+    case IntensityOp::Kind::quantile: {
+      const Node lo = n.get("lo"), hi = n.get("hi");
+      op.lo = lo.number();
+      op.hi = hi.number();
+      if (op.lo < 0 || op.lo > 1) bad(lo.path(), "expected a fraction in [0, 1]");
+      if (op.hi < 0 || op.hi > 1) bad(hi.path(), "expected a fraction in [0, 1]");
+      if (!(op.lo < op.hi)) bad(hi.path(), "expected hi > lo");
       break;
     }
   }
@@ -289,6 +299,14 @@ void parse_preprocess(Node n, PipelineSpec& spec) {
       crop.margin = mg->integer();
       if (crop.margin < 0) bad(mg->path(), "expected a non-negative integer");
     }
+    if (auto t = c->opt("threshold")) {
+      crop.threshold = t->number();
+      if (!(crop.threshold >= 0 && crop.threshold <= 1)) bad(t->path(), "expected a fraction of the maximum in [0, 1]");
+    }
+    if (auto m = c->opt("model")) {
+      crop.model = m->nonempty_str();
+      if (crop.threshold > 0) bad(m->path(), "expected either a threshold or a pre-model, not both");
+    }
     c->finish();
     pre.crop_foreground = crop;
   }
@@ -297,7 +315,14 @@ void parse_preprocess(Node n, PipelineSpec& spec) {
 
 void parse_inference(Node n, PipelineSpec& spec) {
   auto& inf = spec.inference;
-  inf.roi_size = positive_int_triple(n.get("roi_size"));
+  const Node roi = n.get("roi_size");
+  if (roi.is_string()) {
+    if (roi.str() != "whole")
+      bad(roi.path(), "expected three positive integers or \"whole\", got \"" + roi.str() + "\"");
+    inf.whole_volume = true;
+  } else {
+    inf.roi_size = positive_int_triple(roi);
+  }
   if (auto o = n.opt("overlap")) {
     auto check = [](const Node& v) {
       const double x = v.number();
@@ -368,6 +393,10 @@ void parse_postprocess(Node n, PipelineSpec& spec) {
     const std::int64_t v = c->integer();
     if (v != 6 && v != 26) bad(c->path(), "expected 6 or 26, got " + show(c->raw()));
     post.connectivity = static_cast<int>(v);
+  }
+  if (auto k = n.opt("keep_largest_foreground")) {
+    if (!seg) bad(k->path(), "only applies to \"task\": \"segmentation\"");
+    post.keep_largest_foreground = k->boolean();
   }
   n.finish();
 }
@@ -441,6 +470,16 @@ PipelineSpec parse_pipeline_spec(std::string_view json_text) {
     bad("inference", "is required for a segmentation (it holds roi_size)");
   }
   if (auto p = n.opt("postprocess")) parse_postprocess(*p, spec);
+  if (auto net = n.opt("network")) {
+    NetworkEditSpec e;
+    e.instance_norm_after = net->get("instance_norm_after").nonempty_str();
+    if (auto eps = net->opt("epsilon")) {
+      e.epsilon = eps->number();
+      if (!(e.epsilon > 0)) bad(eps->path(), "expected a positive number");
+    }
+    net->finish();
+    spec.network = e;
+  }
   if (seg) {
     if (n.has("classes")) bad("classes", "only applies to \"task\": \"classification\"");
     parse_labels(n.get("labels"), spec);
@@ -449,6 +488,10 @@ PipelineSpec parse_pipeline_spec(std::string_view json_text) {
       bad("inference.average", "\"probabilities\" needs postprocess.activation \"softmax\" or \"sigmoid\"");
     if (spec.postprocess.resample == ResampleSpace::probabilities && spec.postprocess.activation == Activation::none)
       bad("postprocess.resample", "\"probabilities\" needs postprocess.activation \"softmax\" or \"sigmoid\"");
+    if (const auto& c = spec.preprocess.crop_foreground;
+        c && (c->threshold > 0 || !c->model.empty()) && !spec.inference.whole_volume)
+      bad(c->threshold > 0 ? "preprocess.crop_foreground.threshold" : "preprocess.crop_foreground.model",
+          "only applies with inference.roi_size \"whole\"");
     for (std::size_t i = 0; i < spec.postprocess.keep_largest_component.size(); ++i) {
       const int v = spec.postprocess.keep_largest_component[i];
       if (!spec.find_label(v))

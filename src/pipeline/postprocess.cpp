@@ -273,6 +273,7 @@ void remove_small_components(Volume& labels, double min_mm3, int connectivity) {
 }
 
 void postprocess_labels(Volume& labels, const PostprocessSpec& spec) {
+  if (spec.keep_largest_foreground) keep_largest_foreground(labels, spec.connectivity);
   if (spec.keep_largest_component.empty() && !(spec.remove_small_mm3 > 0)) return;
   // Erasing whole components leaves the others intact, so one labelling serves both steps.
   const Components c = connected_components(labels, spec.connectivity);

@@ -336,7 +336,7 @@ Volume center_crop_or_pad(const Volume& v, const Dims3& size, float pad_value) {
   return crop_or_pad(v, start, size, pad_value);
 }
 
-std::optional<Box> foreground_box(const Volume& v, std::int64_t margin) {
+std::optional<Box> foreground_box(const Volume& v, std::int64_t margin, float level) {
   require_volume(v, "foreground_box");
   const Dims3 in = size_xyz(v);
   Box box{{in[0], in[1], in[2]}, {0, 0, 0}};
@@ -346,7 +346,7 @@ std::optional<Box> foreground_box(const Volume& v, std::int64_t margin) {
     for (std::int64_t z = 0; z < in[2]; ++z)
       for (std::int64_t y = 0; y < in[1]; ++y)
         for (std::int64_t x = 0; x < in[0]; ++x)
-          if (p[(z * in[1] + y) * in[0] + x] > 0.f) {
+          if (p[(z * in[1] + y) * in[0] + x] > level) {
             any = true;
             const Dims3 i{x, y, z};
             for (std::size_t a = 0; a < 3; ++a) {
@@ -470,6 +470,25 @@ void apply_per_image(float* p, std::int64_t n, const IntensityOp& op) {
       for_each_value(p, n, [=](float x) { return nz && x == 0.f ? 0.f : (x - m) / s; });
       return;
     }
+    case IntensityOp::Kind::quantile: {
+      // brainchop's quantile normalisation: the sorted values' s[floor(lo N)] and
+      // s[ceil(hi N) - 1], then (x - qmin) / (qmax - qmin) in float32, not clipped.
+      std::vector<float> vals(p, p + n);
+      const auto i_lo = static_cast<std::size_t>(std::floor(op.lo * static_cast<double>(n)));
+      const auto i_hi = static_cast<std::size_t>(std::max(1.0, std::ceil(op.hi * static_cast<double>(n)))) - 1;
+      std::nth_element(vals.begin(), vals.begin() + static_cast<std::ptrdiff_t>(i_hi), vals.end());
+      const float qmax = vals[i_hi];
+      std::nth_element(vals.begin(), vals.begin() + static_cast<std::ptrdiff_t>(std::min(i_lo, i_hi)),
+                       vals.begin() + static_cast<std::ptrdiff_t>(i_hi));
+      const float qmin = vals[std::min(i_lo, i_hi)];
+      if (!(qmax > qmin)) {
+        for_each_value(p, n, [](float) { return 0.f; });
+        return;
+      }
+      const float range = qmax - qmin;
+      for_each_value(p, n, [=](float x) { return (x - qmin) / range; });
+      return;
+    }
     case IntensityOp::Kind::percentile_clip: {
       std::vector<float> vals;
       vals.reserve(static_cast<std::size_t>(n));
@@ -519,6 +538,7 @@ void apply_intensity(Volume& v, const IntensityOp& op) {
       [[fallthrough]];
     case IntensityOp::Kind::minmax:
     case IntensityOp::Kind::percentile_clip:
+    case IntensityOp::Kind::quantile:
       if (op.channel_wise) {
         for (std::int64_t c = 0; c < v.channels(); ++c) apply_per_image(v.channel(c), v.voxels(), op);
       } else {

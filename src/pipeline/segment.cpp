@@ -195,6 +195,7 @@ Volume preprocess_for_model(const Volume& input, const PipelineSpec& spec) {
 
 SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, const TileCallback& network,
                              const SegmentOptions& options) {
+  if (spec.inference.whole_volume) return segment_whole_volume(input, spec, network, options);
   VOXINFER_CHECK(spec.task == Task::segmentation, invalid_model, "segment: the model package is not a segmentation");
   SegmentResult result;
   const Volume full = preprocess_for_model(input, spec);

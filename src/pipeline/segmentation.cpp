@@ -27,7 +27,39 @@ struct SegmentationPipeline::Impl {
   PipelineSpec spec;
   SegmentationOptions options;
   std::optional<graph::Session> session;
+  std::unique_ptr<SegmentationPipeline> pre_model;  // crop_foreground.model
 };
+
+namespace {
+
+// A pre-model package (crop_foreground.model) opened without its own crop and its
+// postprocessing: it sees the whole volume and its raw labels are the mask (brainchop runs a
+// pre-model on the whole 256^3 volume).
+std::unique_ptr<SegmentationPipeline> open_pre_model(const std::filesystem::path& package_dir, const PipelineSpec& spec,
+                                                     const SegmentationOptions& options) {
+  if (!spec.preprocess.crop_foreground || spec.preprocess.crop_foreground->model.empty()) return nullptr;
+  const std::filesystem::path dir = package_dir / spec.preprocess.crop_foreground->model;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(dir / "pipeline.json", ec))
+    throw Error(ErrorCode::invalid_model, (package_dir / "pipeline.json").string() +
+                                              ": preprocess.crop_foreground.model: " + dir.string() +
+                                              " is not a model package (no pipeline.json)");
+  PipelineSpec pre = load_pipeline_spec(dir / "pipeline.json");
+  if (pre.task != Task::segmentation ||
+      (pre.preprocess.crop_foreground && !pre.preprocess.crop_foreground->model.empty()))
+    throw Error(ErrorCode::invalid_model, (dir / "pipeline.json").string() +
+                                              ": a pre-model must be a segmentation without a pre-model of its own");
+  pre.preprocess.crop_foreground.reset();
+  pre.postprocess.keep_largest_component.clear();
+  pre.postprocess.remove_small_mm3 = 0;
+  pre.postprocess.keep_largest_foreground = false;
+  const std::filesystem::path model = dir / pre.model;
+  SegmentationOptions o = options;
+  o.progress = nullptr;
+  return std::make_unique<SegmentationPipeline>(dir, std::move(pre), model, std::move(o));
+}
+
+}  // namespace
 
 SegmentationPipeline::SegmentationPipeline(const std::filesystem::path& package_dir, SegmentationOptions options)
     : impl_(std::make_unique<Impl>()) {
@@ -40,6 +72,7 @@ SegmentationPipeline::SegmentationPipeline(const std::filesystem::path& package_
   detail::check_image_input(p, ins[0]);
   impl_->spec = std::move(p.spec);
   impl_->session = std::move(p.session);
+  impl_->pre_model = open_pre_model(package_dir, impl_->spec, impl_->options);
 }
 
 SegmentationPipeline::SegmentationPipeline(const std::filesystem::path& package_dir, PipelineSpec spec,
@@ -84,6 +117,7 @@ SegmentationResult SegmentationPipeline::run(const Volume& input) {
   if (impl_->options.overlap) so.overlap = std::array<double, 3>{*impl_->options.overlap, *impl_->options.overlap, *impl_->options.overlap};
   so.tta = impl_->options.tta;
   so.progress = impl_->options.progress;
+  if (impl_->pre_model) so.crop_mask = impl_->pre_model->run(input).labels;
   graph::Session& session = *impl_->session;
   double network_seconds = 0;
   const auto t0 = std::chrono::steady_clock::now();

@@ -23,7 +23,7 @@ enum class AxisOrder { xyz, zyx };
 
 // One intensity normalisation step, applied in list order to every channel.
 struct IntensityOp {
-  enum class Kind { clip, scale, minmax, zscore, percentile_clip };
+  enum class Kind { clip, scale, minmax, zscore, percentile_clip, quantile };
   Kind kind = Kind::clip;
   double min = 0, max = 0;                          // clip
   std::array<double, 2> from{0, 1}, to{0, 1};       // scale
@@ -31,7 +31,7 @@ struct IntensityOp {
   std::optional<double> mean, std;                  // zscore: both set = fixed, none = per image
   bool nonzero = false;                             // per-image stats over nonzero voxels only
   bool channel_wise = true;                         // per-image stats per channel (else over all channels)
-  double lo = 0, hi = 100;                          // percentile_clip, percent in [0, 100]
+  double lo = 0, hi = 100;                          // percentile_clip, percent in [0, 100]; quantile: fractions
 };
 
 struct CropSpec {
@@ -51,8 +51,14 @@ enum class SizeRule { extent, centres };
 // the intensity ops) grown by `margin` and clamped to the volume; its output is padded back
 // with zeros onto the whole grid before it returns to the input's grid (MONAI CropForegroundd
 // with allow_smaller, then Invertd). No foreground: the whole volume.
+// brainchop's mask: `threshold` t in (0, 1] takes the voxels > t x (the image's maximum)
+// (float32 product) instead of > 0; `model` names a pre-model package (a folder relative to
+// this one), run on the whole input without its own crop and postprocessing, whose labels
+// != 0 are the mask.
 struct ForegroundCropSpec {
   std::int64_t margin = 0;
+  double threshold = 0;  // 0: voxels > 0
+  std::string model{};   // empty: the mask comes from the image
 };
 
 struct PreprocessSpec {
@@ -82,6 +88,9 @@ struct InferenceSpec {
   std::int64_t batch = 1;
   WindowStyle style = WindowStyle::nnunet;
   AverageSpace average = AverageSpace::logits;
+  // roi_size "whole": the network runs once on the whole (cropped) grid, without tiles or
+  // padding, as fully convolutional whole-volume models (brainchop's MeshNets) are run.
+  bool whole_volume = false;
 };
 
 enum class Activation { softmax, sigmoid, none };
@@ -97,6 +106,8 @@ struct PostprocessSpec {
   std::vector<int> keep_largest_component;         // label values
   double remove_small_mm3 = 0;                     // 0 = off
   int connectivity = 26;                           // 6 or 26
+  // Keep only the largest connected component of all non-zero voxels together (brainchop).
+  bool keep_largest_foreground = false;
 };
 
 struct LabelCode {
@@ -117,6 +128,14 @@ struct InputSpec {
   std::vector<std::string> tabular_names;
 };
 
+// Edits of the imported network that the model file does not hold: a parameter-free
+// per-channel normalisation (InstanceNormalization, scale 1, bias 0) after every convolution
+// whose name matches the glob `instance_norm_after` (brainchop's "*_gn" layers).
+struct NetworkEditSpec {
+  std::string instance_norm_after;
+  double epsilon = 1e-5;
+};
+
 struct PipelineSpec {
   Task task = Task::segmentation;
   std::string model;  // file name relative to the package folder
@@ -126,6 +145,7 @@ struct PipelineSpec {
   PreprocessSpec preprocess;
   InferenceSpec inference;
   PostprocessSpec postprocess;
+  std::optional<NetworkEditSpec> network;
   std::vector<LabelSpec> labels;     // segmentation
   std::vector<std::string> classes;  // classification
 

@@ -51,10 +51,15 @@ Components connected_components(const Volume& labels, int connectivity = 26);
 // Sets to 0 every component of each listed label except its largest (the first on ties).
 void keep_largest_component(Volume& labels, std::span<const int> values, int connectivity = 26);
 
+// Sets to 0 every voxel outside the largest connected component of all non-zero voxels taken
+// together, whatever their labels (brainchop's bwlabels step; the first on ties).
+void keep_largest_foreground(Volume& labels, int connectivity = 26);
+
 // Sets to 0 every component smaller than min_mm3 (voxels x spacing product).
 void remove_small_components(Volume& labels, double min_mm3, int connectivity = 26);
 
-// keep_largest_component then remove_small_components as `spec` asks, with one labelling.
+// keep_largest_component then remove_small_components as `spec` asks, with one labelling;
+// keep_largest_foreground first when asked.
 void postprocess_labels(Volume& labels, const PostprocessSpec& spec);
 
 // ---- statistics ---------------------------------------------------------------------

@@ -94,7 +94,8 @@ Volume center_crop_or_pad(const Volume& v, const std::array<std::int64_t, 3>& si
 struct Box {
   std::array<std::int64_t, 3> begin{}, end{};
 };
-std::optional<Box> foreground_box(const Volume& v, std::int64_t margin = 0);
+// `level`: the voxels > level count (brainchop's threshold mask uses level = t x maximum).
+std::optional<Box> foreground_box(const Volume& v, std::int64_t margin = 0, float level = 0.f);
 
 // The `size` window centred on the foreground box (on the volume when there is none).
 Volume foreground_crop(const Volume& v, const std::array<std::int64_t, 3>& size, std::int64_t margin = 0,

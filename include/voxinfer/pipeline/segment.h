@@ -65,6 +65,9 @@ struct SegmentOptions {
   std::optional<std::array<double, 3>> overlap;  // overrides inference.overlap
   std::optional<bool> tta;                       // false: no mirroring; true: mirror_axes, or all three if none
   ProgressCallback progress;
+  // crop_foreground with a pre-model: its label map (on the input's grid); the network sees
+  // the box of its non-zero voxels.
+  std::optional<Volume> crop_mask;
 };
 
 struct SegmentResult {
@@ -79,6 +82,11 @@ struct SegmentResult {
 // order conversion): reorient, resample, intensity ops, then (classification) resize or
 // crop. Checks the channel count (Error invalid_input). Shared by classification.
 Volume preprocess_for_model(const Volume& input, const PipelineSpec& spec);
+
+// inference.roi_size "whole": one network call on the whole (cropped) model grid, argmax,
+// labels back onto the input's grid, postprocessing (segment_whole.cpp).
+SegmentResult segment_whole_volume(const Volume& input, const PipelineSpec& spec, const TileCallback& network,
+                                   const SegmentOptions& options = {});
 
 // Runs the whole segmentation over `network` (tiles in, logits out: see TileCallback).
 SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, const TileCallback& network,
