@@ -28,7 +28,8 @@ int main(int argc, char** argv) {
            std::to_string(voxinfer::num_threads()) + ")";
   });
   app.footer(
-      "Environment: VOXINFER_NUM_THREADS (default threads), VOXINFER_MAX_ISA=generic|avx2|avx512 (kernel cap).\n"
+      "Environment: VOXINFER_NUM_THREADS (default threads), VOXINFER_MAX_ISA=generic|avx2|avx512 (kernel cap),\n"
+      "VOXINFER_KERNELS=reference (plain reference convolution loops, to check results; many times slower).\n"
       "Exit status: 0 ok, 2 bad usage or input, 3 invalid or unsupported model, 4 a batch where some cases failed,\n"
       "1 internal error.");
   voxinfer::cli::add_info_command(app);

@@ -58,6 +58,8 @@ class Op {
   virtual std::string kernel_name() const { return "ref"; }
 
   const Node& node() const { return node_; }
+  // Set by the Session before prepare(): run the reference kernels, not the optimized ones.
+  void use_reference_kernels(bool on) { reference_kernels_ = on; }
 
  protected:
   [[noreturn]] void fail_model(const std::string& what) const {
@@ -100,6 +102,7 @@ class Op {
 
   Node node_;
   std::int64_t opset_;
+  bool reference_kernels_ = false;
 };
 
 using OpFactory = std::unique_ptr<Op> (*)(const Node&, std::int64_t opset);

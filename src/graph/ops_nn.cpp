@@ -199,7 +199,7 @@ class ConvOp final : public Op {
     small_.reset();
     const bool consts = in[1].constant && (!(in.size() > 2 && in[2].present) || in[2].constant) &&
                         (!(in.size() > 3 && in[3].present) || in[3].constant);
-    if (consts && active_isa() != Isa::generic && !residual_broadcast_) {
+    if (consts && !reference_kernels_ && !residual_broadcast_) {
       Epilogue ep = ep_;
       ep.bias = in.size() > 2 && in[2].present ? in[2].constant->data<float>() : nullptr;
       ep.slope = slope_count_ ? in[3].constant->data<float>() : nullptr;

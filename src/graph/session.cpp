@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <set>
@@ -190,6 +191,7 @@ std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, con
       plan->slots[static_cast<std::size_t>(k)].meta = out[i];
       out_idx.push_back(k);
     }
+    op->use_reference_kernels(options.kernels == KernelChoice::reference);
     op->prepare(in, out);
     if (all_const || op->shape_only()) {
       // Fold: run now, keep the outputs as constants.
@@ -400,7 +402,16 @@ std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, con
   return plan;
 }
 
+KernelChoice kernel_choice_from_env() {
+  const char* env = std::getenv("VOXINFER_KERNELS");
+  const std::string v = env ? env : "";
+  if (v.empty() || v == "optimized") return KernelChoice::optimized;
+  if (v == "reference") return KernelChoice::reference;
+  throw Error(ErrorCode::invalid_input, "VOXINFER_KERNELS='" + v + "' is not 'optimized' or 'reference'");
+}
+
 Session::Session(Graph graph, SessionOptions options) : impl_(std::make_unique<Impl>()) {
+  if (options.kernels == KernelChoice::from_env) options.kernels = kernel_choice_from_env();
   if (options.optimize) optimize_graph(graph);
   impl_->graph = std::move(graph);
   impl_->options = options;

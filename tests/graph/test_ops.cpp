@@ -768,15 +768,16 @@ TEST(LayoutPass, BlockedInstanceNormChainMatchesPlainPath) {
   test::add_node(g, "Conv", {"a1", "w2"}, "y", {{"pads", test::ints({1, 1, 1, 1, 1, 1})}});
   test::add_output(g, "y");
   // 20x18x16 = 5760 voxels: several statistics chunks per channel block; 5x7x9 = 315: an odd
-  // row count (8-lane rows go through in pairs, the last alone). AVX2 runs 8-channel blocks,
-  // AVX-512 16-channel ones.
+  // row count (8-lane rows go through in pairs, the last alone). The generic and AVX2 kernels
+  // run 8-channel blocks, AVX-512 16-channel ones.
+  graph::SessionOptions reference;
+  reference.kernels = graph::KernelChoice::reference;
   for (const Shape& shape : {Shape{2, 3, 20, 18, 16}, Shape{1, 3, 5, 7, 9}})
-    for (const Isa isa : {Isa::avx2, Isa::avx512}) {
+    for (const Isa isa : {Isa::generic, Isa::avx2, Isa::avx512}) {
       if (static_cast<int>(hardware_isa()) < static_cast<int>(isa)) continue;
       SCOPED_TRACE(shape.str() + " " + isa_name(isa));
       const Tensor x = test::random_tensor(shape, 136);
-      set_max_isa(Isa::generic);
-      graph::Session plain(g);
+      graph::Session plain(g, reference);
       const Tensor ref = plain.run(std::vector<Tensor>{x})[0];
       set_max_isa(isa);
       graph::Session fast(g);
@@ -790,8 +791,8 @@ TEST(LayoutPass, BlockedInstanceNormChainMatchesPlainPath) {
   set_max_isa(Isa::avx512);
 }
 
-// Runs g on the reference path (generic ISA, no graph passes) and on the optimized one (the
-// best ISA, passes on), with the optimized plan's statistics.
+// Runs g on the reference path (reference kernels, no graph passes) and on the optimized one
+// (the best ISA, passes on), with the optimized plan's statistics.
 struct FastAndReference {
   std::vector<Tensor> ref, fast;
   graph::PlanStats stats;
@@ -800,12 +801,11 @@ FastAndReference run_fast_and_reference(const graph::Graph& g, const std::vector
   FastAndReference r;
   std::vector<Shape> shapes;
   for (const auto& t : inputs) shapes.push_back(t.shape());
-  set_max_isa(Isa::generic);
   graph::SessionOptions plain_opts;
   plain_opts.optimize = false;
+  plain_opts.kernels = graph::KernelChoice::reference;
   graph::Session plain(g, plain_opts);
   r.ref = plain.run(inputs);
-  set_max_isa(Isa::avx512);
   graph::Session fast(g);
   r.fast = fast.run(inputs);
   r.stats = fast.plan_stats(shapes);

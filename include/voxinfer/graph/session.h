@@ -14,10 +14,21 @@
 
 namespace voxinfer::graph {
 
+// Which convolution kernels a Session runs. `optimized`: the first kernel that accepts the
+// layer for active_isa(), which is the generic blocked kernel when the ISA is capped to
+// generic (VOXINFER_MAX_ISA) or the CPU has no AVX2. `reference`: the plain reference loops
+// (the oracle, many times slower), to check a model or a kernel against them. `from_env`:
+// VOXINFER_KERNELS=optimized|reference decides, optimized when it is unset.
+enum class KernelChoice { from_env, optimized, reference };
+
+// The choice VOXINFER_KERNELS makes; throws invalid_input naming the variable on other values.
+KernelChoice kernel_choice_from_env();
+
 struct SessionOptions {
   int threads = 0;        // 0: VOXINFER_NUM_THREADS or all cores
   bool optimize = true;   // run the graph passes (BN folding, activation fusion, ...)
   bool profile = false;   // time every step (see Session::profile())
+  KernelChoice kernels = KernelChoice::from_env;
 };
 
 // Accumulated time per node while profiling.
