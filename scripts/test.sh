@@ -22,8 +22,15 @@ if [[ "${1:-}" == "--sanitize" ]]; then
   exit 0
 fi
 
-./scripts/build.sh -DVOXINFER_WERROR=ON
+# The Python module is built for, and tested with, a python3 that has NumPy and pytest (one
+# earlier in PATH, such as a pyenv shim, may lack them; Debian's has them after setup.sh).
+PYTHON=$(command -v python3)
+if ! "$PYTHON" -c "import numpy, pytest" 2>/dev/null; then PYTHON=/usr/bin/python3; fi
+./scripts/build.sh -DVOXINFER_WERROR=ON "-DPython_EXECUTABLE=$PYTHON"
 ctest --test-dir build -j "$JOBS" --output-on-failure --timeout 1200
+# The Python package from the build tree (any failure, or no test collected, fails the run).
+PYTHONPATH="$PWD/build/python" VOXINFER_CLI="$PWD/build/examples/voxinfer" \
+  "$PYTHON" -m pytest -q -p no:cacheprovider tests/python
 
 # The installed package must be usable with find_package(voxinfer).
 rm -rf build/install build/consumer
@@ -32,5 +39,8 @@ cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$PWD/build/instal
   || { cat build/consumer.log; exit 1; }
 cmake --build build/consumer >> build/consumer.log 2>&1 || { cat build/consumer.log; exit 1; }
 LD_LIBRARY_PATH="$PWD/build/install/lib:${LD_LIBRARY_PATH:-}" ./build/consumer/voxinfer_consumer
+# The installed Python package finds the library through its run path.
+(cd build && env -u LD_LIBRARY_PATH PYTHONPATH="$PWD/install/lib/python3/dist-packages" "$PYTHON" -c \
+  "import voxinfer, numpy; assert voxinfer.Volume(numpy.zeros((2, 2, 2))).shape == (1, 2, 2, 2)")
 # The installed command line runs from its non-system prefix without LD_LIBRARY_PATH (RPATH).
 env -u LD_LIBRARY_PATH ./build/install/bin/voxinfer --version
