@@ -83,7 +83,7 @@ std::vector<std::int32_t> decode_j2k(const std::vector<std::uint8_t>& bytes, int
       !opj_decode(codec, stream, image) || !opj_end_decompress(codec, stream))
     throw Error(ErrorCode::invalid_input, what + ": corrupt JPEG 2000 pixel data");
   if (image->numcomps != 1)
-    throw Error(ErrorCode::unsupported, what + ": JPEG 2000 image with " + std::to_string(image->numcomps) +
+    throw Error(ErrorCode::invalid_input, what + ": JPEG 2000 image with " + std::to_string(image->numcomps) +
                                             " components (only grayscale is supported)");
   const opj_image_comp_t& c = image->comps[0];
   if (static_cast<int>(c.w) != columns || static_cast<int>(c.h) != rows || !c.data)
@@ -165,7 +165,7 @@ std::vector<std::uint8_t> unpack_rle_bits(const std::vector<std::uint8_t>& f, st
   };
   if (f.size() < 64) throw Error(ErrorCode::invalid_input, what + ": RLE frame shorter than its header");
   if (le32(0) != 1)
-    throw Error(ErrorCode::unsupported, what + ": 1-bit RLE frame with " + std::to_string(le32(0)) + " segments");
+    throw Error(ErrorCode::invalid_input, what + ": 1-bit RLE frame with " + std::to_string(le32(0)) + " segments");
   std::vector<std::uint8_t> out;
   out.reserve(bytes);
   std::size_t i = le32(4);
@@ -327,11 +327,11 @@ FileDecoder::FileDecoder(const FileHeader& header) : impl_(std::make_unique<Impl
   if (loaded.bad()) throw Error(ErrorCode::invalid_input, what + ": cannot read the DICOM file (" + loaded.text() + ")");
   DcmDataset* ds = m.file.getDataset();
   if (header.samples_per_pixel != 1)
-    throw Error(ErrorCode::unsupported, what + ": color images (SamplesPerPixel " +
+    throw Error(ErrorCode::invalid_input, what + ": color images (SamplesPerPixel " +
                                             std::to_string(header.samples_per_pixel) + ", " +
                                             printable(header.photometric) + ") are not supported");
   if (header.photometric == "PALETTE COLOR")
-    throw Error(ErrorCode::unsupported, what + ": PALETTE COLOR images are not supported (only grayscale)");
+    throw Error(ErrorCode::invalid_input, what + ": PALETTE COLOR images are not supported (only grayscale)");
   const E_TransferSyntax xfer = ds->getOriginalXfer();
   const DcmXfer x(xfer);
   DcmElement* element = nullptr;
@@ -357,7 +357,7 @@ FileDecoder::FileDecoder(const FileHeader& header) : impl_(std::make_unique<Impl
     check_frame_sizes(element, xfer, m.rows, m.columns, m.frames, header.bits_allocated, what);
     const OFCondition c = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
     if (c.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
-      throw Error(ErrorCode::unsupported, what + ": unsupported transfer syntax <" + printable(header.transfer_syntax) +
+      throw Error(ErrorCode::invalid_input, what + ": unsupported transfer syntax <" + printable(header.transfer_syntax) +
                                               ", " + transfer_syntax_name(header.transfer_syntax) + ">" +
                                               (c.bad() ? std::string(" (") + c.text() + ")" : std::string()));
     if (ds->findAndGetElement(DCM_PixelData, element).bad() || !element)
@@ -373,13 +373,13 @@ FileDecoder::FileDecoder(const FileHeader& header) : impl_(std::make_unique<Impl
   m.high_bit = get(DCM_HighBit, m.bits_stored - 1);
   m.pixel_representation = get(DCM_PixelRepresentation, 0);
   if (m.bits_allocated != 1 && m.bits_allocated != 8 && m.bits_allocated != 16 && m.bits_allocated != 32)
-    throw Error(ErrorCode::unsupported, what + ": BitsAllocated " + std::to_string(m.bits_allocated) + " is not supported");
+    throw Error(ErrorCode::invalid_input, what + ": BitsAllocated " + std::to_string(m.bits_allocated) + " is not supported");
   if (m.bits_stored < 1 || m.bits_stored > m.bits_allocated || m.high_bit < m.bits_stored - 1 || m.high_bit >= m.bits_allocated)
     throw Error(ErrorCode::invalid_input, what + ": inconsistent BitsStored " + std::to_string(m.bits_stored) + " / HighBit " +
                                               std::to_string(m.high_bit) + " for BitsAllocated " +
                                               std::to_string(m.bits_allocated));
   if (m.bits_allocated == 32 && x.getByteOrder() == EBO_BigEndian)
-    throw Error(ErrorCode::unsupported, what + ": 32-bit big-endian pixel data is not supported");
+    throw Error(ErrorCode::invalid_input, what + ": 32-bit big-endian pixel data is not supported");
 
   const std::uint64_t pixels_per_frame = static_cast<std::uint64_t>(m.rows) * static_cast<std::uint64_t>(m.columns);
   const std::uint64_t needed = m.bits_allocated == 1

@@ -262,7 +262,7 @@ void check_nifti_not_sheared(const itk::ImageIOBase& io, const std::string& path
       const double cosine = m.col(a).dot(m.col(b)) / (na * nb);
       if (std::abs(cosine) > 1e-4) {
         const double angle = 90.0 - std::acos(std::min(1.0, std::abs(cosine))) * 180.0 / 3.14159265358979323846;
-        throw Error(ErrorCode::unsupported,
+        throw Error(ErrorCode::invalid_input,
                     path + ": the sform is sheared (voxel axes " + std::to_string(a) + " and " + std::to_string(b) +
                         " are " + std::to_string(angle) +
                         " degrees from perpendicular, as in a gantry-tilted CT saved without resampling); "
@@ -701,16 +701,16 @@ Volume read_image(const std::string& path, const ReadOptions& options) {
 
   const auto pixel = io->GetPixelType();
   if (pixel != itk::IOPixelEnum::SCALAR || io->GetNumberOfComponents() != 1)
-    throw Error(ErrorCode::unsupported, what + itk::ImageIOBase::GetPixelTypeAsString(pixel) + " pixels with " +
+    throw Error(ErrorCode::invalid_input, what + itk::ImageIOBase::GetPixelTypeAsString(pixel) + " pixels with " +
                                             std::to_string(io->GetNumberOfComponents()) +
                                             " components are not supported (only scalar images)");
   const Component comp = io->GetComponentType();
   if (component_size(comp) == 0)
-    throw Error(ErrorCode::unsupported,
+    throw Error(ErrorCode::invalid_input,
                 what + "voxel type " + itk::ImageIOBase::GetComponentTypeAsString(comp) + " is not supported");
 
   const unsigned nd = io->GetNumberOfDimensions();
-  if (nd < 2 || nd > 4) throw Error(ErrorCode::unsupported, what + std::to_string(nd) + "D images are not supported (2D to 4D)");
+  if (nd < 2 || nd > 4) throw Error(ErrorCode::invalid_input, what + std::to_string(nd) + "D images are not supported (2D to 4D)");
   std::int64_t dims[4] = {1, 1, 1, 1};
   std::int64_t total = 1;
   for (unsigned i = 0; i < nd; ++i) {

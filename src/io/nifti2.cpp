@@ -106,7 +106,7 @@ Volume read_nifti2(const std::string& path, std::int64_t max_voxels) {
   if (dim[0] < 2 || dim[0] > 7) throw Error(ErrorCode::invalid_input, what + "NIfTI-2 dim[0] = " + std::to_string(dim[0]));
   for (int i = 5; i <= dim[0]; ++i)
     if (dim[static_cast<std::size_t>(i)] > 1)
-      throw Error(ErrorCode::unsupported, what + "NIfTI-2 images with more than 4 dimensions are not supported");
+      throw Error(ErrorCode::invalid_input, what + "NIfTI-2 images with more than 4 dimensions are not supported");
   std::int64_t n[4] = {1, 1, 1, 1}, total = 1;
   for (int i = 0; i < std::min<std::int64_t>(dim[0], 4); ++i) {
     n[i] = dim[static_cast<std::size_t>(i) + 1];
@@ -123,7 +123,7 @@ Volume read_nifti2(const std::string& path, std::int64_t max_voxels) {
     case 8: case 768: case 16: bytes = 4; break;
     case 64: case 1024: case 1280: bytes = 8; break;
     default:
-      throw Error(ErrorCode::unsupported, what + "NIfTI datatype " + std::to_string(datatype) +
+      throw Error(ErrorCode::invalid_input, what + "NIfTI datatype " + std::to_string(datatype) +
                                               " (complex, RGB or other non-scalar data) is not supported");
   }
 
@@ -136,7 +136,7 @@ Volume read_nifti2(const std::string& path, std::int64_t max_voxels) {
       for (int b = a + 1; b < 3; ++b) {
         const double na = ras.block<3, 1>(0, a).norm(), nb = ras.block<3, 1>(0, b).norm();
         if (na > 0 && nb > 0 && std::abs(ras.block<3, 1>(0, a).dot(ras.block<3, 1>(0, b))) / (na * nb) > 1e-4)
-          throw Error(ErrorCode::unsupported, what + "the sform is sheared (voxel axes are not perpendicular); "
+          throw Error(ErrorCode::invalid_input, what + "the sform is sheared (voxel axes are not perpendicular); "
                                                      "voxinfer needs orthogonal axes: resample the image first");
       }
   } else if (qform_code > 0) {

@@ -78,7 +78,7 @@ Descr parse_descr(const std::string& path, std::string_view v) {
   else if (code == "u1") t = DType::u8;
   else if (code == "b1") t = DType::boolean;
   else
-    throw Error(ErrorCode::unsupported, path + ": .npy dtype '" + d + "' is not supported (f4, f2, f8, i8, i4, i2, u1, b1 are)");
+    throw Error(ErrorCode::invalid_input, path + ": .npy dtype '" + d + "' is not supported (f4, f2, f8, i8, i4, i2, u1, b1 are)");
   const bool native_little = std::endian::native == std::endian::little;
   const bool swap = dtype_size(t) > 1 && ((big && native_little) || (order == '<' && !native_little));
   return {t, swap};
@@ -105,7 +105,7 @@ Shape parse_shape(const std::string& path, std::string_view v) {
     inner.remove_prefix(comma + 1);
   }
   if (dims.size() > static_cast<std::size_t>(Shape::kMaxRank))
-    throw Error(ErrorCode::unsupported, path + ": rank " + std::to_string(dims.size()) + " is above the supported 8");
+    throw Error(ErrorCode::invalid_input, path + ": rank " + std::to_string(dims.size()) + " is above the supported 8");
   return Shape(dims);
 }
 

@@ -115,7 +115,7 @@ TEST_F(Npy, MalformedFilesGiveClearErrors) {
       read_npy(file);
       FAIL() << "no error for " << file;
     } catch (const Error& e) {
-      EXPECT_EQ(e.code() == ErrorCode::invalid_input || e.code() == ErrorCode::unsupported, true);
+      EXPECT_EQ(e.code(), ErrorCode::invalid_input);
       EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
       EXPECT_NE(std::string(e.what()).find(file), std::string::npos) << e.what();
     }

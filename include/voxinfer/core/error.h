@@ -7,6 +7,8 @@
 
 namespace voxinfer {
 
+// invalid_input: bad usage, or an input voxinfer cannot read (a file, a pixel type, a codec);
+// invalid_model and unsupported: a model (package, operator, feature) it cannot run.
 enum class ErrorCode { invalid_input, invalid_model, unsupported, io, internal };
 
 const char* error_code_name(ErrorCode code) noexcept;
