@@ -141,7 +141,12 @@ TEST_P(ReorderSweep, RoundTripAndZeroTail) {
 INSTANTIATE_TEST_SUITE_P(Layouts, ReorderSweep,
                          ::testing::Combine(::testing::Values(Layout::nCdhw8c, Layout::nCdhw16c, Layout::OIdhw8i8o,
                                                               Layout::OIdhw16i16o),
-                                            ::testing::Values(1, 3), ::testing::Values(1, 5, 8, 13, 16, 17)));
+                                            ::testing::Values(1, 3), ::testing::Values(1, 5, 8, 13, 16, 17)),
+                         [](const ::testing::TestParamInfo<ReorderSweep::ParamType>& info) {
+                           return std::string(layout_name(std::get<0>(info.param))) + "_n" +
+                                  std::to_string(std::get<1>(info.param)) + "_c" +
+                                  std::to_string(std::get<2>(info.param));
+                         });
 
 TEST(Reorder, ExplicitNCdhw8cPositions) {
   // C = 10: element (n=0, c=9, d=0, h=0, w=1) lives in channel block 1, lane 1.

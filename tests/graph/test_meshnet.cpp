@@ -1,5 +1,6 @@
 // The real trained brainchop MeshNet (TF.js layers model) must reproduce tfjs's
-// reference logits on the 32^3 block and its argmax labels on the full 256^3 volume.
+// reference logits on the 32^3 block (shared data) and its argmax labels on the full 256^3
+// volume (the model and the T1 ship in examples/, tfjs's labels in tests/data).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -48,11 +49,10 @@ TEST(MeshNet, Crop32LogitsMatchTfjs) {
 }
 
 TEST(MeshNet, FullVolumeLabelsMatchTfjs) {
-  VOXINFER_REQUIRE_SHARED(kModel);
-  const auto base = test::shared_dir() / "data/brainchop_meshnet";
-  auto session = graph::Session::from_file((test::shared_dir() / kModel).string());
-  const Volume in = read_image((base / "input/t1_crop.nii.gz").string());
-  const Volume ref = read_image((base / "expected/t1_crop_model5_gw_ae_labels.nii.gz").string());
+  const auto examples = test::test_data_dir().parent_path().parent_path() / "examples";
+  auto session = graph::Session::from_file((examples / "models/meshnet_gwm/model.json").string());
+  const Volume in = read_image((examples / "data/t1_crop.nii.gz").string());
+  const Volume ref = read_image((test::test_data_dir() / "meshnet_gwm_t1_crop_labels.nii.gz").string());
   // min-max normalisation over the whole volume, as brainchop does for this model.
   float lo = in.channel(0)[0], hi = lo;
   for (std::int64_t i = 0; i < in.voxels(); ++i) {

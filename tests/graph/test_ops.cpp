@@ -132,7 +132,18 @@ std::vector<ConvCase> conv_cases() {
   return v;
 }
 
-INSTANTIATE_TEST_SUITE_P(Ops, ConvSweep, ::testing::ValuesIn(conv_cases()));
+// Test names carry the parameters (ns3_cin4_cout6_groups1_k3_stride1_dil1_pad1_size7).
+std::string conv_case_name(const ::testing::TestParamInfo<ConvCase>& info) {
+  const ConvCase& c = info.param;
+  std::string n = "ns" + std::to_string(c.ns) + "_cin" + std::to_string(c.cin) + "_cout" + std::to_string(c.cout) +
+                  "_groups" + std::to_string(c.groups) + "_k" + std::to_string(c.k) + "_stride" +
+                  std::to_string(c.stride) + "_dil" + std::to_string(c.dil) +
+                  (c.auto_pad.empty() ? "_pad" + std::to_string(c.pad) : "_" + c.auto_pad) + "_size" +
+                  std::to_string(c.size);
+  return n;
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, ConvSweep, ::testing::ValuesIn(conv_cases()), conv_case_name);
 
 // ---------------------------------------------------------------- ConvTranspose
 
