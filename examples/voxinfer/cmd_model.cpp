@@ -86,6 +86,15 @@ std::int64_t peak_rss_bytes() {
   return static_cast<std::int64_t>(u.ru_maxrss) * 1024;
 }
 
+// Each convolution's kernel and why the kernels tried before it declined.
+void print_kernel_choices(const graph::PlanStats& st) {
+  std::printf("convolution kernels (and why earlier ones declined):\n");
+  for (const auto& c : st.kernel_choices) {
+    std::printf("  %s %s: %s\n", c.op.c_str(), c.node.c_str(), c.kernel.c_str());
+    for (const auto& d : c.declined) std::printf("      declined %s\n", d.c_str());
+  }
+}
+
 void model_info(const std::string& path, const std::vector<std::string>& shape_args, bool as_json) {
   graph::Graph g = graph::load_model(path);
   std::map<std::string, int> hist;
@@ -124,6 +133,9 @@ void model_info(const std::string& path, const std::vector<std::string>& shape_a
                  {"blocked_values", st.blocked_values},
                  {"concat_in_place", st.concat_in_place},
                  {"kernels", st.kernels}};
+    for (const auto& c : st.kernel_choices)
+      j["plan"]["convolutions"].push_back(
+          {{"node", c.node}, {"op", c.op}, {"kernel", c.kernel}, {"declined", c.declined}});
   }
   if (as_json) {
     std::cout << j.dump(2) << "\n";
@@ -153,6 +165,7 @@ void model_info(const std::string& path, const std::vector<std::string>& shape_a
   std::printf("  kernels          ");
   for (const auto& [k, n] : st.kernels) std::printf(" %s x%d", k.c_str(), n);
   std::printf("\n");
+  print_kernel_choices(st);
 }
 
 std::string safe_file_name(std::string s) {
@@ -320,6 +333,7 @@ void add_bench_command(CLI::App& app) {
       for (const auto& [name, v] : ops)
         std::printf("  %-60s %9.2f ms %5.1f%%  %7.1f GFLOP/s\n", name.c_str(), v.first / runs_total, 100 * v.first / total,
                     v.first > 0 ? static_cast<double>(v.second) * runs_total / (v.first * 1e6) : 0.0);
+      print_kernel_choices(st);
       std::printf("slowest nodes:\n");
       for (std::size_t i = 0; i < std::min<std::size_t>(16, prof.size()); ++i) {
         const double ms = prof[i].ms / runs_total;

@@ -56,6 +56,9 @@ class Op {
   virtual std::int64_t flops(const std::vector<ValueMeta>& /*in*/, const std::vector<ValueMeta>& /*out*/) const { return 0; }
   // Name of the kernel chosen at prepare (for `info`/profiling).
   virtual std::string kernel_name() const { return "ref"; }
+  // Why the kernels tried before the chosen one declined, one "kernel: reason" per line
+  // (empty for operators with one kernel).
+  virtual std::string kernel_declines() const { return {}; }
 
   const Node& node() const { return node_; }
   // Set by the Session before prepare(): run the reference kernels, not the optimized ones.

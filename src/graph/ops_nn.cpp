@@ -197,8 +197,17 @@ class ConvOp final : public Op {
     kernel_.reset();
     head_.reset();
     small_.reset();
+    why_.clear();
+    head_why_.clear();
+    small_why_.clear();
     const bool consts = in[1].constant && (!(in.size() > 2 && in[2].present) || in[2].constant) &&
                         (!(in.size() > 3 && in[3].present) || in[3].constant);
+    if (!consts)
+      why_ = "optimized kernels: weights, bias or slopes are not constant\n";
+    else if (reference_kernels_)
+      why_ = "optimized kernels: the session asked for the reference kernels\n";
+    else if (residual_broadcast_)
+      why_ = "optimized kernels: the fused residual only broadcasts to the output\n";
     if (consts && !reference_kernels_ && !residual_broadcast_) {
       Epilogue ep = ep_;
       ep.bias = in.size() > 2 && in[2].present ? in[2].constant->data<float>() : nullptr;
@@ -209,15 +218,19 @@ class ConvOp final : public Op {
       // 16-channel blocks waste memory and bandwidth on narrow layers (the brain MeshNet has 5
       // channels): prefer the 8-channel kernels there.
       Isa isa = active_isa();
-      if (isa == Isa::avx512 && std::max(p_.ic / p_.groups, p_.oc / p_.groups) <= 8) isa = Isa::avx2;
-      kernel_ = kernels::make_conv_kernel(p_, in[1].constant->data<float>(), ep, transposed_, isa, nullptr);
+      if (isa == Isa::avx512 && std::max(p_.ic / p_.groups, p_.oc / p_.groups) <= 8) {
+        isa = Isa::avx2;
+        why_ = "avx512 kernels: all channels fit a block of 8, the 8-channel kernels waste less\n";
+      }
+      kernel_ = kernels::make_conv_kernel(p_, in[1].constant->data<float>(), ep, transposed_, isa, &why_);
       if (kernel_ && kernel_->src_layout() != Layout::plain) {
         const float* w = in[1].constant->data<float>();
-        head_ = transposed_ ? kernels::make_deconv_head_kernel(p_, w, ep, kernel_->src_layout(), isa, nullptr)
-                            : kernels::make_conv_head_kernel(p_, w, ep, kernel_->src_layout(), isa, nullptr);
+        head_ = transposed_ ? kernels::make_deconv_head_kernel(p_, w, ep, kernel_->src_layout(), isa, &head_why_)
+                            : kernels::make_conv_head_kernel(p_, w, ep, kernel_->src_layout(), isa, &head_why_);
       }
       if (kernel_ && !transposed_ && kernel_->src_layout() == Layout::plain)
-        small_ = kernels::make_small_plain_conv_kernel(p_, in[1].constant->data<float>(), ep, active_isa(), nullptr);
+        small_ =
+            kernels::make_small_plain_conv_kernel(p_, in[1].constant->data<float>(), ep, active_isa(), &small_why_);
     }
   }
 
@@ -284,6 +297,23 @@ class ConvOp final : public Op {
     if (plain_head()) return head_->name();
     if (plain_small()) return small_->name();
     return kernel_ ? kernel_->name() : (transposed_ ? "conv_transpose3d_ref" : "conv3d_ref");
+  }
+  // The list's rejections, then why the head or small plain kernel did or did not replace
+  // the blocked kernel once the layouts were chosen.
+  std::string kernel_declines() const override {
+    std::string r = why_;
+    if (!kernel_) return r;
+    if (plain_head() || plain_small())
+      return r + kernel_->name() + ": the input or output is plain with few channels, " + kernel_name() +
+             " needs no channel padding and no reorder\n";
+    r += head_why_ + small_why_;
+    if (head_)
+      r += std::string(head_->name()) + (has_residual_ ? ": the convolution adds a residual\n"
+                                         : out_layout_ != Layout::plain
+                                             ? ": the output stays blocked for its consumers\n"
+                                             : ": the input arrives plain\n");
+    if (small_) r += std::string(small_->name()) + ": the input, output or residual is blocked\n";
+    return r;
   }
   std::int64_t flops(const std::vector<ValueMeta>&, const std::vector<ValueMeta>&) const override {
     if (!transposed_) return p_.flops();
@@ -376,6 +406,7 @@ class ConvOp final : public Op {
   std::unique_ptr<kernels::ConvKernel> kernel_;
   std::unique_ptr<kernels::ConvKernel> head_;  // 1x1x1 head, blocked src to plain dst, when it applies
   std::unique_ptr<kernels::ConvKernel> small_;  // few plain channels to few plain channels, when it applies
+  std::string why_, head_why_, small_why_;      // rejections while choosing (for `info`)
   Layout in_layout_ = Layout::plain, out_layout_ = Layout::plain, res_layout_ = Layout::plain;
 };
 

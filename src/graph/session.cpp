@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <mutex>
 #include <set>
+#include <sstream>
 
 #include "graph/op.h"
 #include "voxinfer/core/threading.h"
@@ -274,6 +275,14 @@ std::shared_ptr<Plan> Session::Impl::build(const std::vector<Shape>& shapes, con
       for (int k : step.out) lo.push_back(k >= 0 ? layout[static_cast<std::size_t>(k)] : Layout::plain);
       step.op->set_layouts(li, lo);
       st.kernels[step.op->kernel_name()]++;  // after the layouts: they can change the kernel
+      const std::string node_type = step.op->node().op_type;
+      if (node_type == "Conv" || node_type == "ConvTranspose") {
+        KernelChoiceNote note{step.op->node().name, node_type, step.op->kernel_name(), {}};
+        std::istringstream lines(step.op->kernel_declines());
+        for (std::string line; std::getline(lines, line);)
+          if (!line.empty()) note.declined.push_back(line);
+        st.kernel_choices.push_back(std::move(note));
+      }
       st.reorders += step.op->reorders();
       plan->workspace_bytes = std::max(plan->workspace_bytes, step.op->workspace_bytes());
     }

@@ -96,6 +96,30 @@ TEST_F(KernelChoiceTest, ReferenceKernelsOnlyWhenAskedFor) {
   }
 }
 
+// The plan names each convolution's kernel and why the kernels tried before it declined.
+TEST_F(KernelChoiceTest, PlanSaysWhyEarlierKernelsDeclined) {
+  set_max_isa(Isa::generic);
+  const auto st = graph::Session(two_convs()).plan_stats({Shape{1, 2, 6, 7, 9}});
+  ASSERT_EQ(st.kernel_choices.size(), 2u);
+  for (const auto& c : st.kernel_choices) {
+    SCOPED_TRACE(c.node + " " + c.kernel);
+    EXPECT_EQ(c.op, "Conv");
+    EXPECT_NE(c.kernel.find("__generic"), std::string::npos);
+#if defined(__x86_64__) || defined(_M_X64)
+    bool avx2_declined = false;
+    for (const auto& d : c.declined) avx2_declined = avx2_declined || d.find("avx2") != std::string::npos;
+    EXPECT_TRUE(avx2_declined);
+#endif
+  }
+  graph::SessionOptions o;
+  o.kernels = graph::KernelChoice::reference;
+  const auto ref = graph::Session(two_convs(), o).plan_stats({Shape{1, 2, 6, 7, 9}});
+  ASSERT_EQ(ref.kernel_choices.size(), 2u);
+  EXPECT_EQ(ref.kernel_choices[0].kernel, "conv3d_ref");
+  ASSERT_EQ(ref.kernel_choices[0].declined.size(), 1u);
+  EXPECT_NE(ref.kernel_choices[0].declined[0].find("asked for the reference kernels"), std::string::npos);
+}
+
 // ------------------------------------------------------------------ models
 
 struct ModelCase {

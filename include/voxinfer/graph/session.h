@@ -39,6 +39,13 @@ struct StepProfile {
   int runs = 0;
 };
 
+// The kernel of one step that had several to choose from, and why those tried before it
+// declined ("kernel: reason" per entry).
+struct KernelChoiceNote {
+  std::string node, op, kernel;
+  std::vector<std::string> declined;
+};
+
 struct PlanStats {
   std::int64_t arena_bytes = 0;       // planned peak of the activation arena
   std::int64_t activation_bytes = 0;  // sum of all intermediate tensors (what a naive executor holds)
@@ -52,6 +59,7 @@ struct PlanStats {
   int blocked_values = 0;             // intermediate tensors kept in a blocked layout
   int concat_in_place = 0;            // Concat inputs written straight into the Concat's output
   std::map<std::string, int> kernels; // kernel name -> count
+  std::vector<KernelChoiceNote> kernel_choices;  // convolutions, in execution order
   std::map<std::string, int> ops;     // op type -> count of nodes run
 };
 
