@@ -9,6 +9,7 @@
 #include <immintrin.h>
 
 #include "pipeline/nnunet_internal.h"
+#include "voxinfer/core/cpu.h"
 #include "voxinfer/core/error.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/pipeline/nnunet_resample.h"
@@ -22,16 +23,54 @@ double since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// IEEE half rounding (round to nearest even), as torch stores nnU-Net's logits.
+// IEEE half precision (round to nearest even), as torch stores nnU-Net's logits; portable bit
+// conversions (any compiler), F16C for the accumulation where the CPU has it.
+using Half = std::uint16_t;
+
+inline Half to_half(float f) {
+  std::uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const std::uint32_t sign = (x >> 16) & 0x8000u;
+  std::uint32_t a = x & 0x7fffffffu;
+  if (a >= 0x7f800000u)  // infinity, NaN (quiet, payload kept where it fits)
+    return static_cast<Half>(sign | 0x7c00u | (a > 0x7f800000u ? 0x200u | ((a >> 13) & 0x3ffu) : 0u));
+  if (a >= 0x477ff000u) return static_cast<Half>(sign | 0x7c00u);  // rounds to infinity
+  if (a < 0x38800000u) {  // a subnormal half: let the FPU round at 2^-24 by adding 0.5
+    float v;
+    std::memcpy(&v, &a, 4);
+    v += 0.5f;
+    std::uint32_t r;
+    std::memcpy(&r, &v, 4);
+    return static_cast<Half>(sign | (r - 0x3f000000u));
+  }
+  a += 0xc8000fffu + ((a >> 13) & 1u);  // rebias the exponent, round half to even
+  return static_cast<Half>(sign | (a >> 13));
+}
+
+inline float to_float(Half h) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  const std::uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  std::uint32_t bits;
+  if (e == 0) {
+    const float v = static_cast<float>(m) * 5.9604644775390625e-8f;  // m * 2^-24
+    std::memcpy(&bits, &v, 4);
+    bits |= sign;
+  } else if (e == 31) {
+    bits = sign | 0x7f800000u | (m << 13);
+  } else {
+    bits = sign | ((e + 112u) << 23) | (m << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
 inline float round_half(float x) {
-  return static_cast<float>(static_cast<_Float16>(x));
+  return to_float(to_half(x));
 }
 
 // acc[i] = half(acc[i] + w[i] * x[i]) over n values (x null: acc[i] = half(acc[i] + w[i])), the
-// in-place add of a float32 tensor into a float16 one; acc holds IEEE halves. F16C where the
-// CPU has it.
-using Half = _Float16;
-
+// in-place add of a float32 tensor into a float16 one.
 __attribute__((target("avx2,f16c"))) void accumulate_half_f16c(Half* acc, const float* x, const float* w,
                                                                std::int64_t n) {
   std::int64_t i = 0;
@@ -42,14 +81,13 @@ __attribute__((target("avx2,f16c"))) void accumulate_half_f16c(Half* acc, const 
     const __m256 a = _mm256_add_ps(_mm256_cvtph_ps(_mm_loadu_si128(ap)), v);
     _mm_storeu_si128(ap, _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
   }
-  for (; i < n; ++i) acc[i] = static_cast<Half>(static_cast<float>(acc[i]) + (x ? w[i] * x[i] : w[i]));
+  for (; i < n; ++i) acc[i] = to_half(to_float(acc[i]) + (x ? w[i] * x[i] : w[i]));
 }
 
 void accumulate_half(Half* acc, const float* x, const float* w, std::int64_t n) {
-  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+  static const bool f16c = hardware_isa() != Isa::generic;  // every AVX2 CPU has F16C
   if (f16c) return accumulate_half_f16c(acc, x, w, n);
-  for (std::int64_t i = 0; i < n; ++i)
-    acc[i] = static_cast<Half>(static_cast<float>(acc[i]) + (x ? w[i] * x[i] : w[i]));
+  for (std::int64_t i = 0; i < n; ++i) acc[i] = to_half(to_float(acc[i]) + (x ? w[i] * x[i] : w[i]));
 }
 
 Half* halves(Tensor& t) {
@@ -455,8 +493,7 @@ Tensor sliding_window_nnunet(graph::Session& session, const Tensor& data, const 
     const Half* wp = halves(wsum);
     const std::int64_t n = s[0] * s[1] * s[2];
     parallel_for(K * n, 1 << 16, [&](std::int64_t b0, std::int64_t e0) {
-      for (std::int64_t i = b0; i < e0; ++i)
-        ap[i] = static_cast<Half>(static_cast<float>(ap[i]) / static_cast<float>(wp[i % n]));
+      for (std::int64_t i = b0; i < e0; ++i) ap[i] = to_half(to_float(ap[i]) / to_float(wp[i % n]));
     });
     return acc;
   }
@@ -468,8 +505,7 @@ Tensor sliding_window_nnunet(graph::Session& session, const Tensor& data, const 
         const Half* ap = halves(acc) + ((k * ps[0] + a + lo[0]) * ps[1] + b + lo[1]) * ps[2] + lo[2];
         const Half* wp = halves(wsum) + ((a + lo[0]) * ps[1] + b + lo[1]) * ps[2] + lo[2];
         Half* op = halves(out) + ((k * s[0] + a) * s[1] + b) * s[2];
-        for (std::int64_t c = 0; c < s[2]; ++c)
-          op[c] = static_cast<Half>(static_cast<float>(ap[c]) / static_cast<float>(wp[c]));
+        for (std::int64_t c = 0; c < s[2]; ++c) op[c] = to_half(to_float(ap[c]) / to_float(wp[c]));
       }
     }
   });
@@ -483,7 +519,7 @@ Tensor half_to_float(const Tensor& t) {
   Tensor out(t.shape(), DType::f32);
   const Half* s = halves(t);
   float* d = out.data<float>();
-  for (std::int64_t i = 0; i < t.numel(); ++i) d[i] = static_cast<float>(s[i]);
+  for (std::int64_t i = 0; i < t.numel(); ++i) d[i] = to_float(s[i]);
   return out;
 }
 
@@ -515,8 +551,7 @@ Tensor predict_logits(Model& model, const Tensor& data, const PredictOptions& op
     Half* sp = halves(sum);
     const Half* lp = halves(l);
     parallel_for(sum.numel(), 1 << 16, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t i = b; i < e; ++i)
-        sp[i] = static_cast<Half>(static_cast<float>(sp[i]) + static_cast<float>(lp[i]));
+      for (std::int64_t i = b; i < e; ++i) sp[i] = to_half(to_float(sp[i]) + to_float(lp[i]));
     });
   }
   if (tiles) *tiles += total;
@@ -524,7 +559,7 @@ Tensor predict_logits(Model& model, const Tensor& data, const PredictOptions& op
     Half* sp = halves(sum);
     const auto d = static_cast<float>(nf);
     parallel_for(sum.numel(), 1 << 16, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t i = b; i < e; ++i) sp[i] = static_cast<Half>(static_cast<float>(sp[i]) / d);
+      for (std::int64_t i = b; i < e; ++i) sp[i] = to_half(to_float(sp[i]) / d);
     });
   }
   return sum;
@@ -555,7 +590,7 @@ Prediction export_prediction(const Model& model, const Preprocessed& p, const Te
       const Half* src = halves(logits) + k * lvox;
       float* dst = lk.data<float>();
       parallel_for(lvox, 1 << 16, [&](std::int64_t b0, std::int64_t e0) {
-        for (std::int64_t i = b0; i < e0; ++i) dst[i] = static_cast<float>(src[i]);
+        for (std::int64_t i = b0; i < e0; ++i) dst[i] = to_float(src[i]);
       });
     }
     const Tensor r =
