@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <regex>
 #include <sstream>
 
 #include "commands.h"
@@ -60,14 +59,15 @@ std::vector<int> parse_folds(const std::string& s) {
 std::vector<std::string> channel_files(const std::vector<std::string>& inputs, std::size_t channels) {
   if (inputs.size() != 1 || channels <= 1) return inputs;
   const std::string name = fs::path(inputs[0]).filename().string();
-  static const std::regex re(R"(^(.*)_0000(\.[A-Za-z0-9.]+)$)");
-  std::smatch m;
-  if (!std::regex_match(name, m, re)) return inputs;
+  // CASE_0000.ext: the other channels are CASE_0001.ext ... beside it.
+  const auto at = name.find("_0000.");
+  if (at == std::string::npos || at == 0) return inputs;
+  const std::string stem = name.substr(0, at), ext = name.substr(at + 5);
   std::vector<std::string> out{inputs[0]};
   for (std::size_t c = 1; c < channels; ++c) {
     char idx[32];
     std::snprintf(idx, sizeof idx, "_%04zu", c);
-    const fs::path p = fs::path(inputs[0]).parent_path() / (m[1].str() + idx + m[2].str());
+    const fs::path p = fs::path(inputs[0]).parent_path() / (stem + idx + ext);
     std::error_code ec;
     if (!fs::exists(p, ec))
       throw Error(ErrorCode::invalid_input,

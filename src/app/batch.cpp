@@ -11,7 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <future>
-#include <regex>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -35,9 +35,22 @@ std::string strip_image_extension(std::string name) {
   return name;
 }
 
-const std::regex& channel_file_re() {
-  static const std::regex re(R"(^(.*)_(\d{4})(\.nii\.gz|\.nii|\.nrrd|\.mha)$)");
-  return re;
+// nnU-Net's channel file names: STEM_DDDD.ext with ext .nii.gz, .nii, .nrrd or .mha.
+struct ChannelName {
+  std::string stem, index, ext;
+};
+std::optional<ChannelName> channel_name(const std::string& name) {
+  for (const char* ext : {".nii.gz", ".nii", ".nrrd", ".mha"}) {
+    const std::size_t n = std::strlen(ext);
+    if (name.size() < n + 5 || name.compare(name.size() - n, n, ext) != 0) continue;
+    const std::string base = name.substr(0, name.size() - n);
+    const std::string digits = base.substr(base.size() - 4);
+    if (base[base.size() - 5] != '_' ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      return std::nullopt;
+    return ChannelName{base.substr(0, base.size() - 5), digits, ext};
+  }
+  return std::nullopt;
 }
 
 std::string trim(const std::string& s) {
@@ -63,9 +76,8 @@ bool safe_id(const std::string& id) {
 std::vector<std::string> channel_files(const std::string& input, std::int64_t channels) {
   if (channels <= 1) return {input};
   const fs::path p(input);
-  std::smatch m;
-  const std::string name = p.filename().string();
-  if (!std::regex_match(name, m, channel_file_re()) || m[2].str() != "0000")
+  const auto m = channel_name(p.filename().string());
+  if (!m || m->index != "0000")
     fail(ErrorCode::invalid_input, input + ": the model takes " + std::to_string(channels) +
                                        " channels; name the files CASE_0000" +
                                        ", CASE_0001 ... and list the _0000 file");
@@ -73,7 +85,7 @@ std::vector<std::string> channel_files(const std::string& input, std::int64_t ch
   for (std::int64_t c = 1; c < channels; ++c) {
     char idx[32];
     std::snprintf(idx, sizeof idx, "_%04lld", static_cast<long long>(c));
-    const fs::path f = p.parent_path() / (m[1].str() + idx + m[3].str());
+    const fs::path f = p.parent_path() / (m->stem + idx + m->ext);
     std::error_code ec;
     if (!fs::exists(f, ec)) fail(ErrorCode::invalid_input, f.string() + ": missing channel file");
     files.push_back(f.string());
@@ -126,17 +138,16 @@ std::vector<BatchCase> read_case_list(const fs::path& src, bool skip_channel_fil
   const auto id_of = [&](const fs::path& p) {
     std::string id = strip_image_extension(p.filename().string());
     if (id.empty()) id = p.parent_path().filename().string();
-    std::smatch m;
-    const std::string name = p.filename().string();
-    if (skip_channel_files && std::regex_match(name, m, channel_file_re()) && m[2].str() == "0000") id = m[1].str();
+    const auto m = channel_name(p.filename().string());
+    if (skip_channel_files && m && m->index == "0000") id = m->stem;
     return id;
   };
   if (fs::is_directory(src, ec)) {
     for (const auto& e : fs::directory_iterator(src, ec)) {
       const std::string name = e.path().filename().string();
       if (name.empty() || name[0] == '.') continue;
-      std::smatch m;
-      if (skip_channel_files && std::regex_match(name, m, channel_file_re()) && m[2].str() != "0000") continue;
+      const auto m = channel_name(name);
+      if (skip_channel_files && m && m->index != "0000") continue;
       cases.push_back(BatchCase{id_of(e.path()), e.path().string()});
     }
   } else if (fs::is_regular_file(src, ec)) {
