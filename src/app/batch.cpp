@@ -97,11 +97,12 @@ std::string manifest_name(const Shard& s) {
   return "manifest-" + std::to_string(s.index) + "-of-" + std::to_string(s.count) + ".jsonl";
 }
 
-// Case ids whose last manifest line (in any shard's manifest) says done.
-std::set<std::string> done_cases(const fs::path& dir) {
-  std::map<std::string, std::string> last;
+// The last manifest line per case over every shard's manifest of `dir` (sorted by file name).
+// A "skipped" line (a resumed run passing a finished case) does not hide the line of the run
+// that made the output; a line cut by a kill is ignored.
+std::map<std::string, nlohmann::json> last_manifest_lines(const fs::path& dir) {
+  std::map<std::string, nlohmann::json> last;
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return {};
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string n = e.path().filename().string();
@@ -112,16 +113,21 @@ std::set<std::string> done_cases(const fs::path& dir) {
     std::ifstream in(f);
     std::string line;
     while (std::getline(in, line)) {
-      const auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_discarded() || !j.is_object() || !j.contains("case") || !j.contains("status"))
-        continue;  // a line cut by a kill
-      if (!j["case"].is_string() || !j["status"].is_string()) continue;
-      last[j["case"].get<std::string>()] = j["status"].get<std::string>();
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object() || !j.contains("case") || !j["case"].is_string()) continue;
+      const std::string id = j["case"].get<std::string>();
+      if (j.value("status", "") == "skipped" && last.count(id)) continue;
+      last[id] = std::move(j);
     }
   }
+  return last;
+}
+
+// Case ids whose last manifest line says done.
+std::set<std::string> done_cases(const fs::path& dir) {
   std::set<std::string> done;
-  for (const auto& [id, status] : last)
-    if (status == "done") done.insert(id);
+  for (const auto& [id, j] : last_manifest_lines(dir))
+    if (j.value("status", "") == "done") done.insert(id);
   return done;
 }
 
@@ -333,26 +339,9 @@ BatchSummary run_batch(Segmenter& seg, const std::vector<BatchCase>& cases, cons
 }
 
 std::map<std::string, std::int64_t> summarize_manifests(const fs::path& dir) {
-  std::map<std::string, nlohmann::json> last;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail(ErrorCode::invalid_input, dir.string() + ": no such output folder");
-  std::vector<fs::path> files;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string n = e.path().filename().string();
-    if (n.rfind("manifest-", 0) == 0 && e.path().extension() == ".jsonl") files.push_back(e.path());
-  }
-  std::sort(files.begin(), files.end());
-  for (const auto& f : files) {
-    std::ifstream in(f);
-    std::string line;
-    while (std::getline(in, line)) {
-      auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_discarded() || !j.is_object() || !j.contains("case") || !j["case"].is_string()) continue;
-      if (j.value("status", "") == "skipped" && last.count(j["case"].get<std::string>()))
-        continue;  // keep the run that made it
-      last[j["case"].get<std::string>()] = j;
-    }
-  }
+  const auto last = last_manifest_lines(dir);
   std::string text;
   std::map<std::string, std::int64_t> counts;
   for (const auto& [id, j] : last) {

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "pipeline/nnunet_test_util.h"
 #include "test_util.h"
 #include "voxinfer/app/nnunet.h"
 #include "voxinfer/core/error.h"
@@ -39,20 +40,6 @@ double max_abs(const float* p, std::int64_t n) {
   double m = 0;
   for (std::int64_t i = 0; i < n; ++i) m = std::max(m, static_cast<double>(std::abs(p[i])));
   return m;
-}
-
-// Fraction of voxels with the same label, after checking that both maps lie on one grid.
-double label_agreement(const Volume& ours, const Volume& ref) {
-  EXPECT_EQ(ours.nx(), ref.nx());
-  EXPECT_EQ(ours.ny(), ref.ny());
-  EXPECT_EQ(ours.nz(), ref.nz());
-  EXPECT_LT((ours.geometry.origin - ref.geometry.origin).norm(), 1e-3);
-  EXPECT_LT((ours.geometry.spacing - ref.geometry.spacing).norm(), 1e-5);
-  EXPECT_LT((ours.geometry.direction - ref.geometry.direction).norm(), 1e-6);
-  if (ours.voxels() != ref.voxels()) return 0;
-  std::int64_t same = 0;
-  for (std::int64_t i = 0; i < ours.voxels(); ++i) same += ours.channel(0)[i] == ref.channel(0)[i];
-  return static_cast<double>(same) / static_cast<double>(ours.voxels());
 }
 
 TEST(NnunetFolder, ReadsPlansDatasetCheckpointsAndFolds) {
@@ -120,7 +107,7 @@ TEST(NnunetPredict, Fold0WithoutMirroringMatchesNnunetLabels) {
   const nnunet::Prediction r = nnunet::predict(m, {read_volume(kInput.string())}, o);
   const Volume ref =
       read_volume((kData / "predictions" / "f0_step0.5_nomirror" / "ct3mm_z78-111_LPS_zeropad.nii.gz").string());
-  EXPECT_GE(label_agreement(r.labels, ref), 0.9995);
+  EXPECT_GE(test::label_agreement(r.labels, ref), 0.9995);
 }
 
 TEST(NnunetPredict, TwoFoldEnsembleWithMirroringMatchesNnunetLabels) {
@@ -130,7 +117,7 @@ TEST(NnunetPredict, TwoFoldEnsembleWithMirroringMatchesNnunetLabels) {
   const nnunet::Prediction r = nnunet::predict(m, {read_volume(kInput.string())}, o);
   const Volume ref =
       read_volume((kData / "predictions" / "ens_f0f1_step0.5_mirror" / "ct3mm_z78-111_LPS_zeropad.nii.gz").string());
-  EXPECT_GE(label_agreement(r.labels, ref), 0.9995);
+  EXPECT_GE(test::label_agreement(r.labels, ref), 0.9995);
   // Probabilities: on the input grid, summing to one, background 1 outside the nonzero box.
   ASSERT_EQ(r.probabilities.channels(), 6);
   ASSERT_EQ(r.probabilities.voxels(), r.labels.voxels());
@@ -293,7 +280,7 @@ TEST(NnunetReaders, NibabelIOWithReorientPredictsOnTheRasArrayAndTurnsTheLabelsB
   const Volume got = nnunet::predict(reorienting, {in}, o).labels;
   const AxisPermutation t = orientation_transform(in.geometry, "RAS");
   const Volume want = permute_axes(nnunet::predict(plain, {reorient(in, "RAS")}, o).labels, inverse(t));
-  EXPECT_EQ(label_agreement(got, want), 1.0);
+  EXPECT_EQ(test::label_agreement(got, want), 1.0);
   EXPECT_LT((got.geometry.origin - in.geometry.origin).norm(), 1e-6);
   fs::remove_all(d.parent_path());
 }
@@ -326,8 +313,9 @@ TEST(NnunetFolder, OlderPlansSchemaBuildsTheSameNetwork) {
   const Volume in = read_volume(kInput.string());
   nnunet::PredictOptions o;
   o.mirroring = false;
-  EXPECT_EQ(label_agreement(nnunet::predict(old_schema, {in}, o).labels, nnunet::predict(current, {in}, o).labels),
-            1.0);
+  EXPECT_EQ(
+      test::label_agreement(nnunet::predict(old_schema, {in}, o).labels, nnunet::predict(current, {in}, o).labels),
+      1.0);
   fs::remove_all(d.parent_path());
 }
 

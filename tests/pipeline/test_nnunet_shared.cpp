@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "pipeline/nnunet_test_util.h"
 #include "test_util.h"
 #include "voxinfer/app/nnunet.h"
 #include "voxinfer/io/image_io.h"
@@ -17,19 +18,6 @@ namespace voxinfer {
 namespace {
 
 namespace fs = std::filesystem;
-
-double label_agreement(const Volume& ours, const Volume& ref) {
-  EXPECT_EQ(ours.nx(), ref.nx());
-  EXPECT_EQ(ours.ny(), ref.ny());
-  EXPECT_EQ(ours.nz(), ref.nz());
-  EXPECT_LT((ours.geometry.origin - ref.geometry.origin).norm(), 1e-3);
-  EXPECT_LT((ours.geometry.spacing - ref.geometry.spacing).norm(), 1e-5);
-  EXPECT_LT((ours.geometry.direction - ref.geometry.direction).norm(), 1e-6);
-  if (ours.voxels() != ref.voxels()) return 0;
-  std::int64_t same = 0;
-  for (std::int64_t i = 0; i < ours.voxels(); ++i) same += ours.channel(0)[i] == ref.channel(0)[i];
-  return static_cast<double>(same) / static_cast<double>(ours.voxels());
-}
 
 struct Setting {
   const char* folder;
@@ -59,7 +47,7 @@ TEST(NnunetSharedReferences, EveryInputAndSettingMatchesNnunetLabels) {
       o.step_size = s.step;
       o.mirroring = s.mirror;
       const auto r = nnunet::predict(ms, {read_volume((shared / "inputs" / (case_id + "_0000.nii.gz")).string())}, o);
-      const double agree = label_agreement(r.labels, read_volume(e.path().string()));
+      const double agree = test::label_agreement(r.labels, read_volume(e.path().string()));
       std::printf("  %-26s %-28s agreement %.5f%%\n", s.folder, case_id.c_str(), 100 * agree);
       EXPECT_GE(agree, 0.9995) << s.folder << " " << case_id;
     }
