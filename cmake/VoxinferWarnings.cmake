@@ -3,7 +3,7 @@ include_guard(GLOBAL)
 
 function(voxinfer_set_warnings target)
   # -Wno-restrict: GCC 12 reports false positives inside std::string at -O3 (GCC bug 105329).
-  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wno-restrict)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic $<$<CXX_COMPILER_ID:GNU>:-Wno-restrict>)
   if(VOXINFER_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()

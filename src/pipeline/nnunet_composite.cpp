@@ -141,8 +141,8 @@ CompositeSpec load_composite(const fs::path& folder) {
     }
   }
   for (const auto& m : c.models)
-    for (const auto& [from, to] : m.class_map) {
-      (void)from;
+    for (const auto& entry : m.class_map) {
+      const auto to = entry.second;
       if (!c.labels.empty() &&
           std::none_of(c.labels.begin(), c.labels.end(), [&](const auto& l) { return l.first == to; }) && to != 0)
         bad(file, "labels", "output label " + std::to_string(to) + " of a class_map has no name");
