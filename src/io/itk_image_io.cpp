@@ -165,6 +165,39 @@ class CaptureConsole {
 
 using Component = itk::IOComponentEnum;
 
+// The on-disk voxel type's name (metadata "voxel_type"): NiiVue's conform treats uint8 apart.
+const char* component_name(Component c) {
+  switch (c) {
+    case Component::UCHAR: return "uint8";
+    case Component::CHAR: return "int8";
+    case Component::USHORT: return "uint16";
+    case Component::SHORT: return "int16";
+    case Component::UINT: return "uint32";
+    case Component::INT: return "int32";
+    case Component::ULONG: case Component::ULONGLONG: return "uint64";
+    case Component::LONG: case Component::LONGLONG: return "int64";
+    case Component::FLOAT: return "float32";
+    case Component::DOUBLE: return "float64";
+    default: return "unknown";
+  }
+}
+
+const char* nifti_datatype_name(int datatype) {
+  switch (datatype) {
+    case 2: return "uint8";
+    case 4: return "int16";
+    case 8: return "int32";
+    case 16: return "float32";
+    case 64: return "float64";
+    case 256: return "int8";
+    case 512: return "uint16";
+    case 768: return "uint32";
+    case 1024: return "int64";
+    case 1280: return "uint64";
+    default: return "unknown";
+  }
+}
+
 std::size_t component_size(Component c) {
   switch (c) {
     case Component::UCHAR: case Component::CHAR: return 1;
@@ -769,6 +802,8 @@ Volume read_image(const std::string& path, const ReadOptions& options) {
                                               console.first_line());
   }
   vol.metadata["source_format"] = format_name(format);
+  // NIfTI: the header's datatype (ITK reports float for scaled integers).
+  vol.metadata["voxel_type"] = have_nifti1 ? nifti_datatype_name(nifti1.datatype) : component_name(comp);
   return vol;
 }
 
