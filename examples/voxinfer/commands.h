@@ -19,6 +19,9 @@ void add_segment_command(CLI::App& app);
 // cmd_batch.cpp: batch.
 void add_batch_command(CLI::App& app);
 
+// cmd_serve.cpp: serve (a DICOM node).
+void add_serve_command(CLI::App& app);
+
 // cmd_classify.cpp: classify.
 void add_classify_command(CLI::App& app);
 

@@ -4,6 +4,7 @@
 #include <set>
 #include <sstream>
 
+#include "voxinfer/app/results.h"
 #include "voxinfer/core/error.h"
 #include "voxinfer/io/dicom.h"
 #include "voxinfer/io/dicom_seg.h"
@@ -35,33 +36,10 @@ DicomSegSource dicom_seg_source(const Volume& input, const std::string& referenc
   return {ref.metadata, ref.geometry};
 }
 
-void write_segment_dicom_seg(const std::string& path, const Volume& labels_in, const DicomSegSource& source,
+void write_segment_dicom_seg(const std::string& path, const Volume& labels, const DicomSegSource& source,
                              const PipelineSpec& spec, const std::string& package_name, bool keep_empty) {
-  Volume labels = labels_in;  // shares the voxels; takes the series' exact geometry
-  labels.geometry = source.geometry;
-  std::set<int> values;
-  for (const LabelSpec& l : spec.labels) values.insert(l.value);
-  const float* p = labels.channel(0);
-  float last = 0;
-  for (std::int64_t i = 0; i < labels.voxels(); ++i)
-    if (p[i] != 0.f && p[i] != last) values.insert(static_cast<int>(last = p[i]));
-  DicomSegWriteOptions o;
-  for (int v : values) {
-    if (v <= 0) continue;
-    DicomSegSegment s;
-    s.value = v;
-    const LabelSpec* l = spec.find_label(v);
-    s.name = l && !l->name.empty() ? l->name : "label " + std::to_string(v);
-    s.color = label_color(v, spec.labels);
-    if (l && l->code) s.type = DicomSegCode{l->code->scheme, l->code->value, l->code->meaning};
-    o.segments.push_back(s);
-  }
-  if (o.segments.empty()) throw Error(ErrorCode::invalid_input, path + ": the package lists no labels and the label map is empty");
-  o.algorithm_name = spec.name.empty() ? package_name : spec.name;
-  o.algorithm_version = spec.version;
-  o.series_description = ("voxinfer " + o.algorithm_name + (spec.version.empty() ? "" : " " + spec.version)).substr(0, 64);
-  o.keep_empty_frames = keep_empty;
-  write_dicom_seg(path, labels, source.metadata, o);
+  app::write_segmentation_dicom_seg(path, labels, source.metadata, source.geometry, spec.labels,
+                                    {spec.name.empty() ? package_name : spec.name, spec.version}, keep_empty);
 }
 
 Volume read_dicom_seg_labels(const std::string& path, const std::string& reference, const std::string& series_uid) {
