@@ -31,6 +31,7 @@ struct RowCtx {
   std::int64_t dd = 1, dh = 1, dw = 1;
   std::int64_t kh = 1, kw = 1;  // tap layout of the packed weights
   std::int64_t ih = 1, iw = 1;  // input rows per plane, pixels per row
+  std::int64_t ring = 0;        // src holds input plane d at d % ring (0: at d)
   std::int64_t ow_n = 1, sh = 1, ph = 0;  // output row length, H stride and pad (plane tiles)
   std::int64_t src_cs = 0;      // floats between input-channel blocks (blocked src)
   std::int64_t src_ics = 1;     // floats between input channels (plain src)
@@ -212,6 +213,9 @@ template <class T, int NB, int UR, int SW>
   }
 }
 
+// Where input plane d lies in src (a ring of planes when streaming).
+inline std::int64_t src_plane(const RowCtx& c, std::int64_t d) { return c.ring ? d % c.ring : d; }
+
 // One register tile: NB output-channel blocks x `ur` pixels starting at ow0 (plane tiles:
 // at flattened pixel ow0 of the plane c.dst points at).
 template <class T, int NB, int UR, int SW, bool PLAIN, int MODE>
@@ -236,7 +240,7 @@ void tile(const RowCtx& c, std::int64_t ow0, int ur) {
       const int nic = b + 1 == c.nicb ? c.ic_tail : B;
       const float* sblk = c.src + b * c.src_cs;
       for (std::int64_t kd = c.kd_lo; kd < c.kd_hi; ++kd) {
-        const float* splane = sblk + (c.d0 + kd * c.dd) * c.ih * c.iw * WS;
+        const float* splane = sblk + src_plane(c, c.d0 + kd * c.dd) * c.ih * c.iw * WS;
         for (std::int64_t kh = 0; kh < c.kh; ++kh)
           for (std::int64_t kw = 0; kw < c.kw_n; ++kw) {
             unsigned valid = 0;
@@ -270,7 +274,7 @@ void tile(const RowCtx& c, std::int64_t ow0, int ur) {
       const std::int64_t d = c.d0 + kd * c.dd;
       for (std::int64_t kh = c.kh_lo; kh < c.kh_hi; ++kh) {
         const std::int64_t h = c.h0 + kh * c.dh;
-        const float* srow = sblk + (d * c.ih + h) * c.iw * WS;
+        const float* srow = sblk + (src_plane(c, d) * c.ih + h) * c.iw * WS;
         const float* wrow = wicb + (kd * c.kh + kh) * c.kw * c.w_tap;
         if constexpr (!PLAIN) {
           // Strided layers read sh new input rows per output row, and the hardware
@@ -439,7 +443,7 @@ void padded_row(const RowCtx& c, RowCache& rc) {
     for (std::int64_t kh = c.kh_lo; kh < c.kh_hi; ++kh) {
       const std::int64_t h = c.h0 + kh * c.dh;
       // Input pixel w sits at -w0 + w (the left padding) in the copy.
-      const float* row = rc.row(c.src + (d * c.ih + h) * c.iw, d, h, c.src_ics, c.iw, -c.w0);
+      const float* row = rc.row(c.src + (src_plane(c, d) * c.ih + h) * c.iw, d, h, c.src_ics, c.iw, -c.w0);
       r.row[r.n++] = {row, c.wei + (kd * c.kh + kh) * c.kw * c.w_tap};
     }
   }
@@ -462,8 +466,10 @@ RowCtx base_ctx(const Plan& p) {
 template <class T, int NB, int UR, int SW, bool PLAIN>
 void conv_items(const Plan& p, const float* src, float* dst, const float* res, std::int64_t begin, std::int64_t end) {
   constexpr int B = T::B;
-  const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+  // src holds src_planes planes when streaming (ConvKernel::run_planes), else all id planes.
+  const std::int64_t isp = (p.src_planes ? p.src_planes : p.id) * p.ih * p.iw, osp = p.od * p.oh * p.ow;
   RowCtx c = base_ctx<T>(p);
+  c.ring = p.src_planes;
   c.kh = p.kh, c.kw = p.kw, c.kw_n = p.kw;
   c.dd = p.dd, c.dh = p.dh, c.dw = p.dw, c.w0 = -p.pw;
   c.w_tap = p.icblk * NB * B;
@@ -486,7 +492,7 @@ void conv_items(const Plan& p, const float* src, float* dst, const float* res, s
     const std::int64_t t = r % tiles, n = r / tiles;
     const std::int64_t g = t / p.tiles_g;
     c.ob0 = g * p.ocb_g + (t % p.tiles_g) * NB;
-    c.d0 = od * p.sd - p.pd;
+    c.d0 = (p.d_begin + od) * p.sd - p.pd;
     std::int64_t kd_lo = 0, kd_hi = p.kd;
     while (kd_lo < p.kd && c.d0 + kd_lo * p.dd < 0) ++kd_lo;
     while (kd_hi > kd_lo && c.d0 + (kd_hi - 1) * p.dd >= p.id) --kd_hi;

@@ -84,6 +84,26 @@ class DirectConv final : public ConvKernel {
     parallel_for(items, grain, [a](std::int64_t b, std::int64_t e) { a->fn(*a->plan, a->src, a->dst, a->res, b, e); });
   }
 
+  std::int64_t plane_alignment() const override { return plan_.transposed ? 0 : 1; }
+  void run_planes(const float* src, std::int64_t src_planes, float* dst, std::int64_t d_begin, std::int64_t planes,
+                  void* /*workspace*/) const override {
+    Plan q = plan_;
+    q.od = planes;
+    q.d_begin = d_begin;
+    q.src_planes = src_planes;
+    q.residual = false;
+    struct Args {
+      const Plan* plan;
+      RunFn fn;
+      const float* src;
+      float* dst;
+    };
+    const Args args{&q, impl_.run, src, dst};
+    const Args* a = &args;
+    const std::int64_t grain = std::max<std::int64_t>(1, q.items() / 256);
+    parallel_for(q.items(), grain, [a](std::int64_t b, std::int64_t e) { a->fn(*a->plan, a->src, a->dst, nullptr, b, e); });
+  }
+
  private:
   const Impl& impl_;
   Plan plan_;

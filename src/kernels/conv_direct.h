@@ -45,6 +45,9 @@ struct Plan {
   std::int64_t rows = 1;      // output rows (oh; ConvTranspose: input rows) per work item
   std::int64_t row_groups = 1;
   std::int64_t ow_lo = 0, ow_hi = 0;  // outputs in [ow_lo, ow_hi) read no W padding
+  // Plane streaming (ConvKernel::run_planes): output plane od of dst is plane d_begin + od of
+  // the problem, and src holds input plane d at d % src_planes (0: src holds all id planes).
+  std::int64_t d_begin = 0, src_planes = 0;
 
   const float* wei = nullptr;    // packed weights
   const float* bias = nullptr;   // padded bias (zeros when the layer has none)

@@ -28,19 +28,36 @@ class WinogradConv final : public ConvKernel {
   std::size_t workspace_bytes() const override { return static_cast<std::size_t>(slots_) * slot_bytes(); }
 
   void run(const float* src, float* dst, const float* residual, void* workspace) const override {
+    run_plan(plan_, src, dst, plan_.residual ? residual : nullptr, workspace);
+  }
+  std::int64_t plane_alignment() const override { return 2; }
+  void run_planes(const float* src, std::int64_t src_planes, float* dst, std::int64_t d_begin, std::int64_t planes,
+                  void* workspace) const override {
+    Plan q = plan_;
+    q.od = planes;
+    q.td = (planes + 1) / 2;
+    q.d_begin = d_begin;
+    q.src_planes = src_planes;
+    q.residual = false;
+    run_plan(q, src, dst, nullptr, workspace);
+  }
+
+ private:
+  void run_plan(const Plan& plan, const float* src, float* dst, const float* residual, void* workspace) const {
     struct Args {
       const WinogradConv* self;
+      const Plan* plan;
       const float* src;
       float* dst;
       const float* res;
       std::byte* ws;
     };
-    const Args args{this, src, dst, plan_.residual ? residual : nullptr, static_cast<std::byte*>(workspace)};
+    const Args args{this, &plan, src, dst, residual, static_cast<std::byte*>(workspace)};
     const Args* a = &args;
     // A fixed number of slots, each with its own scratch and a fixed share of the items:
     // every item writes its own outputs, so the result does not depend on the thread count.
     parallel_for(slots_, 1, [a](std::int64_t b, std::int64_t e) {
-      const Plan& p = a->self->plan_;
+      const Plan& p = *a->plan;
       for (std::int64_t s = b; s < e; ++s) {
         std::int64_t ib = 0, ie = 0;
         balance211(p.items(), a->self->slots_, static_cast<int>(s), ib, ie);
@@ -51,7 +68,6 @@ class WinogradConv final : public ConvKernel {
     });
   }
 
- private:
   std::size_t slot_bytes() const {
     return static_cast<std::size_t>(round_up(plan_.scratch_floats() * static_cast<std::int64_t>(sizeof(float)), 64));
   }

@@ -34,6 +34,10 @@ struct Plan {
   Activation act = Activation::none;
   float alpha = 0.f, beta = 0.f;
   bool residual = false;
+  // Plane streaming (ConvKernel::run_planes): output plane od of dst is plane d_begin + od of
+  // the problem (d_begin even, so tiles fall where a whole run puts them), and src holds input
+  // plane d at d % src_planes (0: src holds all id planes).
+  std::int64_t d_begin = 0, src_planes = 0;
 
   std::int64_t tiles() const { return td * th * tw; }  // per image
   std::int64_t chunks() const { return (tiles() + nt - 1) / nt; }

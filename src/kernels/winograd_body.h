@@ -22,7 +22,7 @@ template <class T>
 void input_transform(const Plan& p, const float* src_n, float* v, std::int64_t t0) {
   using V = typename T::V;
   constexpr int B = T::B;
-  const std::int64_t isp = p.id * p.ih * p.iw;
+  const std::int64_t isp = (p.src_planes ? p.src_planes : p.id) * p.ih * p.iw;
   const std::int64_t ntiles = p.tiles();
   for (std::int64_t b = 0; b < p.icb; ++b) {
     const float* sb = src_n + b * isp * B;
@@ -35,7 +35,7 @@ void input_transform(const Plan& p, const float* src_n, float* v, std::int64_t t
       }
       std::int64_t tz, ty, tx;
       tile_coords(p, t0 + t, tz, ty, tx);
-      const std::int64_t z0 = 2 * tz - p.pd, y0 = 2 * ty - p.ph, x0 = 2 * tx - p.pw;
+      const std::int64_t z0 = p.d_begin + 2 * tz - p.pd, y0 = 2 * ty - p.ph, x0 = 2 * tx - p.pw;
       // Per input plane z: 16 loads, B^T along x then y in registers; then B^T along z from
       // the four planes (64 vectors do not fit the register file at once).
       V q[4][4][4];
@@ -46,7 +46,8 @@ void input_transform(const Plan& p, const float* src_n, float* v, std::int64_t t
         for (int y = 0; y < 4; ++y) {
           const std::int64_t iy = y0 + y;
           const bool row = iz >= 0 && iz < p.id && iy >= 0 && iy < p.ih;
-          const float* sr = sb + ((iz * p.ih + iy) * p.iw + x0) * B;
+          const std::int64_t pz = p.src_planes && iz >= 0 ? iz % p.src_planes : iz;  // plane in src
+          const float* sr = sb + ((pz * p.ih + iy) * p.iw + x0) * B;
           if (row && inside_x) {  // most tiles: four plain loads
             for (int x = 0; x < 4; ++x) a[y][x] = T::load(sr + x * B);
           } else {
@@ -170,7 +171,7 @@ void run_items(const Plan& p, const float* src, float* dst, const float* res, fl
   constexpr int B = T::B;
   float* v = scratch;
   float* m = scratch + 64 * p.v_step();
-  const std::int64_t isp = p.id * p.ih * p.iw, osp = p.od * p.oh * p.ow;
+  const std::int64_t isp = (p.src_planes ? p.src_planes : p.id) * p.ih * p.iw, osp = p.od * p.oh * p.ow;
   const std::int64_t chunks = p.chunks();
   for (std::int64_t item = begin; item < end; ++item) {
     // Groups innermost: consecutive items of a slot share the chunk (and its input transform).

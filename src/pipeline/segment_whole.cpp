@@ -51,51 +51,68 @@ SegmentResult segment_whole_volume(const Volume& input, const PipelineSpec& spec
                                    const SegmentOptions& options) {
   VOXINFER_CHECK(spec.task == Task::segmentation, invalid_model, "segment: the model package is not a segmentation");
   SegmentResult result;
-  const Volume full = preprocess_for_model(input, spec);
+  // Only the model-order image stays while the network runs: the preprocessed grid and its
+  // crop are released once they gave it (their geometry is all that is needed afterwards).
+  Volume full = preprocess_for_model(input, spec);
   const std::optional<Box> box = crop_box(full, spec, options);
   const std::array<std::int64_t, 3> begin = box ? box->begin : std::array<std::int64_t, 3>{0, 0, 0};
   const std::array<std::int64_t, 3> size =
       box ? std::array<std::int64_t, 3>{box->end[0] - box->begin[0], box->end[1] - box->begin[1],
                                         box->end[2] - box->begin[2]}
           : std::array<std::int64_t, 3>{full.nx(), full.ny(), full.nz()};
-  const Volume v = box ? crop_or_pad(full, begin, size) : full;
+  const Geometry full_geometry = full.geometry;
+  const std::array<std::int64_t, 3> full_size{full.nx(), full.ny(), full.nz()};
+  Tensor image;
+  {
+    const Volume v = box ? crop_or_pad(full, begin, size) : std::move(full);
+    full = Volume();
+    result.model_geometry = v.geometry;
+    image = to_model_tensor(v, spec.axes);
+  }
   result.model_size = size;
-  result.model_geometry = v.geometry;
 
   if (options.progress) options.progress(0, 1);
-  Tensor logits;
-  {
-    const Tensor image = to_model_tensor(v, spec.axes);
-    logits = network(image);
-  }
-  VOXINFER_CHECK(logits.dtype() == DType::f32 && logits.rank() == 5 && logits.dim(0) == 1, invalid_model,
-                 "segment: the network output must be f32 [1, K, D, H, W], got " + logits.shape().str());
   const auto ms = xyz_to_model(size, spec.axes);
-  VOXINFER_CHECK(logits.dim(2) == ms[0] && logits.dim(3) == ms[1] && logits.dim(4) == ms[2], invalid_model,
-                 "segment: the network output " + logits.shape().str() + " does not keep the input's spatial size");
-  const std::int64_t k = logits.dim(1);
   result.window.tiles = 1;
   result.window.batches = 1;
   result.window.network_calls = 1;
-  result.window.out_channels = k;
-  if (options.progress) options.progress(1, 1);
-
-  std::vector<int> values;
-  for (const auto& l : spec.labels) values.push_back(l.value);
   Tensor labels_model;
-  {
+  // Argmax labels straight from a streaming network: no logits.
+  if (options.whole_argmax && spec.postprocess.activation != Activation::sigmoid) {
+    if (std::optional<Tensor> streamed = options.whole_argmax(image)) {
+      VOXINFER_CHECK(streamed->rank() == 4 && streamed->dim(1) == ms[0] && streamed->dim(2) == ms[1] &&
+                         streamed->dim(3) == ms[2],
+                     internal, "segment: the streamed labels " + streamed->shape().str() + " do not match the input");
+      labels_model = *streamed;
+    }
+  }
+  if (!labels_model.defined()) {
+    Tensor logits = network(image);
+    image = Tensor();
+    VOXINFER_CHECK(logits.dtype() == DType::f32 && logits.rank() == 5 && logits.dim(0) == 1, invalid_model,
+                   "segment: the network output must be f32 [1, K, D, H, W], got " + logits.shape().str());
+    VOXINFER_CHECK(logits.dim(2) == ms[0] && logits.dim(3) == ms[1] && logits.dim(4) == ms[2], invalid_model,
+                   "segment: the network output " + logits.shape().str() + " does not keep the input's spatial size");
+    const std::int64_t k = logits.dim(1);
+    result.window.out_channels = k;
+    std::vector<int> values;
+    for (const auto& l : spec.labels) values.push_back(l.value);
     const Tensor flat = logits.contiguous().reshape(Shape{k, ms[0], ms[1], ms[2]});
+    logits = Tensor();
     labels_model =
         predict_labels(flat, spec.postprocess.activation, static_cast<float>(spec.postprocess.threshold), values);
-    logits = Tensor();
   }
-  const Volume cropped = volume_from_model_tensor(labels_model, spec.axes, v.geometry);
+  image = Tensor();
+  if (options.progress) options.progress(1, 1);
+
+  const Volume cropped = volume_from_model_tensor(labels_model, spec.axes, result.model_geometry);
+  labels_model = Tensor();
   // Paste into a zero volume of the whole model grid.
-  Volume whole(1, full.nz(), full.ny(), full.nx(), full.geometry);
+  Volume whole(1, full_size[2], full_size[1], full_size[0], full_geometry);
   std::fill_n(whole.channel(0), whole.voxels(), 0.f);
   for (std::int64_t z = 0; z < size[2]; ++z)
     for (std::int64_t y = 0; y < size[1]; ++y)
-      std::memcpy(whole.channel(0) + ((z + begin[2]) * full.ny() + y + begin[1]) * full.nx() + begin[0],
+      std::memcpy(whole.channel(0) + ((z + begin[2]) * full_size[1] + y + begin[1]) * full_size[0] + begin[0],
                   cropped.channel(0) + (z * size[1] + y) * size[0], static_cast<std::size_t>(size[0]) * sizeof(float));
   result.labels =
       same_grid(whole, input)

@@ -8,6 +8,7 @@
 #include "voxinfer/core/error.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/graph/session.h"
+#include "voxinfer/graph/streaming.h"
 #include "voxinfer/pipeline/preprocess.h"
 #include "voxinfer/pipeline/segment.h"
 
@@ -120,6 +121,17 @@ SegmentationResult SegmentationPipeline::run(const Volume& input) {
   if (impl_->pre_model) so.crop_mask = impl_->pre_model->run(input).labels;
   graph::Session& session = *impl_->session;
   double network_seconds = 0;
+  // A whole-volume MeshNet streams plane by plane (bounded memory, the same labels);
+  // VOXINFER_STREAMING=0 runs the whole graph instead.
+  if (spec.inference.whole_volume && graph::streaming_enabled_from_env())
+    so.whole_argmax = [&](const Tensor& image) -> std::optional<Tensor> {
+      const auto t = std::chrono::steady_clock::now();
+      auto streaming = graph::StreamingArgmax::create(session, image.shape(), impl_->options.threads);
+      if (!streaming) return std::nullopt;
+      Tensor labels = streaming->run(image);
+      network_seconds += seconds_since(t);
+      return labels;
+    };
   const auto t0 = std::chrono::steady_clock::now();
   SegmentResult r = segment_volume(input, spec, [&](const Tensor& batch) {
     const auto t = std::chrono::steady_clock::now();

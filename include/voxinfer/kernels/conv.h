@@ -68,6 +68,20 @@ class ConvKernel {
   // Never allocates, never throws. `residual` (same layout as dst) is read when the
   // epilogue given to make_conv_kernel had a non-null residual pointer, else ignored.
   virtual void run(const float* src, float* dst, const float* residual, void* workspace) const = 0;
+
+  // Plane streaming (a whole volume computed a few output planes at a time, see
+  // graph/streaming.h): 0 when the kernel cannot, else the multiple that d_begin must be (1 for
+  // the direct kernels, 2 for Winograd's 2x2x2 tiles, so that they fall where a whole run puts
+  // them).
+  virtual std::int64_t plane_alignment() const { return 0; }
+  // Output planes [d_begin, d_begin + planes) of the problem given at creation (its od is the
+  // whole output) into dst, which holds just those planes (channel blocks planes * oh * ow * B
+  // floats apart). src holds input plane d (0 <= d < id) at position d % src_planes, so a ring
+  // of src_planes planes that holds every plane those outputs read will do. Each output voxel
+  // gets the same operations in the same order as in run(); no residual. Only where
+  // plane_alignment() is non-zero and divides d_begin.
+  virtual void run_planes(const float* /*src*/, std::int64_t /*src_planes*/, float* /*dst*/, std::int64_t /*d_begin*/,
+                          std::int64_t /*planes*/, void* /*workspace*/) const {}
 };
 
 // Picks the first optimized implementation that accepts the problem for the given ISA,

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <vector>
@@ -68,6 +69,11 @@ struct SegmentOptions {
   // crop_foreground with a pre-model: its label map (on the input's grid); the network sees
   // the box of its non-zero voxels.
   std::optional<Volume> crop_mask;
+  // inference.roi_size "whole" with argmax labels: the index of the largest output channel
+  // per voxel (f32 [1, D, H, W]) for the model-order image [1, C, D, H, W], when the network can
+  // give it without its whole output (plane streaming, graph/streaming.h); nullopt, and the
+  // network callback runs instead.
+  std::function<std::optional<Tensor>(const Tensor& image)> whole_argmax;
 };
 
 struct SegmentResult {
