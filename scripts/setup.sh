@@ -10,7 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libzip-dev dicom3tools dcm2niix python3-pydicom python3-numpy python3-nibabel slurm-wlm munge
   python3-dev pybind11-dev python3-pybind11 python3-pytest python3-onnx python3-setuptools python3-wheel  # Python package
   clang libclang-rt-14-dev  # libFuzzer and the sanitizers for scripts/fuzz.sh
-  orthanc dcmtk curl  # the DICOM node tests: a real PACS, DCMTK's echoscu/storescu
+  orthanc dcmtk curl openssl  # the DICOM node tests: a real PACS, DCMTK's echoscu/storescu, TLS keys
 )
 
 missing=()

@@ -276,16 +276,16 @@ std::string open_association(Association& a, const Peer& peer, const SendOptions
     for (const auto& x : xfers) l.push_back(x.c_str());
     if (a.scu.addPresentationContext(abstract.c_str(), l).bad()) return "too many presentation contexts";
   }
-  if (o.tls.enabled()) {
+  OFCondition c = a.scu.initNetwork();
+  if (c.bad()) return std::string("network: ") + c.text();
+  if (o.tls.enabled()) {  // after initNetwork(): the layer attaches to the network it created
     try {
       a.tls = make_tls(o.tls, NET_REQUESTOR);
     } catch (const Error& e) {
       return e.what();
     }
-    if (a.scu.useSecureConnection(a.tls.get()).bad()) return "TLS could not be set up";
+    if (c = a.scu.useSecureConnection(a.tls.get()); c.bad()) return std::string("TLS could not be set up: ") + c.text();
   }
-  OFCondition c = a.scu.initNetwork();
-  if (c.bad()) return std::string("network: ") + c.text();
   c = a.scu.negotiateAssociation();
   if (c.bad()) return "association with " + peer.str() + ": " + c.text();
   return {};

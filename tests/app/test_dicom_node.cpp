@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -211,6 +212,41 @@ TEST(DicomNet, CallingAeTitlesOutsideTheAllowListAreRejectedAtAssociation) {
   std::lock_guard<std::mutex> lock(scp.m);
   ASSERT_FALSE(scp.refusals.empty());
   EXPECT_NE(scp.refusals.back().find("'INTRUDER' is not allowed"), std::string::npos);
+}
+
+TEST(DicomNet, TlsAssociationsWorkWithTrustedCertificatesAndPlainOnesAreRefused) {
+  const fs::path d = temp_dir("tls");
+  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=voxinfer-test -days 2 -keyout " +
+                          (d / "key.pem").string() + " -out " + (d / "cert.pem").string() + " > /dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "the openssl command is not installed (scripts/setup.sh installs it)";
+  const int port = free_port() + 3;
+  dicomnet::TlsOptions tls;
+  tls.private_key = (d / "key.pem").string();
+  tls.certificate = (d / "cert.pem").string();
+  tls.trusted = {(d / "cert.pem").string()};
+  std::atomic<bool> stop{false};
+  dicomnet::StoreProviderOptions o;
+  o.aet = "NODE";
+  o.port = port;
+  o.tls = tls;
+  o.timeout_seconds = 5;
+  o.place = [d](const dicomnet::ReceivedInstance& r) { return (d / (r.sop_instance_uid + ".dcm")).string(); };
+  std::thread t([&] { dicomnet::run_store_provider(o, stop); });
+  const dicomnet::Peer peer{"NODE", "127.0.0.1", port};
+  dicomnet::SendOptions so;
+  so.calling_aet = "PACS";
+  so.timeout_seconds = 5;
+  so.tls = tls;
+  EXPECT_EQ(wait_for_echo(peer, so), "");
+  test::SliceSpec s;
+  test::write_slice((d / "s.dcm").string(), s);
+  EXPECT_EQ(dicomnet::store(peer, {(d / "s.dcm").string()}, so), "");
+  EXPECT_TRUE(fs::exists(d / (s.sop_instance + ".dcm")));
+  dicomnet::SendOptions plain = so;
+  plain.tls = {};
+  EXPECT_NE(dicomnet::echo(peer, plain), "");
+  stop = true;
+  t.join();
 }
 
 TEST(DicomNet, SendingToANodeThatIsDownReportsWhatFailed) {

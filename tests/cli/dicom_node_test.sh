@@ -3,11 +3,12 @@
 # with generated configurations:
 #   1. Orthanc sends a CT series (REST /modalities/voxinfer/store); the SEG comes back, references
 #      the series, and decodes to the same labels as `voxinfer segment --dicom-seg` on it.
-#   2. Orthanc is down when the SEG is ready and back 20 s later: the SEG arrives once.
+#   2. Orthanc is down when the SEG is ready (a send has failed) and back after 20 s: the SEG arrives once.
 #   3. voxinfer is killed during inference and restarted: the SEG arrives once.
 #   4. A calling AE title not in the allow list is rejected at association.
 #   5. Three series sent at once all come back.
 #   6. A malformed instance is refused and the node keeps serving.
+#   7. A series no route takes (MR for a CT route) is kept in unrouted/ and logged, not processed.
 # No patient name may appear in the node's logs. Needs VOX, MK (make_ct_series), NN (an nnU-Net
 # folder for CT) and IN (a CT volume); exits 77 (skipped) without Orthanc or DCMTK's tools.
 set -u
@@ -97,6 +98,7 @@ send() { curl -sf -X POST "$API/modalities/voxinfer/store" -d "$1" > /dev/null |
 U=1.2.826.0.1.3680043.9.9999
 for n in 1 2 3 4 5 6; do "$MK" "$IN" "$W/s$n" "$U.10$n" "series $n" || fail "make series $n"; done
 "$MK" "$IN" "$W/bad" "" "malformed" || fail "make the malformed series"
+"$MK" "$IN" "$W/mr" "$U.107" "an MR series" MR || fail "make the MR series"
 
 start_orthanc
 start_node "$W/node1.log"
@@ -106,7 +108,7 @@ S1=$(upload "$W/s1" "$U.101")
 "$VOX" segment --model "$NN" -i "$W/s1" -o "$W/ref.nii.gz" --dicom-seg "$W/ref_seg.dcm" --threads 2 2> "$W/ref.log" \
   || fail "voxinfer segment on the series"
 send "$S1"
-wait_for_seg "$U.101" 120
+wait_for_seg "$U.101" 300
 seg=$(curl -sf -X POST "$API/tools/find" -d '{"Level":"Instance","Query":{"Modality":"SEG"}}' | python3 -c "import json,sys; print(json.load(sys.stdin)[0])")
 curl -sf "$API/instances/$seg/file" -o "$W/got_seg.dcm" || fail "download the SEG"
 "$VOX" convert "$W/got_seg.dcm" "$W/got.nii" --dicom-reference "$W/s1" 2> /dev/null || fail "decode the received SEG"
@@ -119,25 +121,27 @@ echo "round trip: SEG in Orthanc, same labels as voxinfer segment"
 S2=$(upload "$W/s2" "$U.102")
 send "$S2"
 stop_orthanc
-sleep 20
+down=$SECONDS
+for _ in $(seq 1500); do grep -q '"event":"send_failed"' "$W/node1.log" && break; sleep 0.2; done
 grep -q '"event":"send_failed"' "$W/node1.log" || fail "no failed send was logged while Orthanc was down"
+while ((SECONDS - down < 20)); do sleep 0.5; done
 start_orthanc
-wait_for_seg "$U.102" 60
+wait_for_seg "$U.102" 120
 sleep 6  # a duplicate would come within the retry period
 [[ $(count_segs_for "$U.102") -eq 1 ]] || fail "the SEG of series 2 arrived $(count_segs_for "$U.102") times"
-echo "destination down 20 s: SEG arrived once"
+echo "destination down $((SECONDS - down)) s: SEG arrived once"
 
 # 3. The node killed during inference, then restarted.
 S3=$(upload "$W/s3" "$U.103")
 lines=$(wc -l < "$W/node1.log")
 send "$S3"
-for _ in $(seq 600); do
+for _ in $(seq 2400); do
   tail -n +"$((lines + 1))" "$W/node1.log" | grep -q '"event":"job_started"' && break
   sleep 0.05
 done
 kill -9 "$NPID"; wait "$NPID" 2> /dev/null; NPID=""
 start_node "$W/node2.log"
-wait_for_seg "$U.103" 120
+wait_for_seg "$U.103" 300
 grep -q '"event":"job_requeued"' "$W/node2.log" || fail "the restarted node did not requeue the interrupted job"
 sleep 3
 [[ $(count_segs_for "$U.103") -eq 1 ]] || fail "the SEG of series 3 arrived $(count_segs_for "$U.103") times"
@@ -155,7 +159,7 @@ for id in "${ids[@]}"; do
   curl -sf -X POST "$API/modalities/voxinfer/store" -d "{\"Resources\": [\"$id\"], \"Asynchronous\": true}" > /dev/null \
     || fail "asynchronous store"
 done
-for n in 4 5 6; do wait_for_seg "$U.10$n" 180; done
+for n in 4 5 6; do wait_for_seg "$U.10$n" 600; done
 echo "three series at once: three SEGs"
 
 # 6. A malformed instance (no valid Series Instance UID) is refused; the node keeps serving.
@@ -166,6 +170,15 @@ kill -0 "$NPID" 2> /dev/null || fail "the node died on a malformed instance"
 echoscu -aet ORTHANC -aec VOXINFER 127.0.0.1 "$NODE" || fail "the node stopped answering after a malformed instance"
 grep -q '"event":"instance_refused"' "$W/node2.log" || fail "the refused instance was not logged"
 echo "malformed instance: refused, node still serving"
+
+# 7. No route for an MR series.
+MR=$(upload "$W/mr" "$U.107")
+send "$MR"
+for _ in $(seq 100); do grep -q '"event":"series_unrouted"' "$W/node2.log" && break; sleep 0.2; done
+grep -q '"event":"series_unrouted"' "$W/node2.log" || fail "the MR series was not logged as unrouted"
+ls "$W"/spool/unrouted/*/input/*.dcm > /dev/null 2>&1 || fail "the unrouted series was not kept"
+[[ $(count_segs_for "$U.107") -eq 0 ]] || fail "the unrouted series was segmented"
+echo "series without a route: kept and logged, not processed"
 
 # Nothing of the patient's identity in the logs; every SEG once; the status command.
 if grep -q "Doe" "$W"/node*.log; then fail "the patient's name is in the node's log"; fi

@@ -1,5 +1,5 @@
 // Writes a volume (NIfTI, NRRD, MHA) as a CT DICOM series, one file per slice, for the DICOM
-// node tests: make_ct_series IN.nii.gz OUT_DIR SERIES_UID [DESCRIPTION]
+// node tests: make_ct_series IN.nii.gz OUT_DIR SERIES_UID [DESCRIPTION [MODALITY]]
 // Values are stored as signed 16-bit integers (rounded), slope 1, intercept 0; the geometry
 // (origin, spacing, direction) is the volume's. An empty SERIES_UID writes a series that
 // lacks a valid Series Instance UID (a malformed instance for the node to refuse).
@@ -13,17 +13,19 @@
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: make_ct_series IN OUT_DIR SERIES_UID [DESCRIPTION]\n");
+    std::fprintf(stderr, "usage: make_ct_series IN OUT_DIR SERIES_UID [DESCRIPTION [MODALITY]]\n");
     return 2;
   }
   const voxinfer::Volume v = voxinfer::read_volume(argv[1]);
   const std::string out = argv[2], series = argv[3], description = argc > 4 ? argv[4] : "test series";
+  const std::string modality = argc > 5 ? argv[5] : "CT";
   std::filesystem::create_directories(out);
   const auto& g = v.geometry;
   const float* p = v.channel(0);
   for (std::int64_t k = 0; k < v.nz(); ++k) {
     voxinfer::test::SliceSpec s;
     s.series_uid = series;
+    s.modality = modality;
     s.study_uid = "1.2.826.0.1.3680043.9.9999.20";
     s.frame_of_reference = "1.2.826.0.1.3680043.9.9999.21";
     s.sop_instance = (series.empty() ? std::string("1.2.826.0.1.3680043.9.9999.22") : series) + "." + std::to_string(k + 1);
