@@ -2,6 +2,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "voxinfer/core/error.h"
 #include "voxinfer/pipeline/pipeline_spec.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
