@@ -180,6 +180,17 @@ void add_segment_command(CLI::App& app) {
     write_image(a->output, r.labels, wo);
     std::fprintf(stderr, "label map  %s (%lldx%lldx%lld, %s)\n", a->output.c_str(), static_cast<long long>(r.labels.nx()),
                  static_cast<long long>(r.labels.ny()), static_cast<long long>(r.labels.nz()), pixel_type_name(wo.pixel_type));
+    if (r.conformed_labels.data.defined()) {
+      // preprocess.conform on an input that was not conformed: the labels on NiiVue's conformed
+      // grid (brainchop's own result) go beside the output, as OUT_conformed.nii.gz.
+      const std::string& o = a->output;
+      const std::size_t dot = o.size() >= 7 && o.compare(o.size() - 7, 7, ".nii.gz") == 0 ? o.size() - 7 : o.rfind('.');
+      const std::string conformed = o.substr(0, dot) + "_conformed" + o.substr(dot);
+      write_image(conformed, r.conformed_labels, wo);
+      std::fprintf(stderr, "conformed  %s (labels on the %lldx%lldx%lld conformed grid)\n", conformed.c_str(),
+                   static_cast<long long>(r.conformed_labels.nx()), static_cast<long long>(r.conformed_labels.ny()),
+                   static_cast<long long>(r.conformed_labels.nz()));
+    }
     if (!a->dicom_seg.empty()) {
       write_segment_dicom_seg(a->dicom_seg, r.labels, seg_source, pipeline.spec(), fs::path(a->model).filename().string(), a->dicom_seg_keep_empty);
       std::fprintf(stderr, "DICOM SEG  %s\n", a->dicom_seg.c_str());

@@ -15,6 +15,7 @@
 #include "voxinfer/io/dicom_seg.h"
 #include "voxinfer/io/image_io.h"
 #include "voxinfer/io/output_file.h"
+#include "voxinfer/pipeline/conform.h"
 
 namespace voxinfer::cli {
 namespace {
@@ -67,6 +68,7 @@ void add_convert_command(CLI::App& app) {
   auto type = std::make_shared<std::string>("auto");
   auto allow_uneven = std::make_shared<bool>(false);
   auto reference = std::make_shared<std::string>();
+  auto conform = std::make_shared<bool>(false);
   cmd->add_option("--dicom-reference", *reference, "for a DICOM SEG input: the DICOM series whose grid the label map takes");
   cmd->add_option("INPUT", *input, "DICOM folder or file, or a NIfTI/NRRD/MHA file")->required();
   cmd->add_option("OUTPUT", *output, "output .nii, .nii.gz, .nrrd or .mha")->required();
@@ -76,6 +78,9 @@ void add_convert_command(CLI::App& app) {
   cmd->add_option("--type", *type,
                   "voxel type written: auto (smallest integer type that holds integer data, else float32), "
                   "float32, int16, uint8 or uint16");
+  cmd->add_flag("--conform", *conform,
+                "reslice as NiiVue's conform() does (brainchop's input): 256^3 voxels of 1 mm in LIA orientation, "
+                "intensities scaled to uint8 (NiiVue's robust maximum for non-uint8 data), trilinear");
   cmd->callback([=] {
     WriteOptions wo;
     wo.pixel_type = parse_pixel_type(*type);
@@ -87,6 +92,11 @@ void add_convert_command(CLI::App& app) {
     const Volume v =
         is_dicom_seg_file(*input) ? read_dicom_seg_labels(*input, *reference, *series) : read_volume(*input, ro);
     print_warning(v);
+    if (*conform) {
+      if (wo.pixel_type == PixelType::automatic) wo.pixel_type = PixelType::uint8;
+      write_volume(*output, niivue_conform(v), wo);
+      return;
+    }
     write_volume(*output, v, wo);
   });
 }

@@ -25,6 +25,9 @@ void add_serve_command(CLI::App& app);
 // cmd_classify.cpp: classify.
 void add_classify_command(CLI::App& app);
 
+// cmd_models.cpp: models (the packages under a folder, with their variants).
+void add_models_command(CLI::App& app);
+
 // cmd_volume.cpp: convert, and the volume side of `info`.
 void add_convert_command(CLI::App& app);
 void print_volume_info(const std::string& input, const std::string& series_uid, bool json);

@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   voxinfer::cli::add_classify_command(app);
   voxinfer::cli::add_batch_command(app);
   voxinfer::cli::add_serve_command(app);
+  voxinfer::cli::add_models_command(app);
 
   try {
     app.parse(argc, argv);

@@ -126,7 +126,11 @@ class CompositeSegmenter final : public Segmenter {
 
 std::unique_ptr<Segmenter> open_segmenter(const fs::path& folder, const SegmenterOptions& o) {
   std::error_code ec;
-  if (!fs::is_directory(folder, ec)) fail(ErrorCode::invalid_input, folder.string() + ": model folder not found");
+  // A variant of a pipeline.json package: its pipeline.NAME.json file.
+  const std::string file = folder.filename().string();
+  const bool variant = fs::is_regular_file(folder, ec) && file.rfind("pipeline.", 0) == 0 && file.size() >= 13 &&
+                       file.compare(file.size() - 5, 5, ".json") == 0;
+  if (!variant && !fs::is_directory(folder, ec)) fail(ErrorCode::invalid_input, folder.string() + ": model folder not found");
   if (nnunet::is_composite_folder(folder))
     return std::make_unique<CompositeSegmenter>(folder, nnunet::load_composite(folder), o.threads);
   if (nnunet::is_model_folder(folder)) {
@@ -146,7 +150,7 @@ std::unique_ptr<Segmenter> open_segmenter(const fs::path& folder, const Segmente
     bo.network = o.network;
     return std::make_unique<PackageSegmenter>(monai::open_segmentation(folder, bo, so), "MONAI bundle");
   }
-  if (fs::exists(folder / "pipeline.json", ec))
+  if (variant || fs::exists(folder / "pipeline.json", ec))
     return std::make_unique<PackageSegmenter>(SegmentationPipeline(folder, so), "pipeline.json package");
   fail(ErrorCode::invalid_input,
        folder.string() +

@@ -28,12 +28,22 @@ void open_session(OpenedPackage& p, int threads) {
 
 }  // namespace
 
-OpenedPackage open_package(const std::filesystem::path& dir, Task task, int threads) {
+bool is_package_spec_file(const std::filesystem::path& path) {
+  const std::string name = path.filename().string();
   std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec))
+  return name.size() >= 13 && name.compare(0, 9, "pipeline.") == 0 && name.compare(name.size() - 5, 5, ".json") == 0 &&
+         std::filesystem::is_regular_file(path, ec);
+}
+
+OpenedPackage open_package(const std::filesystem::path& where, Task task, int threads) {
+  std::error_code ec;
+  const bool variant = is_package_spec_file(where);
+  const std::filesystem::path dir = variant ? where.parent_path() : where;
+  if (!variant && !std::filesystem::is_directory(dir, ec))
     throw Error(ErrorCode::invalid_input, dir.string() + ": model package folder not found (it must hold pipeline.json and the model)");
   OpenedPackage p;
-  p.spec_file = dir / "pipeline.json";
+  p.dir = dir.empty() ? std::filesystem::path(".") : dir;
+  p.spec_file = variant ? where : dir / "pipeline.json";
   if (!std::filesystem::exists(p.spec_file, ec))
     throw Error(ErrorCode::invalid_model, p.spec_file.string() + ": missing (a model package needs pipeline.json)");
   p.spec = load_pipeline_spec(p.spec_file);
@@ -45,7 +55,7 @@ OpenedPackage open_package(const std::filesystem::path& dir, Task task, int thre
   if (named.is_absolute() || named.empty() || *named.begin() == "..")
     throw Error(ErrorCode::invalid_model, p.spec_file.string() + ": \"model\": \"" + p.spec.model +
                                               "\" is outside the package folder (name a file inside it)");
-  p.model = dir / p.spec.model;
+  p.model = p.dir / p.spec.model;
   if (!std::filesystem::exists(p.model, ec))
     throw Error(ErrorCode::invalid_model, p.model.string() + ": model file named by pipeline.json is missing");
   open_session(p, threads);
@@ -56,6 +66,7 @@ OpenedPackage open_translated_package(const std::filesystem::path& dir, Pipeline
                                       const std::filesystem::path& model, int threads) {
   OpenedPackage p;
   p.spec = std::move(spec);
+  p.dir = dir;
   p.spec_file = dir;
   p.model = model;
   std::error_code ec;

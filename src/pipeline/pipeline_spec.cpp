@@ -259,6 +259,12 @@ void parse_input(Node n, PipelineSpec& spec) {
 
 void parse_preprocess(Node n, PipelineSpec& spec) {
   auto& pre = spec.preprocess;
+  if (auto c = n.opt("conform")) {
+    pre.conform = c->boolean();
+    if (pre.conform && spec.task != Task::segmentation) bad(c->path(), "only applies to \"task\": \"segmentation\"");
+    if (pre.conform && (n.has("orientation") || n.has("spacing")))
+      bad(c->path(), "conform sets the orientation and spacing; leave out orientation and spacing");
+  }
   if (auto o = n.opt("orientation")) {
     const std::string code = o->str();
     try {
@@ -398,6 +404,10 @@ void parse_postprocess(Node n, PipelineSpec& spec) {
     if (!seg) bad(k->path(), "only applies to \"task\": \"segmentation\"");
     post.keep_largest_foreground = k->boolean();
   }
+  if (auto b = n.opt("binarize")) {
+    if (!seg) bad(b->path(), "only applies to \"task\": \"segmentation\"");
+    post.binarize = b->boolean();
+  }
   n.finish();
 }
 
@@ -492,6 +502,8 @@ PipelineSpec parse_pipeline_spec(std::string_view json_text) {
         c && (c->threshold > 0 || !c->model.empty()) && !spec.inference.whole_volume)
       bad(c->threshold > 0 ? "preprocess.crop_foreground.threshold" : "preprocess.crop_foreground.model",
           "only applies with inference.roi_size \"whole\"");
+    if (spec.postprocess.binarize && (spec.labels.size() != 1 || spec.labels[0].value != 1))
+      bad("postprocess.binarize", "a binary mask needs exactly one label, of value 1");
     for (std::size_t i = 0; i < spec.postprocess.keep_largest_component.size(); ++i) {
       const int v = spec.postprocess.keep_largest_component[i];
       if (!spec.find_label(v))

@@ -274,13 +274,18 @@ void remove_small_components(Volume& labels, double min_mm3, int connectivity) {
 
 void postprocess_labels(Volume& labels, const PostprocessSpec& spec) {
   if (spec.keep_largest_foreground) keep_largest_foreground(labels, spec.connectivity);
-  if (spec.keep_largest_component.empty() && !(spec.remove_small_mm3 > 0)) return;
-  // Erasing whole components leaves the others intact, so one labelling serves both steps.
-  const Components c = connected_components(labels, spec.connectivity);
-  std::vector<char> erase(static_cast<std::size_t>(c.count() + 1), 0);
-  mark_all_but_largest(c, spec.keep_largest_component, erase);
-  if (spec.remove_small_mm3 > 0) mark_small(c, labels.geometry, spec.remove_small_mm3, erase);
-  erase_components(labels, c, erase);
+  if (!spec.keep_largest_component.empty() || spec.remove_small_mm3 > 0) {
+    // Erasing whole components leaves the others intact, so one labelling serves both steps.
+    const Components c = connected_components(labels, spec.connectivity);
+    std::vector<char> erase(static_cast<std::size_t>(c.count() + 1), 0);
+    mark_all_but_largest(c, spec.keep_largest_component, erase);
+    if (spec.remove_small_mm3 > 0) mark_small(c, labels.geometry, spec.remove_small_mm3, erase);
+    erase_components(labels, c, erase);
+  }
+  if (spec.binarize) {
+    float* p = labels.channel(0);
+    for (std::int64_t i = 0; i < labels.voxels(); ++i) p[i] = p[i] != 0 ? 1.f : 0.f;
+  }
 }
 
 // ---- statistics ---------------------------------------------------------------------

@@ -8,6 +8,7 @@
 #include "voxinfer/core/error.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/graph/session.h"
+#include "voxinfer/pipeline/conform.h"
 #include "voxinfer/graph/streaming.h"
 #include "voxinfer/pipeline/preprocess.h"
 #include "voxinfer/pipeline/segment.h"
@@ -73,7 +74,7 @@ SegmentationPipeline::SegmentationPipeline(const std::filesystem::path& package_
   detail::check_image_input(p, ins[0]);
   impl_->spec = std::move(p.spec);
   impl_->session = std::move(p.session);
-  impl_->pre_model = open_pre_model(package_dir, impl_->spec, impl_->options);
+  impl_->pre_model = open_pre_model(p.dir, impl_->spec, impl_->options);
 }
 
 SegmentationPipeline::SegmentationPipeline(const std::filesystem::path& package_dir, PipelineSpec spec,
@@ -110,6 +111,23 @@ SegmentationResult SegmentationPipeline::run(const Volume& input) {
     throw Error(ErrorCode::invalid_input, "the input has " + std::to_string(input.channels()) + " channel(s), the model package '" +
                                               impl_->dir.filename().string() + "' expects " + std::to_string(spec.input.channels));
   input.geometry.validate("input volume");
+  if (spec.preprocess.conform && !is_niivue_conformed(input)) {
+    // brainchop's ensureConformed: the whole pipeline (a pre-model too) runs on NiiVue's
+    // conformed volume; its labels go back onto the input's grid by nearest neighbour.
+    const auto t0 = std::chrono::steady_clock::now();
+    Volume conformed = niivue_conform(input);
+    SegmentationResult r = run(conformed);
+    r.labels.metadata = conformed.metadata;
+    r.conformed_labels = std::move(r.labels);
+    r.labels = resample_to_grid(r.conformed_labels, input.geometry, {input.nx(), input.ny(), input.nz()},
+                                Interpolation::nearest);
+    r.labels.geometry = input.geometry;
+    r.labels.metadata = input.metadata;
+    r.stats = label_statistics(r.labels, input, spec.labels);
+    r.conformed_input = std::move(conformed);
+    r.seconds_postprocess = seconds_since(t0) - r.seconds_inference;
+    return r;
+  }
   if (impl_->options.overlap) {
     const double o = *impl_->options.overlap;
     if (!(o >= 0 && o < 1)) throw Error(ErrorCode::invalid_input, "--overlap must be in [0, 1), got " + std::to_string(o));

@@ -56,6 +56,10 @@ TEST(BrainchopZooPipeline, Model18clsEntry6) {
 TEST(BrainchopZooPipeline, Model21With104ClassesCascadeEntry14) {
   check_reference("model21_104class", "t1_crop_model21_104class_e14");
 }
+// A menu variant: entry 15, the same network without the pre-model (mask x > 0).
+TEST(BrainchopZooPipeline, Model21With104ClassesVariantEntry15) {
+  check_reference("model21_104class/pipeline.e15.json", "t1_crop_model21_104class_e15");
+}
 TEST(BrainchopZooPipeline, MindgrabEntry16) {
   check_reference("mindgrab", "t1_crop_mindgrab_e16");
 }

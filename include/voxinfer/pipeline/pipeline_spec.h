@@ -62,6 +62,10 @@ struct ForegroundCropSpec {
 };
 
 struct PreprocessSpec {
+  // NiiVue's conform() first (256^3, 1 mm, LIA, uint8; pipeline/conform.h) unless the input
+  // already is 256^3 uint8 LIA (brainchop's ensureConformed); labels are then also returned on
+  // the conformed grid. Not combined with orientation or spacing.
+  bool conform = false;
   std::optional<std::string> orientation;              // e.g. "RAS"; absent = keep
   std::optional<std::array<double, 3>> spacing;        // mm, model axis order; absent = keep
   SizeRule size_rule = SizeRule::extent;               // grid size after resampling to `spacing`
@@ -106,6 +110,8 @@ struct PostprocessSpec {
   std::vector<int> keep_largest_component;         // label values
   double remove_small_mm3 = 0;                     // 0 = off
   int connectivity = 26;                           // 6 or 26
+  // Every non-zero label becomes 1, last (brainchop's Brain_Masking and Brain_Extraction masks).
+  bool binarize = false;
   // Keep only the largest connected component of all non-zero voxels together (brainchop).
   bool keep_largest_foreground = false;
 };

@@ -33,6 +33,11 @@ struct SegmentationResult {
   std::vector<LabelStats> stats;      // per label, measured on the input image
   SlidingWindowStats window;          // tiles, predicted and measured accumulator bytes
   Size3 model_grid{};                 // size of the preprocessed grid (model axis order)
+  // preprocess.conform on an input that was not conformed: the labels on NiiVue's conformed
+  // grid (what brainchop shows), and the conformed image; `labels` is their nearest-neighbour
+  // resampling onto the input's grid. Empty otherwise.
+  Volume conformed_labels;
+  Volume conformed_input;
   double seconds_preprocess = 0;      // included in seconds_postprocess (not separated yet)
   double seconds_inference = 0;       // time inside the network
   double seconds_postprocess = 0;     // everything else: preprocessing, blending, resampling, postprocessing
