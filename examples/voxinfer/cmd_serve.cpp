@@ -58,7 +58,7 @@ void add_serve_command(CLI::App& app) {
     std::vector<std::string> destinations;
     int port = 0, threads = -1;
     double stable = -1;
-    bool log_json = false, log_uids = false, write_nifti = false, keep_inputs = false, status = false, json = false;
+    bool log_json = false, log_uids = false, write_nifti = false, rtstruct = false, keep_inputs = false, status = false, json = false;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--aet", a->aet, "this node's AE title (default VOXINFER)");
@@ -77,6 +77,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_flag("--log-json", a->log_json, "log one JSON object per line");
   cmd->add_flag("--log-uids", a->log_uids, "name series by their UID in logs (default: a hash of it)");
   cmd->add_flag("--write-nifti", a->write_nifti, "also keep labels.nii.gz in each job folder");
+  cmd->add_flag("--rtstruct", a->rtstruct, "also send the labels as an RT Structure Set (for radiotherapy systems)");
   cmd->add_flag("--keep-inputs", a->keep_inputs, "keep the received instances of sent jobs");
   cmd->add_flag("--status", a->status, "print the spool's jobs and exit (the node may be running)");
   cmd->add_flag("--json", a->json, "with --status: JSON");
@@ -123,6 +124,7 @@ void add_serve_command(CLI::App& app) {
     o.log_json = o.log_json || a->log_json;
     o.log_uids = o.log_uids || a->log_uids;
     o.write_nifti = o.write_nifti || a->write_nifti;
+    o.rtstruct = o.rtstruct || a->rtstruct;
     o.keep_inputs = o.keep_inputs || a->keep_inputs;
     if (o.threads) set_num_threads(o.threads);
     struct sigaction sa {};

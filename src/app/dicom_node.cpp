@@ -406,6 +406,9 @@ class Node {
       const SegmenterResult r = seg.run({input});
       write_segmentation_dicom_seg((job / "seg.dcm").string(), r.labels, input.metadata, input.geometry, seg.labels(),
                                    {seg.name(), seg.version()}, false);
+      if (o_.rtstruct)
+        write_segmentation_rtstruct((job / "rtstruct.dcm").string(), r.labels, input.metadata, input.geometry, seg.labels(),
+                                    {seg.name(), seg.version()});
       if (o_.write_nifti) {
         WriteOptions wo;
         wo.pixel_type = PixelType::automatic;
@@ -444,7 +447,9 @@ class Node {
       so.tls = o_.tls;
       for (const dicomnet::Peer& d : o_.destinations) {
         if (std::find(sent.begin(), sent.end(), d.str()) != sent.end()) continue;
-        const std::string e = dicomnet::store(d, {(job / "seg.dcm").string()}, so);
+        std::vector<std::string> files{(job / "seg.dcm").string()};
+        if (fs::exists(job / "rtstruct.dcm")) files.push_back((job / "rtstruct.dcm").string());
+        const std::string e = dicomnet::store(d, files, so);
         if (e.empty()) {
           sent.push_back(d.str());
           j["sent_to"] = sent;
@@ -510,7 +515,7 @@ NodeOptions read_node_config(const fs::path& file) {
   const json j = json::parse(in, nullptr, false);
   if (j.is_discarded() || !j.is_object()) bad(file, "not a JSON object");
   static const char* known[] = {"aet", "port", "spool", "destinations", "allow", "allow_hosts", "stable_seconds", "routes",
-                                "threads", "write_nifti", "keep_inputs", "log_json", "log_uids", "retry_first_seconds",
+                                "threads", "write_nifti", "rtstruct", "keep_inputs", "log_json", "log_uids", "retry_first_seconds",
                                 "retry_max_seconds", "timeout_seconds", "tls"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (std::find_if(std::begin(known), std::end(known), [&](const char* k) { return it.key() == k; }) == std::end(known))
@@ -544,6 +549,7 @@ NodeOptions read_node_config(const fs::path& file) {
   num("stable_seconds", o.stable_seconds, 0, 86400);
   num("threads", o.threads, 0, 1024);
   flag("write_nifti", o.write_nifti);
+  flag("rtstruct", o.rtstruct);
   flag("keep_inputs", o.keep_inputs);
   flag("log_json", o.log_json);
   flag("log_uids", o.log_uids);

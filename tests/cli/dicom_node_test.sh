@@ -54,7 +54,7 @@ stop_orthanc() { kill "$OPID"; wait "$OPID" 2> /dev/null; OPID=""; }
 
 cat > "$W/node.json" << EOF
 { "aet": "VOXINFER", "port": $NODE, "spool": "spool", "destinations": ["ORTHANC@127.0.0.1:$ODICOM"],
-  "stable_seconds": 2, "retry_first_seconds": 1, "retry_max_seconds": 4, "log_json": true,
+  "stable_seconds": 2, "retry_first_seconds": 1, "retry_max_seconds": 4, "log_json": true, "rtstruct": true,
   "routes": [ { "name": "ct", "model": "$NN", "modality": "CT" } ] }
 EOF
 start_node() {  # $1: log file
@@ -115,7 +115,14 @@ curl -sf "$API/instances/$seg/file" -o "$W/got_seg.dcm" || fail "download the SE
 "$VOX" convert "$W/ref_seg.dcm" "$W/ref.nii" --dicom-reference "$W/s1" 2> /dev/null || fail "decode the reference SEG"
 cmp -s "$W/got.nii" "$W/ref.nii" || fail "the SEG's frames differ from voxinfer segment's"
 "$VOX" info "$W/got_seg.dcm" | grep -q "referencing series $U.101" || fail "the SEG does not reference the series"
-echo "round trip: SEG in Orthanc, same labels as voxinfer segment"
+rt=$(curl -sf -X POST "$API/tools/find" -d '{"Level":"Instance","Query":{"Modality":"RTSTRUCT"}}' | python3 -c "import json,sys; print(json.load(sys.stdin)[0])") \
+  || fail "no RTSTRUCT in Orthanc"
+curl -sf "$API/instances/$rt/file" -o "$W/got_rtstruct.dcm" || fail "download the RTSTRUCT"
+if command -v dciodvfy > /dev/null; then
+  dciodvfy "$W/got_rtstruct.dcm" > "$W/dciodvfy.txt" 2>&1
+  if grep -q "^Error" "$W/dciodvfy.txt"; then cat "$W/dciodvfy.txt"; fail "dciodvfy finds errors in the RTSTRUCT"; fi
+fi
+echo "round trip: SEG in Orthanc, same labels as voxinfer segment; RTSTRUCT beside it"
 
 # 2. Destination down when the SEG is ready, back 20 s later.
 S2=$(upload "$W/s2" "$U.102")

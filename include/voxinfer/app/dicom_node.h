@@ -47,6 +47,7 @@ struct NodeOptions {
   std::vector<NodeRoute> routes;
   int threads = 0;
   bool write_nifti = false;   // also labels.nii.gz beside the SEG in the job folder
+  bool rtstruct = false;      // also an RT Structure Set, sent with the SEG
   bool keep_inputs = false;   // keep a sent job's received instances
   bool log_json = false;
   bool log_uids = false;      // name series by their UID in logs instead of a hash

@@ -25,4 +25,11 @@ void write_segmentation_dicom_seg(const std::string& path, const Volume& labels,
                                   const Geometry& source_geometry, const std::vector<LabelSpec>& label_specs,
                                   const SegAlgorithm& algorithm, bool keep_empty_frames);
 
+// The same label map as an RT Structure Set (one ROI per listed label and per value found but
+// not listed, contours on the voxel borders), for radiotherapy systems.
+void write_segmentation_rtstruct(const std::string& path, const Volume& labels,
+                                 const std::map<std::string, std::string>& source_metadata,
+                                 const Geometry& source_geometry, const std::vector<LabelSpec>& label_specs,
+                                 const SegAlgorithm& algorithm);
+
 }  // namespace voxinfer::app
