@@ -549,9 +549,10 @@ Tensor StreamingArgmax::run_output(const Tensor& input) {
   return out;
 }
 
-Tensor StreamingArgmax::run(const Tensor& input_in) {
+Tensor StreamingArgmax::run(Tensor input_in) {
   Impl& m = *impl_;
-  const Tensor input = input_in.contiguous();
+  Tensor input = input_in.contiguous();
+  input_in = Tensor();
   VOXINFER_CHECK(input.dtype() == DType::f32 && input.layout() == Layout::plain && input.rank() == 5 &&
                      input.dim(0) == 1 && input.dim(1) == m.in_channels && input.dim(2) == m.d && input.dim(3) == m.h &&
                      input.dim(4) == m.w,
@@ -598,6 +599,7 @@ Tensor StreamingArgmax::run(const Tensor& input_in) {
     for (const Unary& u : st.norm_post) u.apply(m.sink.base, count);
     source_mem = sink_mem;
     m.source = m.sink;
+    input = Tensor();  // only the first stage reads the network input
   }
   m.labels = nullptr;
   return labels;

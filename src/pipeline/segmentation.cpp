@@ -142,11 +142,11 @@ SegmentationResult SegmentationPipeline::run(const Volume& input) {
   // A whole-volume MeshNet streams plane by plane (bounded memory, the same labels);
   // VOXINFER_STREAMING=0 runs the whole graph instead.
   if (spec.inference.whole_volume && graph::streaming_enabled_from_env())
-    so.whole_argmax = [&](const Tensor& image) -> std::optional<Tensor> {
+    so.whole_argmax = [&](Tensor& image) -> std::optional<Tensor> {
       const auto t = std::chrono::steady_clock::now();
       auto streaming = graph::StreamingArgmax::create(session, image.shape(), impl_->options.threads);
       if (!streaming) return std::nullopt;
-      Tensor labels = streaming->run(image);
+      Tensor labels = streaming->run(std::move(image));
       network_seconds += seconds_since(t);
       return labels;
     };

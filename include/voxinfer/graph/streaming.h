@@ -42,8 +42,9 @@ class StreamingArgmax {
 
   // The index of the largest output channel per voxel (the first on ties), as f32 [1, D, H, W]:
   // what argmax over the channels of the network's output gives. `input`: plain f32 of the
-  // shape given to create().
-  Tensor run(const Tensor& input);
+  // shape given to create(); the executor lets go of it once the first stage has read it (pass
+  // it with std::move so that its memory goes then).
+  Tensor run(Tensor input);
   // The network's output itself, f32 [1, K, D, H, W] (activations still streamed; the output
   // is whole): equal bit for bit to Session::run's.
   Tensor run_output(const Tensor& input);

@@ -72,8 +72,8 @@ struct SegmentOptions {
   // inference.roi_size "whole" with argmax labels: the index of the largest output channel
   // per voxel (f32 [1, D, H, W]) for the model-order image [1, C, D, H, W], when the network can
   // give it without its whole output (plane streaming, graph/streaming.h); nullopt, and the
-  // network callback runs instead.
-  std::function<std::optional<Tensor>(const Tensor& image)> whole_argmax;
+  // network callback runs instead. When it returns labels it may have let go of `image`.
+  std::function<std::optional<Tensor>(Tensor& image)> whole_argmax;
 };
 
 struct SegmentResult {
