@@ -191,6 +191,17 @@ void add_segment_command(CLI::App& app) {
                    static_cast<long long>(r.conformed_labels.nx()), static_cast<long long>(r.conformed_labels.ny()),
                    static_cast<long long>(r.conformed_labels.nz()));
     }
+    // postprocess.extract: the input inside the labels (brainchop's Brain_Extraction image), as
+    // OUT_extracted.nii.gz, and OUT_conformed_extracted.nii.gz on the conformed grid.
+    for (const auto& [image, suffix] : {std::pair<const Volume*, const char*>{&r.extracted, "_extracted"},
+                                        std::pair<const Volume*, const char*>{&r.conformed_extracted, "_conformed_extracted"}}) {
+      if (!image->data.defined()) continue;
+      const std::string& o = a->output;
+      const std::size_t dot = o.size() >= 7 && o.compare(o.size() - 7, 7, ".nii.gz") == 0 ? o.size() - 7 : o.rfind('.');
+      const std::string path = o.substr(0, dot) + suffix + o.substr(dot);
+      write_image(path, *image, WriteOptions{});
+      std::fprintf(stderr, "extracted  %s\n", path.c_str());
+    }
     if (!a->dicom_seg.empty()) {
       write_segment_dicom_seg(a->dicom_seg, r.labels, seg_source, pipeline.spec(), fs::path(a->model).filename().string(), a->dicom_seg_keep_empty);
       std::fprintf(stderr, "DICOM SEG  %s\n", a->dicom_seg.c_str());

@@ -408,6 +408,10 @@ void parse_postprocess(Node n, PipelineSpec& spec) {
     if (!seg) bad(b->path(), "only applies to \"task\": \"segmentation\"");
     post.binarize = b->boolean();
   }
+  if (auto x = n.opt("extract")) {
+    if (!seg) bad(x->path(), "only applies to \"task\": \"segmentation\"");
+    post.extract = x->boolean();
+  }
   n.finish();
 }
 

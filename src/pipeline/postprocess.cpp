@@ -288,6 +288,19 @@ void postprocess_labels(Volume& labels, const PostprocessSpec& spec) {
   }
 }
 
+Volume masked_image(const Volume& image, const Volume& labels) {
+  require_label_map(labels, "masked image");
+  VOXINFER_CHECK(image.nx() == labels.nx() && image.ny() == labels.ny() && image.nz() == labels.nz(), invalid_input,
+                 "masked image: the labels do not lie on the image's grid");
+  Volume out(1, labels.nz(), labels.ny(), labels.nx(), labels.geometry);
+  out.metadata = image.metadata;
+  const float* src = image.channel(0);
+  const float* lab = labels.channel(0);
+  float* dst = out.channel(0);
+  for (std::int64_t i = 0; i < out.voxels(); ++i) dst[i] = lab[i] != 0 ? src[i] : 0.f;
+  return out;
+}
+
 // ---- statistics ---------------------------------------------------------------------
 
 namespace {

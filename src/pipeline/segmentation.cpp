@@ -125,6 +125,10 @@ SegmentationResult SegmentationPipeline::run(const Volume& input) {
     r.labels.metadata = input.metadata;
     r.stats = label_statistics(r.labels, input, spec.labels);
     r.conformed_input = std::move(conformed);
+    if (spec.postprocess.extract) {
+      r.conformed_extracted = std::move(r.extracted);
+      r.extracted = masked_image(input, r.labels);
+    }
     r.seconds_postprocess = seconds_since(t0) - r.seconds_inference;
     return r;
   }
@@ -166,6 +170,7 @@ SegmentationResult SegmentationPipeline::run(const Volume& input) {
   result.seconds_inference = network_seconds;
   result.seconds_preprocess = 0;
   result.seconds_postprocess = total - network_seconds;  // pre/postprocessing, blending and resampling
+  if (spec.postprocess.extract) result.extracted = masked_image(input, result.labels);
   return result;
 }
 

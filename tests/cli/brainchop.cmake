@@ -79,3 +79,12 @@ voxinfer_cli_brainchop_test(cli_brainchop_unknown_layer_exit3 [[
   rm -rf bc_layer bc_ul.nii.gz && cp -r $BC/model5_gw_ae bc_layer && sed -i 's/"class_name": "Activation"/"class_name": "FancyLayer"/g' bc_layer/model.json
   $VOX segment --model bc_layer -i $T1 -o bc_ul.nii.gz 2> bc_ul.err; rc=$?
   test $rc -eq 3 && test ! -e bc_ul.nii.gz && test $(wc -l < bc_ul.err) -eq 1 && cat bc_ul.err]] PASS "FancyLayer")
+
+# A Brain_Extraction entry (10: model5_gw_ae's labels made a mask): the mask, and the input
+# inside it on the input's grid and on the conformed grid.
+voxinfer_cli_brainchop_test(cli_brainchop_brain_extraction_outputs [[
+  rm -f bc_ex_f32.nii.gz bc_ex.nii.gz bc_ex_conformed.nii.gz bc_ex_extracted.nii.gz bc_ex_conformed_extracted.nii.gz
+  $VOX convert $T1 bc_ex_f32.nii.gz --type float32 && $VOX segment --model $BC/model5_gw_ae/pipeline.e10.json -i bc_ex_f32.nii.gz -o bc_ex.nii.gz --threads 2 2> bc_ex.err || { cat bc_ex.err; exit 1; }
+  test -s bc_ex_conformed.nii.gz && test -s bc_ex_extracted.nii.gz && test -s bc_ex_conformed_extracted.nii.gz || exit 1
+  $VOX info bc_ex.nii.gz --json | tr -d ' \n'; echo; $VOX info bc_ex_conformed_extracted.nii.gz --json | tr -d ' \n']]
+  PASS "\"max\":1\\.0.*\"orientation\":\"LIA\".*\"size\":\\[256,256,256\\]")

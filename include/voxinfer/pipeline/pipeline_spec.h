@@ -112,6 +112,8 @@ struct PostprocessSpec {
   int connectivity = 26;                           // 6 or 26
   // Every non-zero label becomes 1, last (brainchop's Brain_Masking and Brain_Extraction masks).
   bool binarize = false;
+  // Also return the input's voxels inside the labels (brainchop's Brain_Extraction image).
+  bool extract = false;
   // Keep only the largest connected component of all non-zero voxels together (brainchop).
   bool keep_largest_foreground = false;
 };

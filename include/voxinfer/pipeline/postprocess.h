@@ -55,6 +55,10 @@ void keep_largest_component(Volume& labels, std::span<const int> values, int con
 // together, whatever their labels (brainchop's bwlabels step; the first on ties).
 void keep_largest_foreground(Volume& labels, int connectivity = 26);
 
+// The image's channel 0 where `labels` is non-zero, 0 elsewhere, on the labels' grid (which
+// must be the image's): brainchop's Brain_Extraction output.
+Volume masked_image(const Volume& image, const Volume& labels);
+
 // Sets to 0 every component smaller than min_mm3 (voxels x spacing product).
 void remove_small_components(Volume& labels, double min_mm3, int connectivity = 26);
 

@@ -38,6 +38,10 @@ struct SegmentationResult {
   // resampling onto the input's grid. Empty otherwise.
   Volume conformed_labels;
   Volume conformed_input;
+  // postprocess.extract: the input's channel 0 where the label is non-zero, 0 elsewhere, on the
+  // input's grid, and (conformed inputs) the conformed image inside the conformed labels.
+  Volume extracted;
+  Volume conformed_extracted;
   double seconds_preprocess = 0;      // included in seconds_postprocess (not separated yet)
   double seconds_inference = 0;       // time inside the network
   double seconds_postprocess = 0;     // everything else: preprocessing, blending, resampling, postprocessing
