@@ -198,6 +198,12 @@ Volume read_nifti2(const std::string& path, std::int64_t max_voxels) {
     default: break;
   }
   vol.metadata["source_format"] = "NIfTI-2";
+  // The on-disk voxel type (NiiVue's conform treats uint8 apart).
+  static const std::pair<int, const char*> kTypes[] = {{2, "uint8"},    {4, "int16"},   {8, "int32"},  {16, "float32"},
+                                                       {64, "float64"}, {256, "int8"},  {512, "uint16"}, {768, "uint32"},
+                                                       {1024, "int64"}, {1280, "uint64"}};
+  for (const auto& [code, name] : kTypes)
+    if (code == datatype) vol.metadata["voxel_type"] = name;
   return vol;
 }
 
