@@ -315,11 +315,20 @@ std::unique_ptr<StreamingArgmax> StreamingArgmax::create(Session& session, const
     value = n.outputs[0];
   }
   if (chain.size() != g.nodes.size()) return no("the graph is not a single chain");
+  for (const Node* n : chain)
+    if (n->op_type != "Conv" && n->op_type != "InstanceNormalization" && !streamable_unary(*n))
+      return no(n->label() + ": operator " + n->op_type + " does not stream");
 
-  // Kernels Session picks for this input (they do not depend on D: plan one plane).
+  // Kernels Session picks for this input (they do not depend on D: plan one plane). A layer
+  // that does not keep the grid may make that plan fail: such a graph does not stream.
   Shape small = input_shape;
   small[2] = 1;
-  const PlanStats plan = session.plan_stats({small});
+  PlanStats plan;
+  try {
+    plan = session.plan_stats({small});
+  } catch (const Error& e) {
+    return no(std::string("the network cannot be planned for one plane: ") + e.what());
+  }
   std::size_t conv_index = 0;
 
   auto impl = std::make_unique<Impl>();

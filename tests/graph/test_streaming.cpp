@@ -189,6 +189,13 @@ TEST(Streaming, RefusesWhatIsNoChain) {
   h.nodes.front().attrs["strides"] = test::ints({2, 2, 2});
   graph::Session strided(h);
   EXPECT_FALSE(graph::StreamingArgmax::create(strided, Shape{1, 1, 8, 8, 8}, 0, &why));
+
+  // Nor does one without padding, whose one-plane plan fails: refused, not thrown.
+  graph::Graph v = meshnet(s);
+  v.nodes.front().attrs.erase("pads");
+  graph::Session valid(v);
+  EXPECT_NO_THROW(EXPECT_FALSE(graph::StreamingArgmax::create(valid, Shape{1, 1, 8, 8, 8}, 0, &why)));
+  EXPECT_EQ(valid.run(std::vector<Tensor>{test::random_tensor(Shape{1, 1, 8, 8, 8}, 3)}).at(0).dim(2), 6);
 }
 
 TEST(Streaming, EnvironmentSwitch) {
