@@ -475,6 +475,17 @@ void StreamingArgmax::Impl::pull(Stage& st, std::size_t l, std::int64_t target) 
       pull(st, l - 1, need);
     }
     float* out = reinterpret_cast<float*>(c.out_mem.get());
+    // The chunk goes straight into the next layer's ring when that ring holds one channel
+    // block in this layer's layout and the chunk's slots do not wrap: no copy.
+    bool in_next = false;
+    if (l + 1 < st.convs.size()) {
+      const ConvLayer& next = st.convs[l + 1];
+      const Planes to = next.input_view();
+      const std::int64_t slot = next.ring ? next.input_slot(z0) : -1;
+      in_next = next.ring && next.src == c.dst && next.p.ic == c.p.oc && to.groups() == 1 &&
+                slot + n <= next.ring_planes;
+      if (in_next) out = to.at(0, slot);
+    }
     if (c.ring) {
       const float* src = c.direct_source ? source.base : reinterpret_cast<const float*>(c.in_mem.get());
       c.kernel->run_planes(src, c.direct_source ? 0 : c.ring_planes, out, z0, n, workspace.get());
@@ -496,9 +507,11 @@ void StreamingArgmax::Impl::pull(Stage& st, std::size_t l, std::int64_t target) 
     for (const Unary& u : c.post) u.apply(out, out_count);
     if (l + 1 < st.convs.size()) {
       ConvLayer& next = st.convs[l + 1];
-      const Planes from{out, c.dst, c.p.oc, n, plane};
-      const Planes to = next.input_view();
-      for (std::int64_t j = 0; j < n; ++j) copy_plane(from, j, to, next.input_slot(z0 + j));
+      if (!in_next) {
+        const Planes from{out, c.dst, c.p.oc, n, plane};
+        const Planes to = next.input_view();
+        for (std::int64_t j = 0; j < n; ++j) copy_plane(from, j, to, next.input_slot(z0 + j));
+      }
       next.have = z1;
     } else {
       deliver_to_sink(st, c, z0, n);
