@@ -5,10 +5,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <vector>
 
 #include "commands.h"
 #include "dicom_seg_output.h"
@@ -56,6 +60,43 @@ class ProgressBar {
 };
 
 
+// One 0/1 channel per spec label: the overlapping masks the post-processing kept, else the
+// label map split by value.
+Volume label_masks(const SegmentationResult& r, const Volume& labels, const PipelineSpec& spec) {
+  if (r.masks.data.defined() && r.masks.channels() == static_cast<std::int64_t>(spec.labels.size())) return r.masks;
+  Volume m(static_cast<std::int64_t>(spec.labels.size()), labels.nz(), labels.ny(), labels.nx(), labels.geometry);
+  for (std::size_t k = 0; k < spec.labels.size(); ++k) {
+    const auto value = static_cast<float>(spec.labels[k].value);
+    float* dst = m.channel(static_cast<std::int64_t>(k));
+    const float* src = labels.channel(0);
+    for (std::int64_t i = 0; i < labels.voxels(); ++i) dst[i] = src[i] == value ? 1.f : 0.f;
+  }
+  return m;
+}
+
+// A label name as a file name: letters, digits, '-' and '_' kept, anything else '_'.
+std::string file_safe(const std::string& name) {
+  std::string out;
+  for (const char c : name) out += std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ? c : '_';
+  return out.empty() ? "label" : out;
+}
+
+// The bundle's channel count (metadata.json's network_data_format) against the inputs given.
+void check_bundle_channels(const monai::Bundle& b, const std::vector<Volume>& inputs) {
+  std::int64_t channels = 0;
+  for (const auto& v : inputs) channels += v.channels();
+  const std::int64_t want = b.spec.input.channels;
+  if (channels == want) return;
+  const auto& names = b.channel_keys.empty() ? b.channel_names : b.channel_keys;
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+  throw Error(ErrorCode::invalid_input,
+              "the MONAI bundle '" + (b.name.empty() ? b.dir.filename().string() : b.name) + "' takes " + std::to_string(want) +
+                  " input channel(s) (metadata.json network_data_format" + (list.empty() ? "" : ": " + list) + "), " +
+                  std::to_string(inputs.size()) + " input(s) give " + std::to_string(channels) +
+                  (want > 1 ? "; give one -i per channel, in that order" : ""));
+}
+
 }  // namespace
 
 void add_segment_command(CLI::App& app) {
@@ -72,6 +113,7 @@ void add_segment_command(CLI::App& app) {
     std::string dicom_seg, dicom_reference;
     bool dicom_seg_keep_empty = false;
     std::string network;
+    std::string label_masks, label_masks_dir;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--model,-m", a->model,
@@ -80,7 +122,8 @@ void add_segment_command(CLI::App& app) {
                   "bundle (configs/inference.json)")
       ->required();
   cmd->add_option("--input,-i", a->inputs, "DICOM folder or file, or a NIfTI/NRRD/MHA image; nnU-Net models with several channels: "
-                                           "one -i per channel in order, or CASE_0000.nii.gz alone to take CASE_0001... beside it")->required();
+                                           "one -i per channel in order, or CASE_0000.nii.gz alone to take CASE_0001... beside it; MONAI bundles: "
+                                           "one -i per channel, in the order of the bundle's datalist (voxinfer info BUNDLE lists them)")->required();
   cmd->add_option("--output,-o", a->output, "label map to write (.nii.gz, .nii, .nrrd, .mha)")->required();
   cmd->add_option("--series", a->series, "DICOM SeriesInstanceUID to segment (default: the largest 3D series)");
   cmd->add_option("--stats", a->stats, "write per-label statistics (voxels, mL, intensity) as JSON");
@@ -93,6 +136,11 @@ void add_segment_command(CLI::App& app) {
   cmd->add_option("--dicom-reference", a->dicom_reference, "DICOM series folder the SEG references when the input is not DICOM");
   cmd->add_flag("--dicom-seg-keep-empty", a->dicom_seg_keep_empty, "write empty SEG frames too (default: only frames with a segment)");
   cmd->add_option("--network", a->network, "MONAI bundles: the ONNX network to run (default: the bundle's models/model.onnx)");
+  cmd->add_option("--label-masks", a->label_masks,
+                  "also write one 0/1 volume per label as a 4D NIfTI (uint8, labels in `voxinfer info` order); "
+                  "overlapping labels (sigmoid outputs, e.g. BraTS's TC/WT/ET) stay overlapping");
+  cmd->add_option("--label-masks-dir", a->label_masks_dir,
+                  "also write one 0/1 file per label into this folder: <value>_<name>.nii.gz (overlaps kept)");
   cmd->add_flag("--allow-uneven", a->allow_uneven, "resample DICOM series with uneven slice spacing instead of refusing them");
   auto* nn = "nnU-Net folders";
   cmd->add_option("--folds,-f", a->folds, "folds to ensemble, e.g. 0,1 or all (default: every fold_N present)")->group(nn);
@@ -100,7 +148,8 @@ void add_segment_command(CLI::App& app) {
   cmd->add_flag("--disable-tta", a->disable_tta, "no mirroring (default: the trainer's mirror axes, as nnU-Net)")->group(nn);
   cmd->add_option("--checkpoint", a->checkpoint, "final (checkpoint_final.pth, default) or best (checkpoint_best.pth)")->group(nn);
   cmd->add_option("--save-probabilities", a->save_probabilities,
-                  "also write the class probabilities as a 4D float32 NIfTI (one volume per class) on the input grid")->group(nn);
+                  "also write the class probabilities as a 4D float32 NIfTI (one volume per class) on the input grid "
+                  "(nnU-Net folders and MONAI bundles: the activated network outputs, as MONAI's Invertd gives them)");
   cmd->add_flag("--no-postprocess", a->no_postprocess, "skip the folder's postprocessing.json")->group(nn);
   cmd->footer("Example: voxinfer segment --model examples/models/meshnet_gwm --input examples/data/t1_crop.nii.gz \\\n"
               "           --output labels.nii.gz --stats stats.json --preview preview.png\n"
@@ -143,11 +192,18 @@ void add_segment_command(CLI::App& app) {
       run_nnunet_segment(n, [bar](std::int64_t done, std::int64_t total) { bar->update(done, total); });
       return;
     }
-    if (a->inputs.size() != 1) throw Error(ErrorCode::invalid_input, "this model package takes one --input");
-    if (!a->folds.empty() || a->disable_tta || !a->save_probabilities.empty() || a->step_size != 0.5 || a->checkpoint != "final" || a->no_postprocess)
-      throw Error(ErrorCode::invalid_input, "--folds, --step-size, --disable-tta, --checkpoint, --save-probabilities and --no-postprocess are for nnU-Net folders");
+    const bool bundle = monai::is_bundle(a->model);  // a MONAI bundle, translated into a pipeline spec
+    if (a->inputs.size() != 1 && !bundle) throw Error(ErrorCode::invalid_input, "this model package takes one --input");
+    if (!a->folds.empty() || a->disable_tta || a->step_size != 0.5 || a->checkpoint != "final" || a->no_postprocess)
+      throw Error(ErrorCode::invalid_input, "--folds, --step-size, --disable-tta, --checkpoint and --no-postprocess are for nnU-Net folders");
+    if (!a->save_probabilities.empty() && !bundle)
+      throw Error(ErrorCode::invalid_input, "--save-probabilities is for nnU-Net folders and MONAI bundles");
+    for (const auto* f : {&a->save_probabilities, &a->label_masks})
+      if (!f->empty() && !is_image_file_name(*f))
+        throw Error(ErrorCode::invalid_input, *f + ": must end in .nii.gz, .nii, .nrrd or .mha");
     const std::string input_path = a->inputs[0];
-    check_outputs({input_path}, {a->output, a->stats, a->preview, a->dicom_seg});
+    for (const auto& in : a->inputs)
+      check_outputs({in}, {a->output, a->stats, a->preview, a->dicom_seg, a->save_probabilities, a->label_masks});
     if (a->tta && a->no_tta) throw Error(ErrorCode::invalid_input, "give --tta or --no-tta, not both");
     if (a->threads < 0) throw Error(ErrorCode::invalid_input, "--threads must be >= 0");
     if (!is_image_file_name(a->output)) throw Error(ErrorCode::invalid_input, a->output + ": the label map must end in .nii.gz, .nii, .nrrd or .mha");
@@ -155,29 +211,47 @@ void add_segment_command(CLI::App& app) {
     const auto t0 = std::chrono::steady_clock::now();
     SegmentationOptions opt;
     opt.threads = a->threads;
+    opt.probabilities = !a->save_probabilities.empty();
     if (a->overlap != -1) opt.overlap = a->overlap;  // the pipeline checks the range
     if (a->tta) opt.tta = true;
     if (a->no_tta) opt.tta = false;
     auto bar = std::make_shared<ProgressBar>("segment");
     opt.progress = [bar](std::int64_t done, std::int64_t total) { bar->update(done, total); };
-    const bool bundle = monai::is_bundle(a->model);  // a MONAI bundle, translated into a pipeline spec
     if (!bundle && !a->network.empty()) throw Error(ErrorCode::invalid_input, "--network is for MONAI bundles");
     monai::BundleOptions bo;
     if (!a->network.empty()) bo.network = a->network;
-    SegmentationPipeline pipeline = bundle ? monai::open_segmentation(a->model, bo, opt) : SegmentationPipeline(a->model, opt);
+    std::optional<monai::Bundle> mb;
+    if (bundle) mb = monai::load_bundle(a->model, bo);
+    SegmentationPipeline pipeline = bundle ? SegmentationPipeline(a->model, mb->spec, mb->network, opt) : SegmentationPipeline(a->model, opt);
     ReadOptions ro;
     ro.series_uid = a->series;
     ro.allow_uneven = a->allow_uneven;
-    const Volume input = read_volume(input_path, ro);
+    std::vector<Volume> inputs;
+    for (const auto& in : a->inputs) inputs.push_back(read_volume(in, ro));
+    if (bundle) check_bundle_channels(*mb, inputs);
+    const Volume& input = inputs[0];
     // Checked before inference: a SEG needs the source series' identifiers.
     const auto seg_source = a->dicom_seg.empty() ? DicomSegSource{} : dicom_seg_source(input, a->dicom_reference, a->series);
-    SegmentationResult r = pipeline.run(input);
+    SegmentationResult r = pipeline.run(inputs);
 
     float max_label = 0;
-    for (std::int64_t i = 0; i < r.labels.voxels(); ++i) max_label = std::max(max_label, r.labels.channel(0)[i]);
+    bool blended = false;  // MONAI's trilinear Invertd of a label map leaves blended values at the edges
+    for (std::int64_t i = 0; i < r.labels.voxels(); ++i) {
+      const float v = r.labels.channel(0)[i];
+      max_label = std::max(max_label, v);
+      blended = blended || v != std::floor(v);
+    }
+    const PipelineSpec& spec = pipeline.spec();
     WriteOptions wo;
-    wo.pixel_type = max_label > 255 ? PixelType::uint16 : PixelType::uint8;
+    wo.pixel_type = blended ? PixelType::float32 : max_label > 255 ? PixelType::uint16 : PixelType::uint8;
     write_image(a->output, r.labels, wo);
+    // A rounded copy for the DICOM SEG and the preview, which need whole label values.
+    Volume whole_labels = r.labels;
+    if (blended) {
+      whole_labels.data = r.labels.data.clone();
+      float* p = whole_labels.channel(0);
+      for (std::int64_t i = 0; i < whole_labels.voxels(); ++i) p[i] = std::floor(p[i] + 0.5f);
+    }
     std::fprintf(stderr, "label map  %s (%lldx%lldx%lld, %s)\n", a->output.c_str(), static_cast<long long>(r.labels.nx()),
                  static_cast<long long>(r.labels.ny()), static_cast<long long>(r.labels.nz()), pixel_type_name(wo.pixel_type));
     if (r.conformed_labels.data.defined()) {
@@ -202,8 +276,35 @@ void add_segment_command(CLI::App& app) {
       write_image(path, *image, WriteOptions{});
       std::fprintf(stderr, "extracted  %s\n", path.c_str());
     }
+    if (!a->save_probabilities.empty()) {
+      WriteOptions pw;
+      pw.pixel_type = PixelType::float32;
+      write_image(a->save_probabilities, r.probabilities, pw);
+      std::fprintf(stderr, "probabilities %s (%lld channels, float32)\n", a->save_probabilities.c_str(),
+                   static_cast<long long>(r.probabilities.channels()));
+    }
+    if (!a->label_masks.empty() || !a->label_masks_dir.empty()) {
+      const Volume masks = label_masks(r, whole_labels, spec);
+      WriteOptions mw;
+      mw.pixel_type = PixelType::uint8;
+      if (!a->label_masks.empty()) {
+        write_image(a->label_masks, masks, mw);
+        std::fprintf(stderr, "masks      %s (%lld labels)\n", a->label_masks.c_str(), static_cast<long long>(masks.channels()));
+      }
+      if (!a->label_masks_dir.empty()) {
+        std::error_code ec;
+        fs::create_directories(a->label_masks_dir, ec);
+        if (ec) throw Error(ErrorCode::io, a->label_masks_dir + ": cannot create the folder (" + ec.message() + ")");
+        for (std::size_t k = 0; k < spec.labels.size(); ++k) {
+          Volume one(1, masks.nz(), masks.ny(), masks.nx(), masks.geometry);
+          std::copy_n(masks.channel(static_cast<std::int64_t>(k)), masks.voxels(), one.channel(0));
+          write_image((fs::path(a->label_masks_dir) / (std::to_string(spec.labels[k].value) + "_" + file_safe(spec.labels[k].name) + ".nii.gz")).string(), one, mw);
+        }
+        std::fprintf(stderr, "masks      %s/ (%zu files)\n", a->label_masks_dir.c_str(), spec.labels.size());
+      }
+    }
     if (!a->dicom_seg.empty()) {
-      write_segment_dicom_seg(a->dicom_seg, r.labels, seg_source, pipeline.spec(), fs::path(a->model).filename().string(), a->dicom_seg_keep_empty);
+      write_segment_dicom_seg(a->dicom_seg, whole_labels, seg_source, pipeline.spec(), fs::path(a->model).filename().string(), a->dicom_seg_keep_empty);
       std::fprintf(stderr, "DICOM SEG  %s\n", a->dicom_seg.c_str());
     }
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -226,7 +327,7 @@ void add_segment_command(CLI::App& app) {
       std::fprintf(stderr, "statistics %s\n", a->stats.c_str());
     }
     if (!a->preview.empty()) {
-      const RgbImage img = render_preview(input, r.labels, pipeline.spec().labels);
+      const RgbImage img = render_preview(input, whole_labels, pipeline.spec().labels);
       write_png(a->preview, img.width, img.height, 3, img.rgb.data());
       std::fprintf(stderr, "preview    %s\n", a->preview.c_str());
     }

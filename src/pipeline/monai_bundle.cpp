@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -13,6 +14,7 @@
 #include "voxinfer/core/geometry.h"
 
 #include "pipeline/monai_config.h"
+#include "voxinfer/pipeline/channel_expression.h"
 
 namespace voxinfer::monai {
 namespace {
@@ -227,6 +229,13 @@ class Translator {
       if (in.contains("num_channels") && in["num_channels"].is_number_integer())
         s.input.channels = in["num_channels"].get<std::int64_t>();
       if (in.contains("modality") && in["modality"].is_string()) s.input.modality = {in["modality"].get<std::string>()};
+      if (in.contains("channel_def") && in["channel_def"].is_object())
+        for (std::int64_t c = 0; c < s.input.channels; ++c) {
+          const std::string key = std::to_string(c);
+          const json& def = in["channel_def"];
+          b_.channel_names.push_back(def.contains(key) && def[key].is_string() ? def[key].get<std::string>()
+                                                                                : "channel " + key);
+        }
     }
     if (fmt_ && fmt_->contains("outputs") && (*fmt_)["outputs"].is_object() && !(*fmt_)["outputs"].empty()) {
       const json& outputs = (*fmt_)["outputs"];
@@ -246,8 +255,9 @@ class Translator {
 
   // Labels from the output channels: softmax/argmax channel k is label k (0 = background);
   // sigmoid channel i is label i + 1.
-  void make_labels(bool sigmoid) {
+  void make_labels(bool sigmoid, std::int64_t width) {
     PipelineSpec& s = b_.spec;
+    const PostprocessSpec& post = s.postprocess;
     s.labels.clear();
     auto name_of = [&](std::int64_t ch, std::int64_t value) {
       const std::string key = std::to_string(ch);
@@ -255,15 +265,69 @@ class Translator {
         return channel_def_[key].get<std::string>();
       return "label " + std::to_string(value);
     };
-    if (sigmoid) {
-      for (std::int64_t k = 0; k < out_channels_; ++k)
-        s.labels.push_back({static_cast<int>(k + 1), name_of(k, k + 1), {}, {}});
-    } else {
-      for (std::int64_t k = 1; k < out_channels_; ++k) s.labels.push_back({static_cast<int>(k), name_of(k, k), {}, {}});
+    if (!post.lambdas.empty() && post.lambdas_before.empty() && width == 1) {
+      // Lambdad after the discretisation: its label values are found by running it over every
+      // discrete input (each channel on alone names the value it gives).
+      std::vector<ChannelExpression> chain;
+      const bool argmax = post.discretize == Discretize::argmax ||
+                          (post.discretize == Discretize::by_activation && !sigmoid);
+      std::int64_t w = argmax ? 1 : out_channels_;
+      for (const auto& t : post.lambdas) {
+        chain.push_back(ChannelExpression::compile(t, w));
+        w = chain.back().out_channels();
+      }
+      auto run = [&](std::vector<float> v) {
+        for (const auto& e : chain) {
+          std::vector<float> scratch(e.scratch_size()), out(static_cast<std::size_t>(e.out_channels()));
+          e.evaluate(v.data(), scratch.data(), out.data());
+          v = std::move(out);
+        }
+        return v[0];
+      };
+      std::map<int, std::string> found;
+      auto note = [&](float v, const std::string& name) {
+        if (v == 0.f || !std::isfinite(v) || v != std::floor(v)) return;
+        const int value = static_cast<int>(v);
+        if (!found.count(value) || (found[value].rfind("label ", 0) == 0 && name.rfind("label ", 0) != 0))
+          found[value] = name;
+      };
+      if (argmax) {
+        for (std::int64_t k = 0; k < out_channels_; ++k) note(run({static_cast<float>(k)}), k ? name_of(k, k) : "");
+      } else if (out_channels_ <= 12) {
+        for (std::int64_t m = 1; m < (std::int64_t{1} << out_channels_); ++m) {
+          std::vector<float> v(static_cast<std::size_t>(out_channels_));
+          int on = 0;
+          std::int64_t only = 0;
+          for (std::int64_t k = 0; k < out_channels_; ++k)
+            if (m >> k & 1) {
+              v[static_cast<std::size_t>(k)] = 1.f;
+              ++on;
+              only = k;
+            }
+          const float r = run(v);
+          note(r, on == 1 ? name_of(only, static_cast<std::int64_t>(r)) : "label " + std::to_string(static_cast<int>(r)));
+        }
+      }
+      for (auto& [value, name] : found) {
+        if (name.empty()) name = "label " + std::to_string(value);
+        s.labels.push_back({value, name, {}, {}});
+      }
       if (s.labels.empty())
-        fail(ErrorCode::invalid_model,
-             "metadata.json: an argmax over " + std::to_string(out_channels_) + " channel gives no label");
+        fail(ErrorCode::invalid_model, c_.file() + ": postprocessing: the Lambdad expressions give no label value");
+      return;
     }
+    if (width > 1 || sigmoid) {
+      // One label per final channel, overlapping where channels overlap.
+      const bool named = post.lambdas.empty() && post.lambdas_before.empty();
+      for (std::int64_t k = 0; k < width; ++k)
+        s.labels.push_back({static_cast<int>(k + 1), named ? name_of(k, k + 1) : "label " + std::to_string(k + 1), {}, {}});
+      return;
+    }
+    const std::int64_t classes = post.lambdas_before.empty() ? out_channels_ : 0;
+    for (std::int64_t k = 1; k < classes; ++k) s.labels.push_back({static_cast<int>(k), name_of(k, k), {}, {}});
+    if (s.labels.empty())
+      fail(ErrorCode::invalid_model,
+           "metadata.json: an argmax over " + std::to_string(out_channels_) + " channel gives no label");
   }
 
   // The transforms of a Compose (or a list), each with its id in the file: a disabled entry
@@ -313,6 +377,20 @@ class Translator {
     const auto list = compose("preprocessing");
     PipelineSpec& s = b_.spec;
     bool loaded = false, intensity_seen = false;
+    // A ConcatItemsd that builds the image key: the keys it stacks are the channels, one
+    // input file each, in its order; until it runs, a transform of those keys must treat
+    // them all alike (voxinfer preprocesses every channel the same way).
+    std::vector<std::string> channel_keys;
+    for (const auto& item : list)
+      if (item.second.is_object() && item.second.contains("_target_") && item.second["_target_"].is_string() &&
+          class_name(item.second["_target_"].get<std::string>()) == "ConcatItemsd" && item.second.contains("name") &&
+          item.second["name"] == json(b_.image_key) && item.second.contains("keys")) {
+        const json& k = item.second["keys"];
+        if (k.is_array())
+          for (const auto& e : k)
+            if (e.is_string()) channel_keys.push_back(e.get<std::string>());
+      }
+    bool concatenated = false;
     for (std::size_t i = 0; i < list.size(); ++i) {
       try {
         const std::string where = c_.file() + ": " + list[i].first;
@@ -323,7 +401,37 @@ class Translator {
         if (t == "Compose") fail(ErrorCode::unsupported, w + ": nested Compose is not supported");
         const auto keys = key_list(a);
         a.harmless({"allow_missing_keys", "meta_keys", "meta_key_postfix"});
-        const std::size_t ki = image_index(keys, b_.image_key);
+        if (t == "ConcatItemsd") {
+          const std::string name = a.string("name", "");
+          if (name != b_.image_key)
+            fail(ErrorCode::unsupported,
+                 w + ": a ConcatItemsd into \"" + name + "\" is not supported (only into the image key '" + b_.image_key + "')");
+          if (concatenated) fail(ErrorCode::unsupported, w + ": a second ConcatItemsd is not supported");
+          a.only("dim", {json(0)}, "only along the channels");
+          concatenated = true;
+          b_.channel_keys = keys;
+          std::string order;
+          for (const auto& k : keys) order += (order.empty() ? "" : ", ") + k;
+          step("preprocessing", pos, t,
+               "stack " + std::to_string(keys.size()) + " images as channels (" + order +
+                   "): one -i per key, in this order");
+          a.finish();
+          continue;
+        }
+        std::size_t ki = image_index(keys, b_.image_key);
+        if (!concatenated && !channel_keys.empty()) {
+          std::size_t found = 0, first = std::string::npos;
+          for (std::size_t k = 0; k < keys.size(); ++k)
+            if (std::find(channel_keys.begin(), channel_keys.end(), keys[k]) != channel_keys.end()) {
+              ++found;
+              if (first == std::string::npos) first = k;
+            }
+          if (found != 0 && found != channel_keys.size())
+            fail(ErrorCode::unsupported, w + ": it transforms only some of the channels that ConcatItemsd stacks (" +
+                                             json(keys).dump() + " of " + json(channel_keys).dump() +
+                                             "); voxinfer preprocesses every channel alike");
+          if (found != 0) ki = first;
+        }
         if (ki == std::string::npos) {
           // Another key (a label in a shared config): it never reaches the network.
           step("preprocessing", pos, t, "not applied: it transforms only " + json(keys).dump() + ", not the image");
@@ -334,7 +442,11 @@ class Translator {
           if (!v) return nullptr;
           return v;
         };
-        if (s.preprocess.crop_foreground && t != "EnsureTyped" && t != "CastToTyped" && t != "ToTensord")
+        const bool type_only = t == "EnsureTyped" || t == "CastToTyped" || t == "ToTensord";
+        const bool pad = t == "SpatialPadd" || t == "DivisiblePadd";
+        if (s.preprocess.pad && !type_only)
+          fail(ErrorCode::unsupported, w + ": " + t + " after SpatialPadd/DivisiblePadd is not supported (voxinfer pads last)");
+        if (s.preprocess.crop_foreground && !type_only && !pad)
           fail(ErrorCode::unsupported, w + ": " + t + " after CropForegroundd is not supported (voxinfer crops last)");
         if (t == "LoadImaged") {
           a.harmless({"image_only", "reader", "ensure_channel_first", "simple_keys", "prune_meta_pattern",
@@ -363,7 +475,13 @@ class Translator {
           a.only("select_fn", {}, "only MONAI's default, voxels > 0");
           a.only("channel_indices", {json(nullptr)});
           a.only("allow_smaller", {json(true)}, "only a box clamped to the image");
-          a.only("k_divisible", {json(1), json::array({1, 1, 1})});
+          std::array<std::int64_t, 3> k_divisible{1, 1, 1};
+          if (const json* kd = a.get("k_divisible")) {
+            const json l = kd->is_array() ? *kd : json::array({*kd, *kd, *kd});
+            if (l.size() != 3 || !std::all_of(l.begin(), l.end(), [](const json& e) { return e.is_number_integer(); }))
+              fail(ErrorCode::unsupported, w + ": k_divisible must be an integer or three (3D), got " + kd->dump());
+            for (std::size_t i = 0; i < 3; ++i) k_divisible[i] = std::max<std::int64_t>(1, l[i].get<std::int64_t>());
+          }
           std::int64_t margin = 0;
           if (const json* m = a.get("margin")) {
             const json first = m->is_array() && !m->empty() ? (*m)[0] : *m;
@@ -376,9 +494,44 @@ class Translator {
           }
           a.harmless({"mode", "start_coord_key", "end_coord_key", "lazy"});
           s.preprocess.crop_foreground = ForegroundCropSpec{margin};
+          s.preprocess.crop_foreground->k_divisible = k_divisible;
           step("preprocessing", pos, t,
-               "crop to the bounding box of voxels > 0 grown by " + std::to_string(margin) +
-                   " voxels (clamped); the prediction is padded back with zeros");
+               "crop to the bounding box of voxels > 0 grown by " + std::to_string(margin) + " voxels (clamped)" +
+                   (k_divisible == std::array<std::int64_t, 3>{1, 1, 1}
+                        ? std::string()
+                        : ", then about its centre to multiples of " + json(k_divisible).dump() + " (zero-padded)") +
+                   "; the prediction is padded back with zeros");
+        } else if (pad) {
+          PadSpec p;
+          auto ints = [&](const json& v, const char* what, std::int64_t lowest) {
+            std::array<std::int64_t, 3> out{};
+            const json l = v.is_array() ? v : json::array({v, v, v});
+            if (l.size() != 3 || !std::all_of(l.begin(), l.end(), [](const json& e) { return e.is_number_integer(); }))
+              fail(ErrorCode::unsupported, w + ": " + what + " must be an integer or three (3D), got " + v.dump());
+            for (std::size_t i = 0; i < 3; ++i) out[i] = std::max(lowest, l[i].get<std::int64_t>());
+            return out;
+          };
+          if (t == "SpatialPadd")
+            p.size = ints(a.need("spatial_size"), "spatial_size", 0);  // non-positive: the image's own size
+          else
+            p.divisible = ints(a.need("k"), "k", 1);  // non-positive: no padding
+          const std::string method = a.string("method", "symmetric");
+          if (method != "symmetric" && method != "end")
+            fail(ErrorCode::unsupported, w + ": method \"" + method + "\" is not supported (symmetric or end)");
+          p.at_end = method == "end";
+          if (const json* m = arg("mode")) {
+            const std::string mode = mode_name(per_key(*m, ki, keys.size()), w);
+            if (mode != "constant")
+              fail(ErrorCode::unsupported, w + ": mode \"" + mode + "\" is not supported (only constant padding)");
+          }
+          p.value = a.number("value", 0.0);
+          a.harmless({"lazy"});
+          s.preprocess.pad = p;
+          intensity_seen = true;  // nothing may be resampled after it either
+          step("preprocessing", pos, t,
+               (t == "SpatialPadd" ? "pad to at least " + json(p.size).dump() : "pad to multiples of " + json(p.divisible).dump()) +
+                   (p.at_end ? " at the end" : " symmetrically") + " with " + fmt(p.value) +
+                   "; the prediction is cropped back (its inversion)");
         } else if (t == "Orientationd") {
           if (s.preprocess.spacing) fail(ErrorCode::unsupported, w + ": Orientationd after Spacingd is not supported");
           const std::string code = a.string("axcodes", "");
@@ -506,6 +659,11 @@ class Translator {
     }
     check(loaded, ErrorCode::unsupported,
           c_.file() + ": preprocessing: no LoadImaged (voxinfer reads the image itself)");
+    if (!channel_keys.empty() && channel_keys.size() != static_cast<std::size_t>(s.input.channels))
+      check(false, ErrorCode::invalid_model,
+            c_.file() + ": preprocessing: ConcatItemsd stacks " + std::to_string(channel_keys.size()) +
+                " images but metadata.json's network_data_format gives the network " +
+                std::to_string(s.input.channels) + " input channel(s)");
   }
 
   void inferer() {
@@ -515,11 +673,22 @@ class Translator {
     const std::string t = target_of(v, where);
     const std::string w = where + " (" + t + ")";
     Args a(v, w);
-    if (t != "SlidingWindowInferer")
-      fail(ErrorCode::unsupported, w + ": the inferer " + t + " is not supported (only SlidingWindowInferer)");
     InferenceSpec& inf = b_.spec.inference;
     inf.style = WindowStyle::monai;
     inf.average = AverageSpace::logits;
+    if (t == "SimpleInferer") {
+      a.finish();
+      inf.single_tile = true;
+      inf.roi_size = {1, 1, 1};  // replaced by the image's size at run time
+      inf.overlap = {0, 0, 0};
+      inf.blend = BlendMode::constant;
+      inf.batch = 1;
+      step("inferer", 0, t, "the network once on the whole preprocessed image");
+      return;
+    }
+    if (t != "SlidingWindowInferer")
+      fail(ErrorCode::unsupported,
+           w + ": the inferer " + t + " is not supported (SlidingWindowInferer and SimpleInferer are)");
     const json& roi = a.need("roi_size");
     if (!roi.is_array() || roi.size() != 3 || !std::all_of(roi.begin(), roi.end(), [](const json& e) {
           return e.is_number_integer() && e.get<std::int64_t>() > 0;
@@ -557,8 +726,12 @@ class Translator {
       if (!sigma->is_number()) fail(ErrorCode::unsupported, w + ": sigma_scale per axis is not supported");
       inf.sigma_scale = sigma->get<double>();
     }
-    a.only("padding_mode", {json("constant")}, "only zero padding");
-    a.only("cval", {json(0), json(0.0)}, "only zero padding");
+    const std::string pm = a.string("padding_mode", "constant");
+    if (pm == "replicate" || pm == "edge")
+      inf.pad_replicate = true;
+    else if (pm != "constant")
+      fail(ErrorCode::unsupported, w + ": padding_mode \"" + pm + "\" is not supported (constant or replicate)");
+    inf.pad_value = a.number("cval", 0.0);
     a.harmless({"sw_device", "device", "progress", "cache_roi_weight_map", "cpu_thresh", "buffer_steps", "buffer_dim",
                 "with_coord"});
     a.finish();
@@ -568,13 +741,40 @@ class Translator {
              fmt(inf.overlap[0]) + ", " + mode +
              (inf.blend == BlendMode::gaussian ? " (sigma_scale " + fmt(inf.sigma_scale) + ")"
                                                : std::string(" (plain average)")) +
-             ", batch " + std::to_string(inf.batch) + ", zero padding");
+             ", batch " + std::to_string(inf.batch) +
+             (inf.pad_replicate ? std::string(", replicate padding") : ", padding with " + fmt(inf.pad_value)));
+  }
+
+  // Whether the preprocessing moves voxels (reorientation, resampling, cropping): only then is
+  // Invertd more than the identity, and element-wise steps must follow it.
+  bool spatial_preprocessing() const {
+    const PreprocessSpec& p = b_.spec.preprocess;
+    return p.orientation || p.spacing || p.crop_foreground || p.pad;
+  }
+
+  // Compiles a Lambdad's function for `channels` input channels; the error names the key.
+  std::int64_t lambda_channels(const json& func, const std::string& id, std::int64_t channels, std::string& text) {
+    const std::string raw = func.is_string() ? func.get<std::string>() : func.dump();
+    auto message = [&](const std::string& why) {
+      return c_.file() + ": " + id + ": cannot evaluate the expression \"" + raw + "\" (" + why +
+             "; voxinfer evaluates element-wise lambdas over channels, see docs/pipeline.md)";
+    };
+    if (!func.is_string() || raw.empty() || raw[0] != '$')
+      fail(ErrorCode::unsupported, message("func must be a \"$lambda x: ...\" expression"));
+    text = raw.substr(1);
+    try {
+      return ChannelExpression::compile(text, channels).out_channels();
+    } catch (const Error& e) {
+      fail(ErrorCode::unsupported, message(e.what()));
+    }
   }
 
   void postprocessing() {
     const auto list = compose("postprocessing");
     PipelineSpec& s = b_.spec;
-    bool activated = false, inverted = false, discrete = false, sigmoid = false;
+    bool activated = false, inverted = false, discrete = false, sigmoid = false, lambdas = false;
+    bool onehot = false;
+    std::int64_t width = out_channels_;  // channels of the value at this step
     for (std::size_t i = 0; i < list.size(); ++i) {
       try {
         const std::string where = c_.file() + ": " + list[i].first;
@@ -587,9 +787,11 @@ class Translator {
         if (keys.size() != 1)
           fail(ErrorCode::unsupported,
                w + ": transforms of several keys " + json(keys).dump() + " are not supported in postprocessing");
+        // Element-wise steps before Invertd commute with it only when it is the identity.
+        const bool before_invert_ok = !spatial_preprocessing();
         if (t == "Activationsd") {
           if (activated) fail(ErrorCode::unsupported, w + ": a second activation is not supported");
-          if (discrete) fail(ErrorCode::unsupported, w + ": an activation after AsDiscreted is not supported");
+          if (discrete || lambdas) fail(ErrorCode::unsupported, w + ": an activation after AsDiscreted or Lambdad is not supported");
           const bool sm = a.flag("softmax", false), sg = a.flag("sigmoid", false);
           if (a.get("other")) fail(ErrorCode::unsupported, w + ": other (a custom function) is not supported");
           if (sm == sg) fail(ErrorCode::unsupported, w + ": exactly one of softmax and sigmoid must be true");
@@ -604,42 +806,86 @@ class Translator {
             fail(ErrorCode::unsupported,
                  w + ": orig_keys " + orig->dump() + " is not the image key '" + b_.image_key + "'");
           a.get("transform");  // the preprocessing Compose: its inverse is the way back to the input grid
-          if (a.flag("nearest_interp", true))
-            fail(ErrorCode::unsupported, w + ": nearest_interp true is not supported (only bilinear inversion)");
+          const bool nearest = a.flag("nearest_interp", true);
           a.harmless({"to_tensor", "device", "post_func", "orig_meta_keys", "meta_key_postfix"});
-          if (discrete) fail(ErrorCode::unsupported, w + ": Invertd after AsDiscreted is not supported");
+          if (lambdas && !discrete && spatial_preprocessing())
+            fail(ErrorCode::unsupported, w + ": Invertd after a Lambdad on continuous outputs is not supported");
+          if (nearest && spatial_preprocessing() && !discrete)
+            fail(ErrorCode::unsupported,
+                 w + ": nearest_interp true on continuous outputs is not supported (voxinfer inverts them "
+                     "trilinearly, as nearest_interp false)");
           s.postprocess.resample = activated ? ResampleSpace::probabilities : ResampleSpace::logits;
           inverted = true;
+          if (discrete && spatial_preprocessing()) {
+            s.postprocess.invert_nearest = nearest;
+            step("postprocessing", pos, t,
+                 std::string("the label map back onto the input's grid: ") +
+                     (nearest ? "nearest neighbour" : "trilinear (label values blend at the edges, as MONAI's)") +
+                     " resampling (Spacingd inverted), then the orientation undone");
+          } else
           step("postprocessing", pos, t,
-               std::string("back onto the input's grid: trilinear resampling of the ") +
-                   (activated ? "probabilities" : "logits") + " (Spacingd inverted), then the orientation undone");
+               spatial_preprocessing()
+                   ? std::string("back onto the input's grid: trilinear resampling of the ") +
+                         (activated ? "probabilities" : "logits") + " (Spacingd inverted), then the orientation undone"
+                   : std::string("nothing to undo (the preprocessing keeps the input's grid)"));
         } else if (t == "AsDiscreted") {
-          if (!inverted) fail(ErrorCode::unsupported, w + ": AsDiscreted before Invertd is not supported");
+          if (!inverted && !before_invert_ok) s.postprocess.labels_on_model_grid = true;
+          if (discrete) fail(ErrorCode::unsupported, w + ": a second AsDiscreted is not supported");
           const bool argmax = a.flag("argmax", false);
           const json* thr = a.get("threshold");
-          if (a.get("to_onehot"))
-            fail(ErrorCode::unsupported, w + ": to_onehot is not supported (voxinfer writes a label map)");
+          const json* oh = a.get("to_onehot");
           a.only("rounding", {json(nullptr)});
           a.harmless({"dim", "keepdim", "dtype"});
           if (argmax == (thr != nullptr))
             fail(ErrorCode::unsupported, w + ": exactly one of argmax and threshold must be set");
           if (argmax) {
-            if (sigmoid) fail(ErrorCode::unsupported, w + ": argmax over sigmoid outputs is not supported");
-            step("postprocessing", pos, t, "argmax over channels: channel k is label k");
+            s.postprocess.discretize = Discretize::argmax;
+            width = 1;
+            std::string text = "argmax over channels: channel k is label k";
+            if (oh) {
+              if (!oh->is_number_integer() || oh->get<std::int64_t>() < 2)
+                fail(ErrorCode::unsupported, w + ": to_onehot must be an integer >= 2");
+              onehot = true;
+              const std::int64_t n = oh->get<std::int64_t>();
+              // One-hot channels for the expressions after it: x == 0, x == 1, ...
+              std::string cat = "torch.cat([";
+              for (std::int64_t k = 0; k < n; ++k) cat += (k ? ", x == " : "x == ") + std::to_string(k);
+              s.postprocess.lambdas.push_back(cat + "], dim=0)");
+              width = n;
+              text += ", one-hot over " + std::to_string(n) + " channels (the label map holds the same labels)";
+            }
+            step("postprocessing", pos, t, text);
           } else {
-            if (!sigmoid) fail(ErrorCode::unsupported, w + ": threshold needs Activationsd(sigmoid) before it");
-            if (!thr->is_number() || !(thr->get<double>() > 0 && thr->get<double>() < 1))
-              fail(ErrorCode::unsupported, w + ": threshold must be a number in (0, 1)");
+            if (oh) fail(ErrorCode::unsupported, w + ": to_onehot with threshold is not supported");
+            if (!thr->is_number()) fail(ErrorCode::unsupported, w + ": threshold must be a number");
             s.postprocess.threshold = thr->get<double>();
+            s.postprocess.discretize = Discretize::threshold;
             step("postprocessing", pos, t,
-                 "threshold " + fmt(s.postprocess.threshold) + " per channel; a voxel gets the last channel on");
+                 "threshold " + fmt(s.postprocess.threshold) + " per channel (>= threshold is on)" +
+                     (width > 1 ? "; overlapping labels, one per channel" : ""));
           }
+          if (!lambdas && !activated && s.postprocess.discretize == Discretize::threshold)
+            fail(ErrorCode::unsupported, w + ": threshold needs Activationsd before it");
           discrete = true;
+        } else if (t == "Lambdad") {
+          if (inverted && s.postprocess.labels_on_model_grid)
+            fail(ErrorCode::unsupported, w + ": a Lambdad after Invertd of a discrete label map is not supported");
+          a.harmless({"inv_func", "track_meta", "overwrite"});
+          const json& func = a.need("func");
+          std::string text;
+          const std::int64_t out = lambda_channels(func, list[i].first + "#func", width, text);
+          (discrete ? s.postprocess.lambdas : s.postprocess.lambdas_before).push_back(text);
+          lambdas = true;
+          step("postprocessing", pos, t,
+               "element-wise per voxel: " + text + " (" + std::to_string(width) + " -> " + std::to_string(out) +
+                   " channel" + (out > 1 ? "s" : "") + ")");
+          width = out;
         } else if (t == "KeepLargestConnectedComponentd") {
-          if (!discrete)
+          if (!discrete && !lambdas)
             fail(ErrorCode::unsupported, w + ": KeepLargestConnectedComponentd before AsDiscreted is not supported");
+          if (!inverted && !before_invert_ok) s.postprocess.components_on_model_grid = true;
           const json* labels = a.get("applied_labels");
-          a.only("independent", {json(true)}, "only independent components per label");
+          const bool independent = a.flag("independent", true);
           a.only("is_onehot", {json(false), json(nullptr)});
           const json* conn = a.get("connectivity");
           int c = 26;
@@ -657,13 +903,31 @@ class Translator {
               if (!e.is_number_integer()) fail(ErrorCode::invalid_model, w + ": applied_labels must be integers");
               values.push_back(e.get<int>());
             }
-          } else {
-            for (std::int64_t k = 1; k < out_channels_; ++k) values.push_back(static_cast<int>(k));
           }
-          s.postprocess.keep_largest_component = values;
           s.postprocess.connectivity = c;
-          step("postprocessing", pos, t,
-               "keep the largest component of labels " + json(values).dump() + ", " + std::to_string(c) + "-connected");
+          const std::string grid = s.postprocess.components_on_model_grid ? " (on the network's grid, before Invertd)" : "";
+          if (independent) {
+            if (!labels)
+              for (std::int64_t k = 1; k < out_channels_; ++k) values.push_back(static_cast<int>(k));
+            s.postprocess.keep_largest_component = values;
+            step("postprocessing", pos, t,
+                 "keep the largest component of each of labels " + json(values).dump() + ", " + std::to_string(c) +
+                     "-connected" + grid);
+          } else {
+            // All applied labels together: MONAI keeps the largest component of their union.
+            if (labels) {
+              std::vector<int> all;
+              for (std::int64_t k = 1; k < out_channels_; ++k) all.push_back(static_cast<int>(k));
+              std::vector<int> sorted = values;
+              std::sort(sorted.begin(), sorted.end());
+              if (sorted != all)
+                fail(ErrorCode::unsupported,
+                     w + ": independent false is supported for all foreground labels together only");
+            }
+            s.postprocess.keep_largest_foreground = true;
+            step("postprocessing", pos, t,
+                 "keep the largest component of all foreground labels together, " + std::to_string(c) + "-connected" + grid);
+          }
         } else if (t == "SaveImaged") {
           if (const json* p = a.get("output_postfix"); p && p->is_string()) b_.output_postfix = p->get<std::string>();
           if (const json* e = a.get("output_ext"); e && e->is_string()) b_.output_ext = e->get<std::string>();
@@ -672,8 +936,11 @@ class Translator {
                       "writer", "output_format", "mode", "padding_mode", "scale", "dtype", "channel_dim",
                       "savepath_in_metadict", "output_name_formatter", "folder_layout", "meta_key_postfix"});
           step("postprocessing", pos, t, "write the label map on the input's grid (the file given with -o)");
-        } else if (t == "EnsureTyped" || t == "ToTensord" || t == "ToDeviced" || t == "CopyItemsd") {
-          a.harmless({"dtype", "data_type", "device", "wrap_sequence", "track_meta", "times", "names"});
+        } else if (t == "EnsureTyped" || t == "ToTensord" || t == "ToDeviced" || t == "CopyItemsd" ||
+                   t == "CastToTyped" || t == "SqueezeDimd") {
+          if (t == "SqueezeDimd") a.only("dim", {json(0)}, "only the channel axis");
+          a.harmless({"dtype", "data_type", "device", "wrap_sequence", "track_meta", "times", "names",
+                      "update_meta"});
           step("postprocessing", pos, t, "nothing to do");
         } else {
           fail(ErrorCode::unsupported,
@@ -688,13 +955,22 @@ class Translator {
       s.postprocess.activation = Activation::none;
       s.postprocess.resample = ResampleSpace::logits;
     }
-    check(inverted, ErrorCode::unsupported,
+    check(inverted || !spatial_preprocessing(), ErrorCode::unsupported,
           c_.file() +
               ": postprocessing: without Invertd MONAI writes the model grid; voxinfer "
               "supports only bundles that invert to the input's grid");
-    check(discrete, ErrorCode::unsupported,
+    check(discrete || lambdas, ErrorCode::unsupported,
           c_.file() + ": postprocessing: without AsDiscreted the result is not a label map; not supported");
-    make_labels(sigmoid);
+    s.postprocess.out_channels = out_channels_;
+    if (!lambdas && !onehot) {
+      if (s.postprocess.discretize == Discretize::argmax && !sigmoid) s.postprocess.discretize = Discretize::by_activation;
+      if (s.postprocess.discretize == Discretize::threshold && sigmoid) s.postprocess.discretize = Discretize::by_activation;
+    }
+    if (onehot && s.postprocess.lambdas.size() == 1) {
+      // One-hot at the end: the label map is the argmax itself.
+      s.postprocess.lambdas.clear();
+    }
+    make_labels(sigmoid, width);
   }
 
   Config& c_;
@@ -778,7 +1054,14 @@ std::string describe(const Bundle& b) {
      << (b.version.empty() ? "" : " " + b.version) << "\n";
   os << "network        " << b.network.string() << " (axes xyz: [N, C, X, Y, Z])\n";
   os << "input          " << b.spec.input.channels << " channel(s)"
-     << (b.spec.input.modality.empty() ? "" : ", " + b.spec.input.modality[0]) << "\n";
+     << (b.spec.input.modality.empty() ? "" : ", " + b.spec.input.modality[0]);
+  const auto& names = b.channel_keys.empty() ? b.channel_names : b.channel_keys;
+  if (b.spec.input.channels > 1 && !names.empty()) {
+    os << ":";
+    for (std::size_t c = 0; c < names.size(); ++c) os << (c ? ", " : " ") << names[c];
+    os << " (one -i each, in this order)";
+  }
+  os << "\n";
   std::string section;
   for (const auto& s : b.steps) {
     if (s.section != section) {

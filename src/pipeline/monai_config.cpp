@@ -603,7 +603,14 @@ json Config::resolve_value(const json& v, const std::string& id) {
     if (!s.empty() && s[0] == '@' && std::all_of(s.begin() + 1, s.end(), is_id_char))
       return resolve(absolute_id(s.substr(1), id));
     if (!s.empty() && s[0] == '%') return resolve_value(macro(s, id), id);
-    if (!s.empty() && s[0] == '$') return evaluate(std::string_view(s).substr(1), id);
+    if (!s.empty() && s[0] == '$') {
+      // A lambda is a function for a transform (Lambdad's func), compiled by its translation.
+      std::size_t p = 1;
+      while (p < s.size() && std::isspace(static_cast<unsigned char>(s[p]))) ++p;
+      if (s.compare(p, 6, "lambda") == 0 && (p + 6 == s.size() || !(std::isalnum(static_cast<unsigned char>(s[p + 6])) || s[p + 6] == '_')))
+        return v;
+      return evaluate(std::string_view(s).substr(1), id);
+    }
     return v;
   }
   if (v.is_array()) {

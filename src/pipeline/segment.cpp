@@ -70,6 +70,13 @@ float SlabResampler::label_of(const float* v) const {
   return static_cast<float>(best);
 }
 
+void SlabResampler::set_rule(std::shared_ptr<const VoxelRule> rule, bool keep_channels) {
+  rule_ = std::move(rule);
+  keep_masks_ = keep_channels && rule_ && rule_->out_channels() > 1;
+}
+
+void SlabResampler::keep_probabilities() { keep_probabilities_ = true; }
+
 void SlabResampler::consume(const Tensor& slab_in, std::int64_t begin) {
   const auto a0 = static_cast<std::size_t>(vol_axis_[0]), a1 = static_cast<std::size_t>(vol_axis_[1]),
              a2 = static_cast<std::size_t>(vol_axis_[2]);
@@ -87,6 +94,13 @@ void SlabResampler::consume(const Tensor& slab_in, std::int64_t begin) {
                        " labels are listed (sigmoid outputs need one label per channel)");
   }
   VOXINFER_CHECK(slab_in.dim(0) == k_, invalid_input, "slab resampler: the channel count changed between slabs");
+  VOXINFER_CHECK(!rule_ || rule_->in_channels() == k_, invalid_model,
+                 "the network has " + std::to_string(k_) + " output channels, the post-processing expects " +
+                     std::to_string(rule_ ? rule_->in_channels() : 0));
+  if (begin == 0) {
+    if (keep_masks_) masks_ = Volume(rule_->out_channels(), target_size_[2], target_size_[1], target_size_[0], out_.geometry);
+    if (keep_probabilities_) probabilities_ = Volume(k_, target_size_[2], target_size_[1], target_size_[0], out_.geometry);
+  }
   const Tensor slab = slab_in.contiguous();
   const std::int64_t n = slab.dim(1), end = begin + n;
   const float* sp = slab.data<float>();
@@ -102,6 +116,9 @@ void SlabResampler::consume(const Tensor& slab_in, std::int64_t begin) {
   const bool increasing = m(static_cast<int>(a0), 0) >= 0;
   parallel_for(ty * tz, 16, [&](std::int64_t rb, std::int64_t re) {
     std::vector<float> v(static_cast<std::size_t>(k_));
+    std::vector<float> scratch(rule_ ? rule_->scratch_size() : 0);
+    std::vector<float> mask(rule_ ? static_cast<std::size_t>(rule_->out_channels()) : 0);
+    const std::int64_t target_voxels = tx * ty * tz;
     for (std::int64_t row = rb; row < re; ++row) {
       const std::int64_t y = row % ty, z = row / ty;
       auto need = [&](std::int64_t x) { return needed_plane(src_of(x, y, z)[static_cast<int>(a0)], s0); };
@@ -152,7 +169,30 @@ void SlabResampler::consume(const Tensor& slab_in, std::int64_t begin) {
           const float c11 = lerp(at(6), at(7), t[0].w);
           v[static_cast<std::size_t>(k)] = lerp(lerp(c00, c01, t[1].w), lerp(c10, c11, t[1].w), t[2].w);
         }
-        out[(z * ty + y) * tx + x] = label_of(v.data());
+        const std::int64_t at = (z * ty + y) * tx + x;
+        if (rule_) {
+          out[at] = rule_->label(v.data(), activated_, scratch.data());
+          if (keep_masks_) {
+            rule_->channels(v.data(), activated_, scratch.data(), mask.data());
+            for (std::size_t c = 0; c < mask.size(); ++c) masks_.data.data<float>()[static_cast<std::int64_t>(c) * target_voxels + at] = mask[c] != 0.f ? 1.f : 0.f;
+          }
+        } else {
+          out[at] = label_of(v.data());
+        }
+        if (keep_probabilities_) {
+          float* p = probabilities_.data.data<float>() + at;
+          if (!activated_ && activation_ == Activation::softmax) {
+            float m = v[0];
+            for (std::int64_t k = 1; k < k_; ++k) m = std::max(m, v[static_cast<std::size_t>(k)]);
+            float sum = 0;
+            for (std::int64_t k = 0; k < k_; ++k) sum += std::exp(v[static_cast<std::size_t>(k)] - m);
+            for (std::int64_t k = 0; k < k_; ++k) p[k * target_voxels] = std::exp(v[static_cast<std::size_t>(k)] - m) / sum;
+          } else if (!activated_ && activation_ == Activation::sigmoid) {
+            for (std::int64_t k = 0; k < k_; ++k) p[k * target_voxels] = 1.f / (1.f + std::exp(-v[static_cast<std::size_t>(k)]));
+          } else {
+            for (std::int64_t k = 0; k < k_; ++k) p[k * target_voxels] = v[static_cast<std::size_t>(k)];
+          }
+        }
       }
     }
   });
@@ -202,15 +242,47 @@ SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, cons
   // A foreground crop: the network sees the box, its output is padded back with zeros.
   std::optional<Box> box;
   if (spec.preprocess.crop_foreground) box = foreground_box(full, spec.preprocess.crop_foreground->margin);
+  if (box) {
+    const auto k = model_to_xyz(spec.preprocess.crop_foreground->k_divisible, spec.axes);
+    for (std::size_t a = 0; a < 3; ++a) {
+      if (k[a] <= 1) continue;
+      const std::int64_t n = box->end[a] - box->begin[a], t = (n + k[a] - 1) / k[a] * k[a];
+      box->begin[a] -= (t - n) / 2;
+      box->end[a] = box->begin[a] + t;
+    }
+  }
+  float pad_value = 0;
+  if (spec.preprocess.pad) {
+    // SpatialPadd / DivisiblePadd: the (cropped) box grown per axis; the output is cropped back.
+    const PadSpec& pad = *spec.preprocess.pad;
+    Box b = box ? *box : Box{{0, 0, 0}, {full.nx(), full.ny(), full.nz()}};
+    const auto at_least = model_to_xyz(pad.size, spec.axes);
+    const auto k = model_to_xyz(pad.divisible, spec.axes);
+    for (std::size_t a = 0; a < 3; ++a) {
+      const std::int64_t n = b.end[a] - b.begin[a];
+      std::int64_t t = std::max(n, at_least[a]);
+      if (k[a] > 1) t = (t + k[a] - 1) / k[a] * k[a];
+      const std::int64_t lo = pad.at_end ? 0 : (t - n) / 2;
+      b.begin[a] -= lo;
+      b.end[a] = b.begin[a] + t;
+    }
+    box = b;
+    pad_value = static_cast<float>(pad.value);
+  }
   const Volume v = box ? crop_or_pad(full, box->begin,
-                                     {box->end[0] - box->begin[0], box->end[1] - box->begin[1], box->end[2] - box->begin[2]})
+                                     {box->end[0] - box->begin[0], box->end[1] - box->begin[1], box->end[2] - box->begin[2]},
+                                     pad_value)
                        : full;
   result.model_size = {v.nx(), v.ny(), v.nz()};
   result.model_geometry = v.geometry;
   const Tensor image = to_model_tensor(v, spec.axes);
 
   SlidingWindowOptions sw = SlidingWindowOptions::from_spec(spec.inference);
-  if (options.overlap) sw.overlap = *options.overlap;
+  if (spec.inference.single_tile) {
+    sw.roi_size = xyz_to_model(result.model_size, spec.axes);
+    sw.overlap = {0, 0, 0};
+  }
+  if (options.overlap && !spec.inference.single_tile) sw.overlap = *options.overlap;
   if (options.tta) {
     if (!*options.tta) sw.mirror_axes.clear();
     else if (sw.mirror_axes.empty()) sw.mirror_axes = {0, 1, 2};
@@ -221,10 +293,27 @@ SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, cons
   for (const auto& l : spec.labels) values.push_back(l.value);
   const bool probabilities = spec.inference.average == AverageSpace::probabilities;
   const bool resample_probabilities = spec.postprocess.resample == ResampleSpace::probabilities;
-  SlabResampler resampler(full.geometry, {full.nx(), full.ny(), full.nz()}, spec.axes, input.geometry,
-                          {input.nx(), input.ny(), input.nz()},
+  // MONAI's AsDiscreted before Invertd: the labels are made on the model grid itself.
+  const bool model_grid_labels = spec.postprocess.labels_on_model_grid;
+  SlabResampler resampler(full.geometry, {full.nx(), full.ny(), full.nz()}, spec.axes,
+                          model_grid_labels ? full.geometry : input.geometry,
+                          model_grid_labels ? std::array<std::int64_t, 3>{full.nx(), full.ny(), full.nz()}
+                                            : std::array<std::int64_t, 3>{input.nx(), input.ny(), input.nz()},
                           spec.postprocess.activation, static_cast<float>(spec.postprocess.threshold), values,
                           probabilities || resample_probabilities);
+  if (!spec.postprocess.lambdas.empty() || !spec.postprocess.lambdas_before.empty() ||
+      spec.postprocess.discretize != Discretize::by_activation || spec.postprocess.activation == Activation::sigmoid) {
+    // The network's channel count: the spec's labels say it for sigmoid outputs; MONAI's
+    // chains name it in the spec's out_channels.
+    const std::int64_t k = spec.postprocess.out_channels > 0 ? spec.postprocess.out_channels
+                                                              : static_cast<std::int64_t>(values.size());
+    if (!spec.postprocess.lambdas.empty() || !spec.postprocess.lambdas_before.empty() ||
+        spec.postprocess.discretize != Discretize::by_activation)
+      resampler.set_rule(std::make_shared<const VoxelRule>(spec.postprocess, k, values), true);
+    else if (k > 1)
+      resampler.set_rule(std::make_shared<const VoxelRule>(spec.postprocess, k, values), true);
+  }
+  if (options.probabilities) resampler.keep_probabilities();
   // The cropped grid's slabs padded with zeros onto the whole grid (model order), planes
   // outside the box along axis 0 emitted as zero slabs before and after.
   SlabConsumer to_resampler = resampler.consumer();
@@ -234,9 +323,10 @@ SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, cons
     const auto full_size = xyz_to_model(std::array<std::int64_t, 3>{full.nx(), full.ny(), full.nz()}, spec.axes);
     const auto crop_size = xyz_to_model(result.model_size, spec.axes);
     to_resampler = [&resampler, lo, full_size, crop_size, &padded_slab](const Tensor& slab_in, std::int64_t begin) {
+      // The box may reach outside the whole grid (padding): only its part inside is kept.
       const Tensor slab = slab_in.contiguous();
       const std::int64_t k = slab.dim(0), n = slab.dim(1), c1 = crop_size[1], c2 = crop_size[2];
-      const std::int64_t f1 = full_size[1], f2 = full_size[2];
+      const std::int64_t f0 = full_size[0], f1 = full_size[1], f2 = full_size[2];
       auto zeros = [&](std::int64_t at, std::int64_t planes) {
         if (planes <= 0) return;
         Tensor z(Shape{k, planes, f1, f2}, DType::f32);
@@ -244,16 +334,24 @@ SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, cons
         resampler.consume(z, at);
       };
       if (begin == 0) zeros(0, lo[0]);
-      if (!padded_slab.defined() || padded_slab.dim(1) != n || padded_slab.dim(0) != k)
-        padded_slab = Tensor(Shape{k, n, f1, f2}, DType::f32);
-      float* dst = padded_slab.data<float>();
-      std::fill_n(dst, padded_slab.numel(), 0.f);
-      const float* src = slab.data<float>();
-      for (std::int64_t c = 0; c < k * n; ++c)
-        for (std::int64_t i = 0; i < c1; ++i)
-          std::copy_n(src + (c * c1 + i) * c2, c2, dst + (c * f1 + lo[1] + i) * f2 + lo[2]);
-      resampler.consume(padded_slab, lo[0] + begin);
-      if (begin + n == crop_size[0]) zeros(lo[0] + crop_size[0], full_size[0] - lo[0] - crop_size[0]);
+      const std::int64_t p_a = std::max<std::int64_t>(0, -lo[0] - begin), p_b = std::min(n, f0 - lo[0] - begin);
+      if (p_a < p_b) {
+        const std::int64_t m = p_b - p_a;
+        if (!padded_slab.defined() || padded_slab.dim(1) != m || padded_slab.dim(0) != k)
+          padded_slab = Tensor(Shape{k, m, f1, f2}, DType::f32);
+        float* dst = padded_slab.data<float>();
+        std::fill_n(dst, padded_slab.numel(), 0.f);
+        const float* src = slab.data<float>();
+        const std::int64_t i_a = std::max<std::int64_t>(0, -lo[1]), i_b = std::min(c1, f1 - lo[1]);
+        const std::int64_t j_a = std::max<std::int64_t>(0, -lo[2]), j_b = std::min(c2, f2 - lo[2]);
+        for (std::int64_t c = 0; c < k && j_a < j_b; ++c)
+          for (std::int64_t p = p_a; p < p_b; ++p)
+            for (std::int64_t i = i_a; i < i_b; ++i)
+              std::copy(src + ((c * n + p) * c1 + i) * c2 + j_a, src + ((c * n + p) * c1 + i) * c2 + j_b,
+                        dst + ((c * m + p - p_a) * f1 + lo[1] + i) * f2 + lo[2] + j_a);
+        resampler.consume(padded_slab, lo[0] + begin + p_a);
+      }
+      if (begin + n == crop_size[0]) zeros(lo[0] + crop_size[0], f0 - lo[0] - crop_size[0]);
     };
   }
   // Resampling probabilities: each finished slab is activated on the model grid first (when
@@ -288,8 +386,33 @@ SegmentResult segment_volume(const Volume& input, const PipelineSpec& spec, cons
                         resample_probabilities && !probabilities ? activating_consumer : to_resampler,
                         &result.window);
   result.labels = resampler.finish();
+  result.masks = resampler.masks();
+  result.probabilities = resampler.probabilities();
+  if (model_grid_labels) {
+    // Invertd of a discrete map: the largest components kept on the model grid when MONAI
+    // keeps them before Invertd, then each map resampled onto the input's grid.
+    if (spec.postprocess.components_on_model_grid) postprocess_labels(result.labels, spec.postprocess);
+    const std::array<std::int64_t, 3> size{input.nx(), input.ny(), input.nz()};
+    const Interpolation interp = spec.postprocess.invert_nearest ? Interpolation::nearest : Interpolation::linear;
+    result.labels = resample_to_grid(result.labels, input.geometry, size, interp);
+    if (result.masks.data.defined()) result.masks = resample_to_grid(result.masks, input.geometry, size, interp);
+    if (result.probabilities.data.defined())
+      result.probabilities = resample_to_grid(result.probabilities, input.geometry, size, Interpolation::linear);
+    result.labels.geometry = input.geometry;
+  }
+  if (result.masks.data.defined()) result.masks.metadata = input.metadata;
   result.labels.metadata = input.metadata;
-  postprocess_labels(result.labels, spec.postprocess);
+  if (!(model_grid_labels && spec.postprocess.components_on_model_grid)) postprocess_labels(result.labels, spec.postprocess);
+  if (model_grid_labels && !spec.postprocess.invert_nearest) {
+    // Blended label values at the edges (MONAI's trilinear Invertd of a label map): the
+    // statistics count each voxel under its nearest label value.
+    Volume rounded = result.labels;
+    rounded.data = result.labels.data.clone();
+    float* p = rounded.channel(0);
+    for (std::int64_t i = 0; i < rounded.voxels(); ++i) p[i] = std::floor(p[i] + 0.5f);
+    result.statistics = label_statistics(rounded, input, spec.labels);
+    return result;
+  }
   result.statistics = label_statistics(result.labels, input, spec.labels);
   return result;
 }

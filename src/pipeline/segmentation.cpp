@@ -2,6 +2,7 @@
 // back to the input grid -> postprocess -> statistics.
 #include "voxinfer/pipeline/segmentation.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -104,6 +105,39 @@ std::string SegmentationPipeline::model_path() const {
   return m.is_absolute() ? m.string() : (impl_->dir / m).string();
 }
 
+SegmentationResult SegmentationPipeline::run(const std::vector<Volume>& inputs) {
+  VOXINFER_CHECK(!inputs.empty(), invalid_input, "segment: no input volume");
+  if (inputs.size() == 1) return run(inputs[0]);
+  std::int64_t channels = 0;
+  for (const auto& v : inputs) channels += v.channels();
+  const PipelineSpec& spec = impl_->spec;
+  if (channels != spec.input.channels)
+    throw Error(ErrorCode::invalid_input, std::to_string(inputs.size()) + " inputs give " + std::to_string(channels) +
+                                              " channel(s), the model package '" + impl_->dir.filename().string() +
+                                              "' expects " + std::to_string(spec.input.channels));
+  const Volume& first = inputs[0];
+  Volume stacked(channels, first.nz(), first.ny(), first.nx(), first.geometry);
+  stacked.metadata = first.metadata;
+  std::int64_t ch = 0;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const Volume& v = inputs[i];
+    const Geometry& a = v.geometry;
+    const Geometry& b = first.geometry;
+    const double tol = 1e-3;
+    const bool same = v.nx() == first.nx() && v.ny() == first.ny() && v.nz() == first.nz() &&
+                      (a.spacing - b.spacing).cwiseAbs().maxCoeff() <= tol * b.spacing.cwiseAbs().maxCoeff() &&
+                      (a.origin - b.origin).cwiseAbs().maxCoeff() <= tol * std::max(1.0, b.spacing.maxCoeff()) &&
+                      (a.direction - b.direction).cwiseAbs().maxCoeff() <= tol;
+    if (!same)
+      throw Error(ErrorCode::invalid_input, "input " + std::to_string(i + 1) +
+                                                " does not lie on the first input's grid (size, spacing, origin and "
+                                                "direction must match; resample it first)");
+    for (std::int64_t c = 0; c < v.channels(); ++c, ++ch)
+      std::memcpy(stacked.channel(ch), v.channel(c), static_cast<std::size_t>(v.voxels()) * sizeof(float));
+  }
+  return run(stacked);
+}
+
 SegmentationResult SegmentationPipeline::run(const Volume& input) {
   const PipelineSpec& spec = impl_->spec;
   SegmentationResult result;
@@ -140,6 +174,7 @@ SegmentationResult SegmentationPipeline::run(const Volume& input) {
   if (impl_->options.overlap) so.overlap = std::array<double, 3>{*impl_->options.overlap, *impl_->options.overlap, *impl_->options.overlap};
   so.tta = impl_->options.tta;
   so.progress = impl_->options.progress;
+  so.probabilities = impl_->options.probabilities;
   if (impl_->pre_model) so.crop_mask = impl_->pre_model->run(input).labels;
   graph::Session& session = *impl_->session;
   double network_seconds = 0;
@@ -163,6 +198,8 @@ SegmentationResult SegmentationPipeline::run(const Volume& input) {
   }, so);
   const double total = seconds_since(t0);
   result.labels = std::move(r.labels);
+  result.masks = std::move(r.masks);
+  result.probabilities = std::move(r.probabilities);
   result.stats = std::move(r.statistics);
   result.window = r.window;
   const auto ms = xyz_to_model(r.model_size, spec.axes);

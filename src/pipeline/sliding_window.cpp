@@ -68,7 +68,8 @@ struct Tracker {
 };
 
 // Copies the batch's tiles out of the (virtually padded) image into [b, C, r0, r1, r2].
-void gather(const Tensor& img, const SlidingWindowPlan& plan, std::size_t first, std::int64_t b, float pad, Tensor& out) {
+void gather(const Tensor& img, const SlidingWindowPlan& plan, std::size_t first, std::int64_t b, float pad, bool replicate,
+            Tensor& out) {
   const std::int64_t c_in = img.dim(0);
   const Size3 s{img.dim(1), img.dim(2), img.dim(3)};
   const Size3& r = plan.roi;
@@ -85,6 +86,13 @@ void gather(const Tensor& img, const SlidingWindowPlan& plan, std::size_t first,
       for (std::int64_t t1 = 0; t1 < r[1]; ++t1) {
         float* row = d + t1 * r[2];
         const std::int64_t i1 = st[1] + t1 - plan.pad_lo[1];
+        if (replicate) {  // the padding repeats the nearest edge voxel (torch's "replicate")
+          const std::int64_t j0 = std::clamp(i0, std::int64_t{0}, s[0] - 1), j1 = std::clamp(i1, std::int64_t{0}, s[1] - 1);
+          const float* srow = src + ((c * s[0] + j0) * s[1] + j1) * s[2];
+          for (std::int64_t t2 = 0; t2 < r[2]; ++t2)
+            row[t2] = srow[std::clamp(st[2] + t2 - plan.pad_lo[2], std::int64_t{0}, s[2] - 1)];
+          continue;
+        }
         if (i0 < 0 || i0 >= s[0] || i1 < 0 || i1 >= s[1]) {
           std::fill(row, row + r[2], pad);
           continue;
@@ -148,7 +156,7 @@ class Runner {
       {
         Tensor x(Shape{b, c_in, plan_.roi[0], plan_.roi[1], plan_.roi[2]}, DType::f32);
         track_.add(x.nbytes());
-        gather(img_, plan_, static_cast<std::size_t>(first), b, opt_.pad_value, x);
+        gather(img_, plan_, static_cast<std::size_t>(first), b, opt_.pad_value, opt_.pad_replicate, x);
         run_batch(x, static_cast<std::size_t>(first));
         track_.sub(x.nbytes());
       }
@@ -329,6 +337,8 @@ SlidingWindowOptions SlidingWindowOptions::from_spec(const InferenceSpec& spec) 
   o.style = spec.style;
   o.mirror_axes = spec.mirror_axes;
   o.batch = spec.batch;
+  o.pad_value = static_cast<float>(spec.pad_value);
+  o.pad_replicate = spec.pad_replicate;
   return o;
 }
 

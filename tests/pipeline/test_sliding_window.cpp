@@ -375,5 +375,34 @@ TEST(FlipSpatial, ReversesTheFlaggedAxes) {
         for (std::int64_t l = 0; l < 5; ++l) ASSERT_EQ(f.at<float>(n, 0, i, j, l), t.at<float>(n, 0, 2 - i, j, 4 - l));
 }
 
+// An image smaller than the tile is padded as MONAI's SlidingWindowInferer pads it
+// (symmetrically, the extra voxel at the end), with cval or the edge voxels (padding_mode
+// "replicate"). The network returns its tile's mean everywhere, so the output is the padded
+// tile's mean. Expected values: torch.nn.functional.pad(t, (1, 1, 1, 1, 0, 1), mode=
+// "replicate" | "constant", value=-7).mean() for t = arange(12).reshape(1, 1, 3, 2, 2) * 1.5 - 4
+// (torch 1.13).
+TEST(SlidingWindow, PaddingWithCvalOrTheEdgeAsMonai) {
+  Tensor img(Shape{1, 3, 2, 2}, DType::f32);
+  for (std::int64_t i = 0; i < 12; ++i) img.data<float>()[i] = static_cast<float>(i) * 1.5f - 4.f;
+  auto mean_net = [](const Tensor& x) {
+    Tensor out(x.shape(), DType::f32);
+    const std::int64_t per = x.numel() / x.dim(0);
+    for (std::int64_t b = 0; b < x.dim(0); ++b) {
+      double sum = 0;
+      for (std::int64_t i = 0; i < per; ++i) sum += x.data<float>()[b * per + i];
+      std::fill_n(out.data<float>() + b * per, per, static_cast<float>(sum / static_cast<double>(per)));
+    }
+    return out;
+  };
+  for (const bool replicate : {true, false}) {
+    SlidingWindowOptions o = options({4, 4, 4}, 0.25, BlendMode::constant, WindowStyle::monai);
+    o.pad_replicate = replicate;
+    o.pad_value = -7.f;
+    const Tensor out = sliding_window(img, o, mean_net);
+    ASSERT_EQ(out.shape(), img.shape());
+    for (std::int64_t i = 0; i < 12; ++i) EXPECT_FLOAT_EQ(out.data<float>()[i], replicate ? 5.75f : -4.890625f) << i;
+  }
+}
+
 }  // namespace
 }  // namespace voxinfer

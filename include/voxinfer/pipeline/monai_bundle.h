@@ -39,6 +39,10 @@ struct Bundle {
   PipelineSpec spec;              // the translation; spec.model is `network`
   std::vector<BundleStep> steps;  // in the bundle's order
   std::string image_key = "image";
+  // The network's input channels, one input file each, in order: ConcatItemsd's keys when the
+  // bundle stacks separate images into the image key; channel_names: metadata.json's
+  // network_data_format channel_def (empty when it has none).
+  std::vector<std::string> channel_keys, channel_names;
   // SaveImaged's naming (output_postfix, output_ext), when the bundle has one.
   std::string output_postfix, output_ext;
   // With BundleOptions::inspect: what cannot run (transforms, arguments, a missing network),

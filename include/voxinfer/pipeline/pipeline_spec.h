@@ -59,6 +59,20 @@ struct ForegroundCropSpec {
   std::int64_t margin = 0;
   double threshold = 0;  // 0: voxels > 0
   std::string model{};   // empty: the mask comes from the image
+  // MONAI's k_divisible (model order): the box grows about its centre to multiples of k (the
+  // odd voxel after); parts outside the volume are zero-padded, as CropForegroundd does.
+  std::array<std::int64_t, 3> k_divisible{1, 1, 1};
+};
+
+// MONAI's SpatialPadd / DivisiblePadd, last in the preprocessing (after the foreground crop):
+// per axis (model order) the network sees the grid grown to at least `size` (0: no minimum) and
+// then to a multiple of `divisible`, padded with `value`, symmetrically (the odd voxel after)
+// or at the end only; its output is cropped back (their inversion).
+struct PadSpec {
+  std::array<std::int64_t, 3> size{0, 0, 0};
+  std::array<std::int64_t, 3> divisible{1, 1, 1};
+  bool at_end = false;
+  double value = 0;
 };
 
 struct PreprocessSpec {
@@ -73,6 +87,7 @@ struct PreprocessSpec {
   std::optional<std::array<std::int64_t, 3>> resize;   // classification only, model axis order
   std::optional<CropSpec> crop;                        // classification only
   std::optional<ForegroundCropSpec> crop_foreground;   // segmentation only
+  std::optional<PadSpec> pad;                          // segmentation only (MONAI bundles)
 };
 
 enum class BlendMode { gaussian, constant };
@@ -95,6 +110,11 @@ struct InferenceSpec {
   // roi_size "whole": the network runs once on the whole (cropped) grid, without tiles or
   // padding, as fully convolutional whole-volume models (brainchop's MeshNets) are run.
   bool whole_volume = false;
+  // One tile as large as the whole (cropped) model grid, through the same blending and
+  // resampling as tiles: MONAI's SimpleInferer (the network sees the image as it is).
+  bool single_tile = false;
+  double pad_value = 0;  // fills the padding of images smaller than a tile (MONAI's cval)
+  bool pad_replicate = false;  // pad with the nearest edge voxel instead (padding_mode "replicate")
 };
 
 enum class Activation { softmax, sigmoid, none };
@@ -102,6 +122,11 @@ enum class Activation { softmax, sigmoid, none };
 // What goes back onto the input's grid: the blended logits, activated there (nnU-Net), or
 // the probabilities after the activation on the model grid (MONAI's Activationsd then Invertd).
 enum class ResampleSpace { logits, probabilities };
+
+// How a voxel's activated values become a label: by_activation is pipeline.json's rule
+// (softmax/none: argmax; sigmoid: threshold, one label per channel); the others are MONAI's
+// AsDiscreted, set by bundles that also carry element-wise Lambdad expressions.
+enum class Discretize { by_activation, argmax, threshold, none };
 
 struct PostprocessSpec {
   Activation activation = Activation::softmax;
@@ -116,6 +141,19 @@ struct PostprocessSpec {
   bool extract = false;
   // Keep only the largest connected component of all non-zero voxels together (brainchop).
   bool keep_largest_foreground = false;
+  // Element-wise channel expressions ("lambda x: ...", MONAI's Lambdad; see
+  // channel_expression.h), per voxel on the input's grid: `lambdas_before` on the activated
+  // values, then `discretize`, then `lambdas`.
+  Discretize discretize = Discretize::by_activation;
+  std::int64_t out_channels = 0;  // the network's output channels, when known (0: from the labels)
+  std::vector<std::string> lambdas_before, lambdas;
+  // MONAI's AsDiscreted before Invertd: the labels are made on the model grid (the largest
+  // component kept there too when `components_on_model_grid`), then resampled onto the
+  // input's grid by nearest neighbour, or trilinearly as Invertd with nearest_interp false
+  // does (label values then blend at the edges).
+  bool labels_on_model_grid = false;
+  bool invert_nearest = true;
+  bool components_on_model_grid = false;
 };
 
 struct LabelCode {

@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "voxinfer/core/geometry.h"
 #include "voxinfer/core/tensor.h"
 #include "voxinfer/core/volume.h"
+#include "voxinfer/pipeline/channel_expression.h"
 #include "voxinfer/pipeline/pipeline_spec.h"
 #include "voxinfer/pipeline/postprocess.h"
 #include "voxinfer/pipeline/sliding_window.h"
@@ -39,12 +41,23 @@ class SlabResampler {
                 Activation activation, float threshold = 0.5f, std::vector<int> sigmoid_values = {},
                 bool activated = false);
 
+  // MONAI's post-processing chain (activation, Lambdad expressions, AsDiscreted) instead of
+  // the rule above; with `keep_channels` its final channels are kept too when there are
+  // several (overlapping label masks).
+  void set_rule(std::shared_ptr<const VoxelRule> rule, bool keep_channels);
+  // Also keep the activated values (probabilities; raw values for Activation::none), K channels
+  // on the target grid.
+  void keep_probabilities();
+
   void consume(const Tensor& slab, std::int64_t begin);
   SlabConsumer consumer() {
     return [this](const Tensor& slab, std::int64_t begin) { consume(slab, begin); };
   }
   // The label map on the target grid (single channel); throws unless every plane arrived.
   Volume finish();
+  // After finish(): the kept channels (empty Volumes when not asked for).
+  Volume masks() const { return masks_; }
+  Volume probabilities() const { return probabilities_; }
 
  private:
   float label_of(const float* logits) const;
@@ -58,6 +71,9 @@ class SlabResampler {
   bool activated_ = false;
   std::vector<int> values_;
   Volume out_;
+  std::shared_ptr<const VoxelRule> rule_;
+  bool keep_masks_ = false, keep_probabilities_ = false;
+  Volume masks_, probabilities_;
   Tensor halo_;  // [K, S1, S2]: the last plane of the previous slab
   std::int64_t next_ = 0, k_ = 0;
 };
@@ -74,12 +90,19 @@ struct SegmentOptions {
   // give it without its whole output (plane streaming, graph/streaming.h); nullopt, and the
   // network callback runs instead. When it returns labels it may have let go of `image`.
   std::function<std::optional<Tensor>(Tensor& image)> whole_argmax;
+  // Also return the activated values on the input's grid (SegmentResult::probabilities).
+  bool probabilities = false;
 };
 
 struct SegmentResult {
   Volume labels;                        // single channel, exactly on the input's grid
   std::vector<LabelStats> statistics;   // over input channel 0, one entry per spec label
   SlidingWindowStats window;
+  // Overlapping label masks (one 0/1 channel per label, in spec label order) when the
+  // post-processing ends in several channels (sigmoid outputs, MONAI's Lambdad); else empty.
+  Volume masks;
+  // With SegmentOptions::probabilities: K channels on the input's grid; else empty.
+  Volume probabilities;
   std::array<std::int64_t, 3> model_size{};  // the model-space grid (x, y, z)
   Geometry model_geometry;
 };

@@ -26,10 +26,13 @@ struct SegmentationOptions {
   std::optional<double> overlap;      // overrides inference.overlap
   std::optional<bool> tta;            // false: no mirroring; true: the package's mirror_axes (all three if none)
   ProgressCallback progress;          // tiles done / total
+  bool probabilities = false;         // also return the activated outputs on the input's grid
 };
 
 struct SegmentationResult {
   Volume labels;                      // label values (integers in f32) on the input's grid and geometry
+  Volume masks;                       // overlapping labels: one 0/1 channel per spec label, else empty
+  Volume probabilities;               // with SegmentationOptions::probabilities: K channels, else empty
   std::vector<LabelStats> stats;      // per label, measured on the input image
   SlidingWindowStats window;          // tiles, predicted and measured accumulator bytes
   Size3 model_grid{};                 // size of the preprocessed grid (model axis order)
@@ -61,6 +64,10 @@ class SegmentationPipeline {
   SegmentationPipeline& operator=(SegmentationPipeline&&) noexcept;
 
   SegmentationResult run(const Volume& input);
+  // Several images stacked as channels in the given order (one file per channel, as MONAI
+  // bundles and nnU-Net take multi-modal studies); each must lie on the first one's grid
+  // (Error invalid_input otherwise, and when the channel count differs from the package's).
+  SegmentationResult run(const std::vector<Volume>& channels);
 
   const PipelineSpec& spec() const;
   const std::filesystem::path& package_dir() const;

@@ -41,6 +41,7 @@ struct SlidingWindowOptions {
   std::vector<int> mirror_axes;  // spatial axes 0..2; all non-empty subsets are run and averaged
   std::int64_t batch = 1;        // the last batch may be smaller
   float pad_value = 0;           // fills the padding of images smaller than a tile
+  bool pad_replicate = false;    // pad with the nearest edge voxel instead of pad_value
   ProgressCallback progress;
 
   static SlidingWindowOptions from_spec(const InferenceSpec& spec);
