@@ -771,5 +771,34 @@ TEST(MonaiBundle, PaddingIsInvertedByCroppingBack) {
   EXPECT_TRUE(contains(error_of([&] { translate(inf); }), "ScaleIntensityRanged after SpatialPadd/DivisiblePadd is not supported"));
 }
 
+// AsDiscreted(argmax, to_onehot) feeding a Lambdad, and KeepLargestConnectedComponentd over all
+// foreground labels together (independent false) with 6-connectivity (connectivity 1).
+TEST(MonaiBundle, OneHotLambdaAndJointLargestComponent) {
+  json inf = tiny_inference();
+  auto& post = inf["postprocessing"]["transforms"];
+  post[3] = {{"_target_", "AsDiscreted"}, {"keys", "pred"}, {"argmax", true}, {"to_onehot", 2}};
+  post.insert(post.begin() + 4, json{{"_target_", "Lambdad"}, {"keys", "pred"}, {"func", "$lambda x: x[[1]] * 3"}});
+  post.insert(post.begin() + 5, json{{"_target_", "KeepLargestConnectedComponentd"}, {"keys", "pred"},
+                                     {"independent", false}, {"connectivity", 1}});
+  const monai::Bundle b = translate(inf);
+  const PostprocessSpec& p = b.spec.postprocess;
+  EXPECT_EQ(p.discretize, Discretize::argmax);
+  ASSERT_EQ(p.lambdas.size(), 2u);  // the one-hot expansion, then the bundle's lambda
+  EXPECT_EQ(p.lambdas[0], "torch.cat([x == 0, x == 1], dim=0)");
+  EXPECT_TRUE(p.keep_largest_foreground);
+  EXPECT_EQ(p.connectivity, 6);
+  ASSERT_EQ(b.spec.labels.size(), 1u);  // argmax 1 -> one-hot [0, 1] -> 3, named after channel 1
+  EXPECT_EQ(b.spec.labels[0].value, 3);
+  EXPECT_EQ(b.spec.labels[0].name, "bright");
+  const VoxelRule rule(p, 2, {3});
+  std::vector<float> scratch(rule.scratch_size());
+  const float bright[] = {-1.f, 2.f}, dark[] = {2.f, -1.f};
+  EXPECT_EQ(rule.label(bright, false, scratch.data()), 3.f);
+  EXPECT_EQ(rule.label(dark, false, scratch.data()), 0.f);
+  // Some of the labels together is not MONAI's union of the applied labels with the rest kept.
+  post[5]["applied_labels"] = json::array({1, 2});
+  EXPECT_TRUE(contains(error_of([&] { translate(inf); }), "independent false is supported for all foreground labels"));
+}
+
 }  // namespace
 }  // namespace voxinfer
