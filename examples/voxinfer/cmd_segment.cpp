@@ -110,7 +110,7 @@ void add_segment_command(CLI::App& app) {
     int threads = 0;
     double overlap = -1;
     bool tta = false, no_tta = false, allow_uneven = false;
-    std::string dicom_seg, dicom_reference;
+    std::string dicom_seg, dicom_reference, dicom_rtstruct;
     bool dicom_seg_keep_empty = false;
     std::string network;
     std::string label_masks, label_masks_dir;
@@ -134,6 +134,9 @@ void add_segment_command(CLI::App& app) {
   cmd->add_flag("--no-tta", a->no_tta, "no test-time augmentation");
   cmd->add_option("--dicom-seg", a->dicom_seg, "also write the labels as a DICOM SEG referencing the input series");
   cmd->add_option("--dicom-reference", a->dicom_reference, "DICOM series folder the SEG references when the input is not DICOM");
+  cmd->add_option("--dicom-rtstruct", a->dicom_rtstruct,
+                  "also write the labels as a DICOM RT Structure Set (closed contours per slice on the voxel borders) "
+                  "referencing the input series, for radiotherapy systems");
   cmd->add_flag("--dicom-seg-keep-empty", a->dicom_seg_keep_empty, "write empty SEG frames too (default: only frames with a segment)");
   cmd->add_option("--network", a->network, "MONAI bundles: the ONNX network to run (default: the bundle's models/model.onnx)");
   cmd->add_option("--label-masks", a->label_masks,
@@ -182,6 +185,7 @@ void add_segment_command(CLI::App& app) {
       n.dicom_seg = a->dicom_seg;
       n.dicom_reference = a->dicom_reference;
       n.dicom_seg_keep_empty = a->dicom_seg_keep_empty;
+      n.dicom_rtstruct = a->dicom_rtstruct;
       if (composite) {
         if (!a->save_probabilities.empty() || !a->folds.empty())
           throw Error(ErrorCode::invalid_input, "a composite package sets folds per model and writes no probabilities");
@@ -203,7 +207,7 @@ void add_segment_command(CLI::App& app) {
         throw Error(ErrorCode::invalid_input, *f + ": must end in .nii.gz, .nii, .nrrd or .mha");
     const std::string input_path = a->inputs[0];
     for (const auto& in : a->inputs)
-      check_outputs({in}, {a->output, a->stats, a->preview, a->dicom_seg, a->save_probabilities, a->label_masks});
+      check_outputs({in}, {a->output, a->stats, a->preview, a->dicom_seg, a->dicom_rtstruct, a->save_probabilities, a->label_masks});
     if (a->tta && a->no_tta) throw Error(ErrorCode::invalid_input, "give --tta or --no-tta, not both");
     if (a->threads < 0) throw Error(ErrorCode::invalid_input, "--threads must be >= 0");
     if (!is_image_file_name(a->output)) throw Error(ErrorCode::invalid_input, a->output + ": the label map must end in .nii.gz, .nii, .nrrd or .mha");
@@ -231,7 +235,9 @@ void add_segment_command(CLI::App& app) {
     if (bundle) check_bundle_channels(*mb, inputs);
     const Volume& input = inputs[0];
     // Checked before inference: a SEG needs the source series' identifiers.
-    const auto seg_source = a->dicom_seg.empty() ? DicomSegSource{} : dicom_seg_source(input, a->dicom_reference, a->series);
+    const auto seg_source = a->dicom_seg.empty() && a->dicom_rtstruct.empty()
+                                ? DicomSegSource{}
+                                : dicom_seg_source(input, a->dicom_reference, a->series);
     SegmentationResult r = pipeline.run(inputs);
 
     float max_label = 0;
@@ -306,6 +312,10 @@ void add_segment_command(CLI::App& app) {
     if (!a->dicom_seg.empty()) {
       write_segment_dicom_seg(a->dicom_seg, whole_labels, seg_source, pipeline.spec(), fs::path(a->model).filename().string(), a->dicom_seg_keep_empty);
       std::fprintf(stderr, "DICOM SEG  %s\n", a->dicom_seg.c_str());
+    }
+    if (!a->dicom_rtstruct.empty()) {
+      write_segment_rtstruct(a->dicom_rtstruct, whole_labels, seg_source, pipeline.spec(), fs::path(a->model).filename().string());
+      std::fprintf(stderr, "RTSTRUCT   %s\n", a->dicom_rtstruct.c_str());
     }
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!a->stats.empty()) {

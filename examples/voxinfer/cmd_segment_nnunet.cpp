@@ -97,7 +97,7 @@ void run_nnunet_segment(const NnunetSegmentArgs& a, const ProgressFn& progress) 
   lo.threads = a.threads;
   if (!(a.step_size > 0 && a.step_size <= 1)) throw Error(ErrorCode::invalid_input, "--step-size must be in (0, 1]");
   for (const auto& in : a.inputs)
-    for (const auto& out : {a.output, a.save_probabilities, a.stats})
+    for (const auto& out : {a.output, a.save_probabilities, a.stats, a.dicom_seg, a.dicom_rtstruct})
       if (!out.empty() && same_file(in, out))
         throw Error(ErrorCode::invalid_input, out + ": is the input; refusing to overwrite it");
   nnunet::Model model = app::open_nnunet_model(a.model, lo);
@@ -109,7 +109,8 @@ void run_nnunet_segment(const NnunetSegmentArgs& a, const ProgressFn& progress) 
   for (const auto& f : files) channels.push_back(read_volume(f, ro));
   // Checked before inference: a SEG needs the source series' identifiers.
   const auto seg_source =
-      a.dicom_seg.empty() ? DicomSegSource{} : dicom_seg_source(channels[0], a.dicom_reference, a.series);
+      a.dicom_seg.empty() && a.dicom_rtstruct.empty() ? DicomSegSource{}
+                                                      : dicom_seg_source(channels[0], a.dicom_reference, a.series);
 
   nnunet::PredictOptions po;
   po.step_size = a.step_size;
@@ -144,16 +145,21 @@ void run_nnunet_segment(const NnunetSegmentArgs& a, const ProgressFn& progress) 
     for (const auto& l : model.dataset().labels)
       if (l.values[0] != 0) names.push_back(LabelSpec{l.values[0], l.name, std::nullopt, std::nullopt});
   }
-  if (!a.dicom_seg.empty()) {
+  if (!a.dicom_seg.empty() || !a.dicom_rtstruct.empty()) {
     fs::path folder(a.model);
     if (folder.filename().empty()) folder = folder.parent_path();
     PipelineSpec spec;
     spec.name = folder.filename().string();
     spec.labels = names;
-    write_segment_dicom_seg(a.dicom_seg, r.labels, seg_source, spec,
-                            folder.parent_path().filename().string() + " " + model.configuration().name,
-                            a.dicom_seg_keep_empty);
-    std::fprintf(stderr, "DICOM SEG  %s\n", a.dicom_seg.c_str());
+    const std::string package = folder.parent_path().filename().string() + " " + model.configuration().name;
+    if (!a.dicom_seg.empty()) {
+      write_segment_dicom_seg(a.dicom_seg, r.labels, seg_source, spec, package, a.dicom_seg_keep_empty);
+      std::fprintf(stderr, "DICOM SEG  %s\n", a.dicom_seg.c_str());
+    }
+    if (!a.dicom_rtstruct.empty()) {
+      write_segment_rtstruct(a.dicom_rtstruct, r.labels, seg_source, spec, package);
+      std::fprintf(stderr, "RTSTRUCT   %s\n", a.dicom_rtstruct.c_str());
+    }
   }
   const auto stats = label_statistics(r.labels, channels[0], names);
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -202,7 +208,7 @@ void run_nnunet_segment(const NnunetSegmentArgs& a, const ProgressFn& progress) 
 void run_nnunet_composite(const NnunetSegmentArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
   for (const auto& in : a.inputs)
-    for (const auto& out : {a.output, a.stats})
+    for (const auto& out : {a.output, a.stats, a.dicom_seg, a.dicom_rtstruct})
       if (!out.empty() && same_file(in, out))
         throw Error(ErrorCode::invalid_input, out + ": is the input; refusing to overwrite it");
   const nnunet::CompositeSpec spec = nnunet::load_composite(a.model);
@@ -211,7 +217,8 @@ void run_nnunet_composite(const NnunetSegmentArgs& a) {
   ro.series_uid = a.series;
   for (const auto& f : a.inputs) channels.push_back(read_volume(f, ro));
   const auto seg_source =
-      a.dicom_seg.empty() ? DicomSegSource{} : dicom_seg_source(channels[0], a.dicom_reference, a.series);
+      a.dicom_seg.empty() && a.dicom_rtstruct.empty() ? DicomSegSource{}
+                                                      : dicom_seg_source(channels[0], a.dicom_reference, a.series);
   const auto r = nnunet::run_composite(a.model, spec, channels, app::read_nnunet_checkpoint, a.threads,
                                        [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); });
   float max_label = 0;
@@ -221,14 +228,20 @@ void run_nnunet_composite(const NnunetSegmentArgs& a) {
   write_image(a.output, r.labels, wo);
   std::vector<LabelSpec> names;
   for (const auto& [v, n] : spec.labels) names.push_back(LabelSpec{v, n, std::nullopt, std::nullopt});
-  if (!a.dicom_seg.empty()) {
+  if (!a.dicom_seg.empty() || !a.dicom_rtstruct.empty()) {
     PipelineSpec ps;
     ps.name = spec.name;
     ps.version = spec.version;
     ps.labels = names;
-    write_segment_dicom_seg(a.dicom_seg, r.labels, seg_source, ps, fs::path(a.model).filename().string(),
-                            a.dicom_seg_keep_empty);
-    std::fprintf(stderr, "DICOM SEG  %s\n", a.dicom_seg.c_str());
+    if (!a.dicom_seg.empty()) {
+      write_segment_dicom_seg(a.dicom_seg, r.labels, seg_source, ps, fs::path(a.model).filename().string(),
+                              a.dicom_seg_keep_empty);
+      std::fprintf(stderr, "DICOM SEG  %s\n", a.dicom_seg.c_str());
+    }
+    if (!a.dicom_rtstruct.empty()) {
+      write_segment_rtstruct(a.dicom_rtstruct, r.labels, seg_source, ps, fs::path(a.model).filename().string());
+      std::fprintf(stderr, "RTSTRUCT   %s\n", a.dicom_rtstruct.c_str());
+    }
   }
   const auto stats = label_statistics(r.labels, channels[0], names);
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -42,6 +42,12 @@ void write_segment_dicom_seg(const std::string& path, const Volume& labels, cons
                                     {spec.name.empty() ? package_name : spec.name, spec.version}, keep_empty);
 }
 
+void write_segment_rtstruct(const std::string& path, const Volume& labels, const DicomSegSource& source,
+                            const PipelineSpec& spec, const std::string& package_name) {
+  app::write_segmentation_rtstruct(path, labels, source.metadata, source.geometry, spec.labels,
+                                   {spec.name.empty() ? package_name : spec.name, spec.version});
+}
+
 Volume read_dicom_seg_labels(const std::string& path, const std::string& reference, const std::string& series_uid) {
   if (reference.empty()) return read_dicom_seg(path);
   ReadOptions ro;

@@ -28,6 +28,10 @@ DicomSegSource dicom_seg_source(const Volume& input, const std::string& referenc
 void write_segment_dicom_seg(const std::string& path, const Volume& labels, const DicomSegSource& source,
                              const PipelineSpec& spec, const std::string& package_name, bool keep_empty);
 
+// The same labels as an RT Structure Set (contours per slice) on the source series.
+void write_segment_rtstruct(const std::string& path, const Volume& labels, const DicomSegSource& source,
+                            const PipelineSpec& spec, const std::string& package_name);
+
 // Reads a DICOM SEG as a label map: on the grid of the series in `reference` (a DICOM folder
 // or file) when given, else on the grid its frames span.
 Volume read_dicom_seg_labels(const std::string& path, const std::string& reference, const std::string& series_uid);

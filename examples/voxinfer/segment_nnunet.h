@@ -13,6 +13,7 @@ struct NnunetSegmentArgs {
   std::vector<std::string> inputs;
   std::string dicom_seg, dicom_reference;  // a DICOM SEG on the input series (or the reference folder's)
   bool dicom_seg_keep_empty = false;
+  std::string dicom_rtstruct;  // an RT Structure Set on the same series
   std::string folds;  // "0,1" or "all"; empty: every fold present
   std::string checkpoint = "final";
   double step_size = 0.5;
