@@ -509,9 +509,11 @@ class Parser {
       return nullptr;
     };
     auto check_keywords = [&](std::initializer_list<const char*> allowed, const std::string& fn) {
-      for (const auto& [name, t] : a.keyword)
+      for (const auto& entry : a.keyword) {
+        const std::string& name = entry.first;  // a named variable: clang 14 cannot capture a structured binding
         if (std::find_if(allowed.begin(), allowed.end(), [&](const char* x) { return name == x; }) == allowed.end())
           refuse(fn + ": the argument '" + name + "' is not supported");
+      }
     };
     auto arg = [&](std::size_t i, const char* k, const std::string& fn) -> const Term* {
       if (i < a.positional.size()) return &a.positional[i];
