@@ -379,6 +379,10 @@ bool read_nifti1_header(const std::string& path, Nifti1Header& h) {
   return true;
 }
 
+// Spacings, offsets and affine entries beyond a kilometre are no medical image; ITK's SVD of
+// such an orientation (float 1e38 entries) does not converge and never returns.
+constexpr float kMaxGeometryMm = 1e6f;
+
 // Geometry fields must be finite, spacings positive, the sform invertible and the voxels
 // after the header: each failure names the file and the field.
 void check_nifti1_header(const Nifti1Header& h, const std::string& path) {
@@ -397,22 +401,22 @@ void check_nifti1_header(const Nifti1Header& h, const std::string& path) {
   for (int i = 1; i <= std::min<int>(h.dim[0], 3); ++i) {
     const float p = h.pixdim[i];
     // A zero spacing is tolerated on an axis of one voxel only (2D images often have one).
-    if (!std::isfinite(p) || p < 0 || (p == 0 && h.dim[i] > 1))
+    if (!std::isfinite(p) || p < 0 || (p == 0 && h.dim[i] > 1) || p > kMaxGeometryMm)
       throw Error(ErrorCode::invalid_input, what + "pixdim[" + std::to_string(i) + "] = " + std::to_string(p) +
-                                                ": voxel spacing must be a positive finite number");
+                                                ": voxel spacing must be a positive finite number of at most 1 km");
   }
   if (h.qform_code > 0)
     for (int i = 0; i < 6; ++i)
-      if (!std::isfinite(h.quatern[i]))
+      if (!std::isfinite(h.quatern[i]) || std::abs(h.quatern[i]) > kMaxGeometryMm)
         throw Error(ErrorCode::invalid_input,
                     what + (i < 3 ? std::string("quatern_") + "bcd"[i] : std::string("qoffset_") + "xyz"[i - 3]) +
-                        " is not finite (the qform is unusable)");
+                        " is not finite or beyond 1 km (the qform is unusable)");
   if (h.sform_code > 0) {
     Eigen::Matrix3d m;
     for (int i = 0; i < 12; ++i) {
-      if (!std::isfinite(h.srow[i]))
+      if (!std::isfinite(h.srow[i]) || std::abs(h.srow[i]) > kMaxGeometryMm)
         throw Error(ErrorCode::invalid_input, what + "srow_" + "xyz"[i / 4] + "[" + std::to_string(i % 4) +
-                                                  "] is not finite (the sform is unusable)");
+                                                  "] is not finite or beyond 1 km (the sform is unusable)");
       if (i % 4 < 3) m(i / 4, i % 4) = h.srow[i];
     }
     if (!(std::abs(m.determinant()) > 1e-12))

@@ -71,6 +71,10 @@ void nifti_cases() {
   write(root / "nifti_sform_nan.nii", Nifti().put<float>(280, nan).bytes());
   write(root / "nifti_sform_inf.nii", Nifti().put<float>(324, inf).bytes());
   write(root / "nifti_sform_degenerate.nii", Nifti().put<float>(320, 0.f).bytes());
+  // 1.7e38 in srow_y (found by fuzz_nifti): ITK's SVD of that orientation never returned.
+  write(root / "nifti_sform_huge.nii", Nifti().put<float>(300, 1.7e38f).bytes());
+  write(root / "nifti_qoffset_huge.nii",
+        Nifti().put<std::int16_t>(254, 0).put<std::int16_t>(252, 1).put<float>(268, 3e37f).bytes());
   write(root / "nifti_qform_inf.nii",
         Nifti().put<std::int16_t>(254, 0).put<std::int16_t>(252, 1).put<float>(272, inf).bytes());
   write(root / "nifti_quatern_nan.nii",
