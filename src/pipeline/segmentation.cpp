@@ -9,8 +9,8 @@
 #include "voxinfer/core/error.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/graph/session.h"
-#include "voxinfer/pipeline/conform.h"
 #include "voxinfer/graph/streaming.h"
+#include "voxinfer/pipeline/conform.h"
 #include "voxinfer/pipeline/preprocess.h"
 #include "voxinfer/pipeline/segment.h"
 
