@@ -1,6 +1,5 @@
 // `voxinfer classify`: class probabilities for a study, with provenance, optional
 // occlusion-sensitivity map and flip-TTA uncertainty.
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -12,6 +11,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "voxinfer/app/segmenter.h"
 #include "voxinfer/core/error.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/io/image_io.h"
@@ -25,28 +25,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string sha256_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorCode::io, path + ": cannot open to hash");
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  std::vector<char> buf(1 << 16);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    if (in.gcount() > 0) EVP_DigestUpdate(ctx, buf.data(), static_cast<std::size_t>(in.gcount()));
-  }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, md, &len);
-  EVP_MD_CTX_free(ctx);
-  std::string hex;
-  char b[3];
-  for (unsigned int i = 0; i < len; ++i) {
-    std::snprintf(b, sizeof b, "%02x", md[i]);
-    hex += b;
-  }
-  return hex;
-}
 
 float parse_number(const std::string& text, const std::string& what) {
   try {
@@ -219,7 +197,7 @@ void add_classify_command(CLI::App& app) {
       j["top"] = r.classes[static_cast<std::size_t>(r.top)].name;
       j["logits"] = r.logits;
       j["model"] = {{"file", fs::path(pipeline.model_path()).filename().string()},
-                    {"sha256", sha256_file(pipeline.model_path())},
+                    {"sha256", app::sha256_file(pipeline.model_path())},
                     {"name", spec.name},
                     {"version", spec.version},
                     {"activation", std::string(activation_name(spec.postprocess.activation))}};
@@ -228,7 +206,7 @@ void add_classify_command(CLI::App& app) {
         nlohmann::json e{{"path", fs::path(a->inputs[i]).filename().string()}};
         const auto it = vols[i].metadata.find("SeriesInstanceUID");
         if (it != vols[i].metadata.end()) e["series_uid"] = it->second;
-        else if (fs::is_regular_file(a->inputs[i])) e["sha256"] = sha256_file(a->inputs[i]);
+        else if (fs::is_regular_file(a->inputs[i])) e["sha256"] = app::sha256_file(a->inputs[i]);
         e["size"] = {vols[i].nx(), vols[i].ny(), vols[i].nz()};
         ins.push_back(e);
       }

@@ -10,7 +10,6 @@
 // either the old or the new state; a job found "running" at start runs again.
 #include "voxinfer/app/dicom_node.h"
 
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -77,19 +76,6 @@ namespace {
 
 [[noreturn]] void bad(const fs::path& file, const std::string& what) {
   throw Error(ErrorCode::invalid_input, file.string() + ": " + what);
-}
-
-std::string sha256_hex(const std::string& data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  std::string hex;
-  char b[3];
-  for (unsigned int i = 0; i < len; ++i) {
-    std::snprintf(b, sizeof b, "%02x", md[i]);
-    hex += b;
-  }
-  return hex;
 }
 
 double unix_now() {

@@ -158,6 +158,20 @@ std::unique_ptr<Segmenter> open_segmenter(const fs::path& folder, const Segmente
            "dataset.json, nnunet_composite.json, or a MONAI bundle's configs/)");
 }
 
+namespace {
+
+std::string hex_of(const unsigned char* md, unsigned int len) {
+  static const char digits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) {
+    hex += digits[md[i] >> 4];
+    hex += digits[md[i] & 15];
+  }
+  return hex;
+}
+
+}  // namespace
+
 std::string sha256_file(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) fail(ErrorCode::io, file.string() + ": cannot open to hash");
@@ -171,13 +185,14 @@ std::string sha256_file(const fs::path& file) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx.get(), md, &len);
-  std::string hex;
-  char b[3];
-  for (unsigned int i = 0; i < len; ++i) {
-    std::snprintf(b, sizeof b, "%02x", md[i]);
-    hex += b;
-  }
-  return hex;
+  return hex_of(md, len);
+}
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  return hex_of(md, len);
 }
 
 }  // namespace voxinfer::app

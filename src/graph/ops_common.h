@@ -7,6 +7,7 @@
 
 #include "graph/op.h"
 #include "voxinfer/core/threading.h"
+#include "voxinfer/kernels/conv.h"
 
 namespace voxinfer::graph {
 
@@ -73,5 +74,9 @@ inline std::int64_t norm_axis(std::int64_t axis, int rank, const Node& node) {
                                               std::to_string(rank));
   return a;
 }
+
+// The activation fused into a convolution by the passes (voxinfer.activation / alpha / beta
+// attributes); Error(invalid_model) naming the node for an unknown one.
+kernels::Activation parse_activation(const Node& n, float& alpha, float& beta);
 
 }  // namespace voxinfer::graph

@@ -36,18 +36,6 @@ std::vector<std::int64_t> pad3(const std::vector<std::int64_t>& v, int ns, std::
   return r;
 }
 
-Activation parse_activation(const Node& n, float& alpha, float& beta) {
-  const std::string a = n.get_string("voxinfer.activation", "");
-  alpha = n.get_float("voxinfer.alpha", 0.f);
-  beta = n.get_float("voxinfer.beta", 0.f);
-  if (a.empty() || a == "none") return Activation::none;
-  if (a == "relu") return Activation::relu;
-  if (a == "leaky_relu") return Activation::leaky_relu;
-  if (a == "prelu") return Activation::prelu;
-  if (a == "sigmoid") return Activation::sigmoid;
-  if (a == "clip") return Activation::clip;
-  throw Error(ErrorCode::invalid_model, n.label() + ": unknown fused activation '" + a + "'");
-}
 
 // Conv and ConvTranspose. Inputs: X, W, optional B; fused graphs add an optional PRelu
 // slope (input 3) and residual (input 4).
@@ -1568,6 +1556,20 @@ void register_nn_ops() {
   register_op("ArgMax", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ArgMaxOp>(n, o, false); });
   register_op("Einsum", make_op<EinsumOp>);
   register_op("ArgMin", [](const Node& n, std::int64_t o) -> std::unique_ptr<Op> { return std::make_unique<ArgMaxOp>(n, o, true); });
+}
+
+
+Activation parse_activation(const Node& n, float& alpha, float& beta) {
+  const std::string a = n.get_string("voxinfer.activation", "");
+  alpha = n.get_float("voxinfer.alpha", 0.f);
+  beta = n.get_float("voxinfer.beta", 0.f);
+  if (a.empty() || a == "none") return Activation::none;
+  if (a == "relu") return Activation::relu;
+  if (a == "leaky_relu") return Activation::leaky_relu;
+  if (a == "prelu") return Activation::prelu;
+  if (a == "sigmoid") return Activation::sigmoid;
+  if (a == "clip") return Activation::clip;
+  throw Error(ErrorCode::invalid_model, n.label() + ": unknown fused activation '" + a + "'");
 }
 
 }  // namespace voxinfer::graph

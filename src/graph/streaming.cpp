@@ -23,6 +23,7 @@
 #include <set>
 
 #include "graph/op.h"
+#include "graph/ops_common.h"
 #include "voxinfer/core/cpu.h"
 #include "voxinfer/core/threading.h"
 #include "voxinfer/kernels/conv.h"
@@ -119,19 +120,6 @@ void copy_plane(const Planes& s, std::int64_t js, const Planes& d, std::int64_t 
       for (std::int64_t x = 0; x < plane; ++x) dst[x * bd] = src[x * bs];
     }
   });
-}
-
-Activation parse_activation(const Node& n, float& alpha, float& beta) {
-  const std::string a = n.get_string("voxinfer.activation", "");
-  alpha = n.get_float("voxinfer.alpha", 0.f);
-  beta = n.get_float("voxinfer.beta", 0.f);
-  if (a.empty() || a == "none") return Activation::none;
-  if (a == "relu") return Activation::relu;
-  if (a == "leaky_relu") return Activation::leaky_relu;
-  if (a == "prelu") return Activation::prelu;
-  if (a == "sigmoid") return Activation::sigmoid;
-  if (a == "clip") return Activation::clip;
-  throw Error(ErrorCode::invalid_model, n.label() + ": unknown fused activation '" + a + "'");
 }
 
 // Elementwise operators with one input whose value per element does not depend on where the

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "voxinfer/core/volume.h"
@@ -58,5 +59,7 @@ std::unique_ptr<Segmenter> open_segmenter(const std::filesystem::path& folder, c
 
 // SHA-256 of a file as lowercase hex (provenance of networks and inputs).
 std::string sha256_file(const std::filesystem::path& file);
+// SHA-256 of bytes as lowercase hex.
+std::string sha256_hex(std::string_view data);
 
 }  // namespace voxinfer::app
